@@ -1,0 +1,103 @@
+"""File helpers: open plain/.gz/stdin text, atomic writes, content hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from nbest_rescore.errors import InputError
+
+PathLike = str | os.PathLike[str]
+
+
+def open_text(path: PathLike, *, errors: str = "strict") -> IO[str]:
+    """Open `path` for reading UTF-8 text; `.gz` is decompressed and `-` is stdin.
+
+    Newlines are not translated, so `\\r` inside a line is kept as data.
+    """
+    p = str(path)
+    if p == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors=errors, newline="\n")
+    try:
+        if p.endswith(".gz"):
+            return io.TextIOWrapper(
+                gzip.open(p, "rb"), encoding="utf-8", errors=errors, newline="\n"
+            )
+        return open(p, encoding="utf-8", errors=errors, newline="\n")
+    except FileNotFoundError as exc:
+        raise InputError("no such file", p) from exc
+    except IsADirectoryError as exc:
+        raise InputError("is a directory, expected a file", p) from exc
+
+
+def open_binary(path: PathLike) -> IO[bytes]:
+    """Open `path` for reading bytes, decompressing `.gz`; `-` is stdin."""
+    p = str(path)
+    if p == "-":
+        return sys.stdin.buffer
+    try:
+        return gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")
+    except FileNotFoundError as exc:
+        raise InputError("no such file", p) from exc
+
+
+def read_lines(path: PathLike) -> list[str]:
+    """All lines of a small text file (source, reference), without their newline.
+
+    Invalid UTF-8 is an `InputError` naming the line.
+    """
+    lines: list[str] = []
+    with open_binary(path) as fh:
+        for i, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"invalid UTF-8 ({exc.reason})", str(path), i) from exc
+            lines.append(text.rstrip("\n").rstrip("\r"))
+    return lines
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> Iterator[IO]:  # type: ignore[type-arg]
+    """Write to a temp file beside `path` and rename it into place only on success.
+
+    `gz` defaults to whether `path` ends in `.gz`; `mode` is "w" (text, UTF-8) or "wb".
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    use_gz = target.suffix == ".gz" if gz is None else gz
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if use_gz:
+            # mtime=0 keeps gzip output byte-identical across runs.
+            raw = gzip.GzipFile(tmp, "wb", mtime=0)
+            fh: IO = (  # type: ignore[type-arg]
+                io.TextIOWrapper(raw, encoding="utf-8", newline="\n") if "b" not in mode else raw
+            )
+        else:
+            fh = open(tmp, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "\n")
+        with fh:
+            yield fh
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path: PathLike, *, length: int = 16) -> str:
+    """Hex SHA-256 of a file's bytes (first `length` hex digits), for provenance records."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
