@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from nbest_rescore.errors import InputError
 
@@ -44,7 +44,9 @@ def open_binary(path: PathLike) -> IO[bytes]:
     if p == "-":
         return sys.stdin.buffer
     try:
-        return gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")
+        if p.endswith(".gz"):
+            return gzip.open(p, "rb")  # type: ignore[return-value]
+        return open(p, "rb")
     except FileNotFoundError as exc:
         raise InputError("no such file", p) from exc
 
@@ -80,11 +82,16 @@ def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> 
         if use_gz:
             # mtime=0 keeps gzip output byte-identical across runs.
             raw = gzip.GzipFile(tmp, "wb", mtime=0)
-            fh: IO = (  # type: ignore[type-arg]
+            fh: Any = (
                 io.TextIOWrapper(raw, encoding="utf-8", newline="\n") if "b" not in mode else raw
             )
         else:
-            fh = open(tmp, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "\n")
+            fh = open(
+                tmp,
+                mode,
+                encoding=None if "b" in mode else "utf-8",
+                newline=None if "b" in mode else "\n",
+            )
         with fh:
             yield fh
         os.replace(tmp, target)

@@ -43,7 +43,9 @@ def progress(
     yield from tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
-def bar(settings: ProgressSettings, *, desc: str = "", total: int | None = None, unit: str = "it") -> tqdm:  # type: ignore[type-arg]
+def bar(
+    settings: ProgressSettings, *, desc: str = "", total: int | None = None, unit: str = "it"
+) -> tqdm:  # type: ignore[type-arg]
     """A manual tqdm bar (call `.update(n)`); disabled when not active."""
     return tqdm(
         desc=desc,
