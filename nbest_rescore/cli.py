@@ -1,9 +1,280 @@
-"""The `rescore` command line (placeholder, filled in by the integration work)."""
+"""The `rescore` command line: parse options, call one library function, print.
+
+Exit codes: 0 success, 2 bad input (message names file, line and problem), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True)
+from nbest_rescore.errors import InputError
+from nbest_rescore.progress import ProgressSettings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Moses n-best rescoring with deep LSTM encoder-decoders (Sutskever et al. 2014).",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
+Tokenize = Annotated[
+    str,
+    typer.Option(
+        help="BLEU tokenisation: 13a = detokenize hypotheses, score against raw references "
+        "(sacrebleu default); none = tokenized hypotheses against tokenized references."
+    ),
+]
+Models = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--model", "-m", help="Model checkpoint (repeat for an ensemble). Default: shipped model."
+    ),
+]
+Device = Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")]
+
+
+def _fail(code: int, message: str) -> None:
+    typer.echo(f"rescore: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Map bad input to exit 2 with its message, anything unexpected to exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except InputError as exc:
+            _fail(2, str(exc))
+        except KeyboardInterrupt:
+            typer.echo("rescore: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+        except Exception as exc:
+            if os.environ.get("NBEST_RESCORE_DEBUG"):
+                traceback.print_exc()
+            _fail(1, f"internal error: {type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress(quiet: bool) -> ProgressSettings:
+    return ProgressSettings(enabled=False) if quiet else ProgressSettings()
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        typer.echo(message, err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def stats(
+    file: Annotated[str, typer.Argument(help="Moses n-best list (plain, .gz or - for stdin).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Sentences, hypotheses per sentence, feature labels, distinct ratio, missing ids.
+
+    Example: rescore stats data/multi30k/test2016.moses.100best.gz
+    """
+    from dataclasses import asdict
+
+    from nbest_rescore.nbest import nbest_stats
+    from nbest_rescore.report import to_json
+
+    st = nbest_stats(file)
+    d = asdict(st)
+    if as_json:
+        typer.echo(to_json(d), nl=False)
+        return
+    for k, v in d.items():
+        typer.echo(f"{k:>20}: {v}")
+
+
+@app.command()
+@handle_errors
+def oracle(
+    nbest: Annotated[str, typer.Option(help="Moses n-best list.")],
+    ref: Annotated[str, typer.Option(help="Reference translations, one per sentence.")],
+    src: Annotated[str | None, typer.Option(help="Source sentences (for length buckets).")] = None,
+    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("oracle-report"),
+    tokenize: Tokenize = "13a",
+    tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
+    max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Oracle analysis of an n-best list (no model needed): 1-best, oracles, oracle@k, ranks.
+
+    Example: rescore oracle --nbest val.1000best.gz --ref val.fr.gz --src val.en.gz --out rep/
+    """
+    from nbest_rescore.analysis import OracleJob, run_oracle_job
+    from nbest_rescore.metrics import BleuConfig
+
+    job = OracleJob(
+        nbest=nbest,
+        ref=ref,
+        src=src,
+        out=out,
+        bleu=BleuConfig(tokenize=tokenize, tgt_lang=tgt_lang),
+        max_hyps=max_hyps,
+    )
+    summary = run_oracle_job(job, _progress(quiet))
+    typer.echo(summary_table(summary))
+    _say(quiet, f"report written to {out}/")
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The systems' BLEU as an aligned text table for the terminal."""
+    lines = [f"{'system':<22} {'BLEU':>7}  p-value vs baseline"]
+    sig = summary.get("significance", {})
+    for name, sysd in summary["systems"].items():
+        p = sig.get(name, {}).get("p_value")
+        lines.append(f"{name:<22} {sysd['bleu']:>7.2f}  {'' if p is None else f'{p:.4f}'}")
+    lines.append(summary.get("signature", ""))
+    return "\n".join(lines)
+
+
+@app.command()
+@handle_errors
+def rerank(
+    nbest: Annotated[str, typer.Option(help="Moses n-best list.")],
+    weights: Annotated[
+        Path | None, typer.Option(help="Weights file: JSON or Moses '[weight]' lines.")
+    ] = None,
+    weight: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE[,VALUE..] (repeatable), e.g. LM0=0.5.")
+    ] = None,
+    ref: Annotated[str | None, typer.Option(help="Reference: print BLEU of the selection.")] = None,
+    output: Annotated[str, typer.Option(help="Where the 1-best goes (- = stdout).")] = "-",
+    detok: Annotated[bool, typer.Option(help="Write detokenized text.")] = False,
+    tokenize: Tokenize = "13a",
+    tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
+    quiet: Quiet = False,
+) -> None:
+    """1-best of every list by a linear combination of features (default: the decoder's total).
+
+    Example: rescore rerank --nbest test.1000best.gz --weight total=1 --weight LM0=0.1 > best.txt
+    """
+    from nbest_rescore.analysis import RerankJob, run_rerank_job
+
+    job = RerankJob(
+        nbest=nbest,
+        weights_file=weights,
+        weight_options=tuple(weight or ()),
+        ref=ref,
+        output=output,
+        detok=detok,
+        tokenize=tokenize,
+        tgt_lang=tgt_lang,
+    )
+    bleu = run_rerank_job(job, _progress(quiet))
+    if bleu is not None:
+        typer.echo(bleu, err=True)
 
 
 def main() -> None:
+    """Console-script entry point."""
     app()
+
+
+@app.command()
+@handle_errors
+def run(
+    nbest: Annotated[str, typer.Option(help="Moses n-best list to rescore.")],
+    src: Annotated[str, typer.Option(help="Source sentences (raw text), one per sentence id.")],
+    ref: Annotated[
+        str | None, typer.Option(help="References: BLEU table, oracles, significance.")
+    ] = None,
+    model: Models = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Weights file (JSON, e.g. a saved weights.json).")
+    ] = None,
+    tune_nbest: Annotated[str | None, typer.Option(help="Dev n-best list for MERT tuning.")] = None,
+    tune_src: Annotated[str | None, typer.Option(help="Dev source.")] = None,
+    tune_ref: Annotated[str | None, typer.Option(help="Dev reference.")] = None,
+    tokenize: Tokenize = "13a",
+    device: Device = "cpu",
+    bf16: Annotated[
+        bool, typer.Option(help="bf16 autocast on CUDA (reports max diff vs fp32).")
+    ] = False,
+    max_tokens: Annotated[int, typer.Option(help="Target tokens per scoring batch.")] = 8000,
+    max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
+    escaped: Annotated[
+        bool | None,
+        typer.Option("--escaped/--unescaped", help="n-best XML-escaped? (default: detect)"),
+    ] = None,
+    src_tokenized: Annotated[bool, typer.Option(help="--src is already tokenized.")] = False,
+    src_lang: Annotated[str, typer.Option(help="Source language (length buckets).")] = "en",
+    tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
+    restarts: Annotated[int, typer.Option(help="MERT random restarts.")] = 10,
+    seed: Annotated[int, typer.Option(help="MERT seed.")] = 1,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("rescore-out"),
+    quiet: Quiet = False,
+) -> None:
+    """Score every hypothesis with the LSTM ensemble, interpolate, pick the 1-best, report.
+
+    Example: rescore run --nbest test.1000best.gz --src test.en --ref test.fr -m a.pt -m b.pt
+    --tune-nbest val.1000best.gz --tune-src val.en --tune-ref val.fr --out out/
+    """
+    from nbest_rescore import distributed
+    from nbest_rescore.metrics import BleuConfig
+    from nbest_rescore.rescore import RunJob, run_rescore_job
+    from nbest_rescore.scoring import ScoringConfig
+    from nbest_rescore.tune import MertConfig
+
+    models = [str(m) for m in model] if model else [str(p) for p in _default_models()]
+    job = RunJob(
+        nbest=nbest,
+        src=src,
+        ref=ref,
+        models=tuple(models),
+        out=out,
+        weights=weights,
+        tune_nbest=tune_nbest,
+        tune_src=tune_src,
+        tune_ref=tune_ref,
+        bleu=BleuConfig(tokenize=tokenize, tgt_lang=tgt_lang),
+        scoring=ScoringConfig(
+            max_tokens=max_tokens,
+            device=device,
+            bf16=bf16,
+            escaped=escaped,
+            src_tokenized=src_tokenized,
+        ),
+        mert=MertConfig(restarts=restarts, seed=seed),
+        max_hyps=max_hyps,
+        src_lang=src_lang,
+    )
+    with distributed.process_group(device) as info:
+        summary = run_rescore_job(job, _progress(quiet or not info.is_main))
+    if summary is None:
+        return
+    if summary["systems"]:
+        typer.echo(summary_table(summary))
+    _say(quiet, f"outputs written to {out}/ (1-best: {out}/best.detok.txt)")
+
+
+def _default_models() -> list[Path]:
+    from nbest_rescore.translate import default_model_paths
+
+    return default_model_paths()

@@ -1,0 +1,185 @@
+"""MERT: tune linear reranking weights to maximise corpus BLEU on a dev n-best list.
+
+Och (2003)'s exact line search: along a direction, every hypothesis' score is a line in the step
+size gamma; the 1-best of a list changes only where the upper envelope of its lines bends, so
+corpus BLEU is piecewise constant in gamma and its maximum is found exactly by one sweep over
+the sorted breakpoints of all lists. Coordinate and random directions, random restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nbest_rescore.metrics import corpus_bleu_many
+from nbest_rescore.rerank import FeatureTable, select_best, weight_vector
+
+
+@dataclass(frozen=True)
+class MertConfig:
+    """Search settings: restarts around the start point, random directions, iteration cap."""
+
+    restarts: int = 10
+    random_directions: int = 2
+    max_iterations: int = 10
+    seed: int = 1
+    min_gain: float = 1e-6
+
+
+@dataclass(frozen=True)
+class MertResult:
+    weights: dict[str, float]
+    dev_bleu: float
+    start_bleu: float
+    history: list[float] = field(default_factory=list)
+
+
+def selection_stats(choice: np.ndarray, stats: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Summed statistics of one hypothesis per sentence (`choice` = rank within list, -1 = none)."""
+    ok = choice >= 0
+    return stats[offsets[:-1][ok] + choice[ok]].sum(axis=0)
+
+
+def _envelope(a: list[float], b: list[float]) -> tuple[list[float], list[int]]:
+    """Upper envelope of lines y = a_i + gamma * b_i: (start gammas, line indices), left to right.
+
+    Lines are visited by slope; among equal slopes the higher intercept wins, and among exact
+    ties the lower index (better n-best rank) wins, matching `select_best`.
+    """
+    order = sorted(range(len(a)), key=lambda i: (b[i], -a[i], i))
+    starts: list[float] = []
+    lines: list[int] = []
+    for i in order:
+        if lines and b[lines[-1]] == b[i]:
+            continue  # same slope, lower (or tied, worse-ranked) intercept: never on top
+        x = -np.inf
+        while lines:
+            j = lines[-1]
+            x = (a[j] - a[i]) / (b[i] - b[j])
+            if x <= starts[-1]:
+                lines.pop()
+                starts.pop()
+                x = -np.inf
+            else:
+                break
+        starts.append(x if lines else -np.inf)
+        lines.append(i)
+    return starts, lines
+
+
+def line_search(
+    x: np.ndarray,
+    stats: np.ndarray,
+    offsets: np.ndarray,
+    w: np.ndarray,
+    d: np.ndarray,
+    base: np.ndarray,
+) -> tuple[float, float]:
+    """Exact best step gamma along direction `d` from `w`: (gamma, BLEU at w + gamma d).
+
+    `base` is a constant statistics row added for sentences without hypotheses.
+    """
+    a_all = (x @ w).tolist()
+    b_all = (x @ d).tolist()
+    start = base.astype(np.float64).copy()
+    gammas: list[float] = []
+    deltas: list[np.ndarray] = []
+    for s in range(len(offsets) - 1):
+        lo, hi = int(offsets[s]), int(offsets[s + 1])
+        if lo == hi:
+            continue
+        starts, lines = _envelope(a_all[lo:hi], b_all[lo:hi])
+        start += stats[lo + lines[0]]
+        for k in range(1, len(lines)):
+            gammas.append(starts[k])
+            deltas.append(stats[lo + lines[k]] - stats[lo + lines[k - 1]])
+    if not gammas:
+        return 0.0, float(corpus_bleu_many(start)[0])
+    order = np.argsort(np.asarray(gammas), kind="stable")
+    g = np.asarray(gammas)[order]
+    cum = start + np.concatenate(
+        [np.zeros((1, stats.shape[1])), np.cumsum(np.asarray(deltas)[order], axis=0)]
+    )
+    bleus = corpus_bleu_many(cum)  # interval k lies between g[k-1] and g[k]
+    best = int(np.argmax(bleus))
+    # Prefer the interval containing gamma = 0 when it ties the best (no needless moves).
+    here = int(np.searchsorted(g, 0.0, side="right"))
+    if bleus[here] >= bleus[best] - 1e-12:
+        return 0.0, float(bleus[here])
+    if best == 0:
+        gamma = g[0] - 1.0
+    elif best == len(g):
+        gamma = g[-1] + 1.0
+    else:
+        gamma = 0.5 * (g[best - 1] + g[best])
+    return float(gamma), float(bleus[best])
+
+
+def _normalise(w: np.ndarray) -> np.ndarray:
+    n = np.abs(w).sum()
+    return w / n if n > 0 else w
+
+
+def corpus_bleu_of(
+    table: FeatureTable, w: np.ndarray, stats: np.ndarray, base: np.ndarray
+) -> float:
+    """Corpus BLEU of the 1-best under weights `w` (same statistics as the line search)."""
+    choice = select_best(table.values @ w, table.offsets)
+    return float(corpus_bleu_many(selection_stats(choice, stats, table.offsets) + base)[0])
+
+
+def mert(
+    table: FeatureTable,
+    stats: np.ndarray,
+    start: Mapping[str, float],
+    config: MertConfig,
+    *,
+    base: np.ndarray | None = None,
+    extra_starts: Sequence[Mapping[str, float]] = (),
+) -> MertResult:
+    """Maximise dev corpus BLEU over the weights of `table`'s columns, starting from `start`.
+
+    The result is never worse than the best start point (it is kept unless beaten).
+    Weights are scale-free for reranking, so they are reported L1-normalised.
+    """
+    x = table.values
+    d_dim = x.shape[1]
+    base_row = np.zeros(stats.shape[1]) if base is None else np.asarray(base, dtype=np.float64)
+    rng = np.random.default_rng(config.seed)
+    starts = [weight_vector(start, table.names)] + [
+        weight_vector(s, table.names) for s in extra_starts
+    ]
+    scale = np.abs(starts[0]) + 1e-12
+    for _ in range(config.restarts):
+        starts.append(starts[0] + rng.uniform(-1, 1, d_dim) * scale)
+    start_bleu = corpus_bleu_of(table, starts[0], stats, base_row)
+    best_w, best_bleu = starts[0], start_bleu
+    history = [start_bleu]
+    for w0 in starts:
+        w = w0.copy()
+        cur = corpus_bleu_of(table, w, stats, base_row)
+        for _ in range(config.max_iterations):
+            improved = False
+            dirs = list(np.eye(d_dim) * scale) + [
+                rng.normal(size=d_dim) * scale for _ in range(config.random_directions)
+            ]
+            for d in dirs:
+                gamma, bleu = line_search(x, stats, table.offsets, w, d, base_row)
+                if gamma != 0.0 and bleu > cur + config.min_gain:
+                    w = w + gamma * d
+                    cur = bleu
+                    improved = True
+            if not improved:
+                break
+        if cur > best_bleu + config.min_gain:
+            best_w, best_bleu = w, cur
+            history.append(cur)
+    best_w = _normalise(best_w)
+    return MertResult(
+        weights={n: float(v) for n, v in zip(table.names, best_w, strict=True)},
+        dev_bleu=best_bleu,
+        start_bleu=start_bleu,
+        history=history,
+    )

@@ -1,0 +1,52 @@
+"""MERT: the exact line search against a dense grid, and tuning on a real n-best list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nbest_rescore.fileio import read_lines
+from nbest_rescore.metrics import BleuConfig, bleu_of_selection, compute_hyp_stats
+from nbest_rescore.nbest import read_nbest
+from nbest_rescore.rerank import TOTAL, nbest_feature_table, select_best, weight_vector
+from nbest_rescore.tune import MertConfig, corpus_bleu_of, line_search, mert
+
+DATA = Path(__file__).parent / "data"
+NBEST = DATA / "test2016.head30.top20.nbest.gz"
+REF = DATA / "test2016.head30.tok.fr.gz"
+
+
+def real_list():  # type: ignore[no-untyped-def]
+    table = nbest_feature_table(read_nbest(NBEST))
+    hs = compute_hyp_stats(read_nbest(NBEST), read_lines(REF), BleuConfig(tokenize="none"))
+    return table, hs
+
+
+def test_line_search_is_exact_against_a_dense_grid() -> None:
+    table, hs = real_list()
+    x = table.values
+    rng = np.random.default_rng(3)
+    base = np.zeros(10)
+    for _ in range(3):
+        w = weight_vector({TOTAL: 1.0}, table.names)
+        d = rng.normal(size=x.shape[1])
+        gamma, best = line_search(x, hs.stats, table.offsets, w, d, base)
+        # The claimed optimum is achieved at the returned step...
+        assert abs(corpus_bleu_of(table, w + gamma * d, hs.stats, base) - best) < 1e-9
+        # ...and no step on a fine grid does better.
+        grid = [corpus_bleu_of(table, w + g * d, hs.stats, base) for g in np.linspace(-3, 3, 301)]
+        assert max(grid) <= best + 1e-9
+
+
+def test_mert_never_ends_below_its_start_and_reports_true_bleu() -> None:
+    table, hs = real_list()
+    start = {TOTAL: 1.0}
+    res = mert(table, hs.stats, start, MertConfig(restarts=2, max_iterations=3))
+    one_best = bleu_of_selection(hs, hs.one_best()).score
+    assert abs(res.start_bleu - one_best) < 1e-6
+    assert res.dev_bleu >= res.start_bleu
+    choice = select_best(table.values @ weight_vector(res.weights, table.names), table.offsets)
+    assert abs(bleu_of_selection(hs, choice).score - res.dev_bleu) < 1e-6
+    # Tuning on the very list it is scored on must find something better than Moses' 1-best.
+    assert res.dev_bleu > one_best
