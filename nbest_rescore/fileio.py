@@ -81,7 +81,7 @@ def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> 
     try:
         if use_gz:
             # mtime=0 keeps gzip output byte-identical across runs.
-            raw = gzip.GzipFile(tmp, "wb", mtime=0)
+            raw = gzip.GzipFile(tmp, "wb", compresslevel=6, mtime=0)
             fh: Any = (
                 io.TextIOWrapper(raw, encoding="utf-8", newline="\n") if "b" not in mode else raw
             )

@@ -1,0 +1,211 @@
+"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest.read_nbest`.
+
+Each measurement runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its own (Linux
+carries the parent's peak into a child, so the parent stays small: it never loads the data). Measured:
+our reader on the real test2016 1000-best list (.gz, and a decompressed copy), on a copy 5x larger
+(the list repeated with shifted ids) to show that memory does not grow with the file, the line
+reader alone (decompression + UTF-8 decoding, the floor), and a naive parser as the baseline
+(readlines + split + float, whole file in memory, no validation). CPU seconds are reported beside
+wall seconds because the machine is shared. Writes bench/results/nbest.json (key "parse").
+
+    python bench/bench_nbest.py [--nbest F] [--repeat N] [--tmp DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine_info, write_result
+from nbest_rescore.fileio import open_text
+from nbest_rescore.nbest import iter_lines, read_nbest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_NBEST = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.moses.1000best.gz"
+WORKERS = ("read_nbest", "iter_lines", "naive")
+
+
+# --- what each subprocess runs ------------------------------------------------------------------
+
+
+def naive_parse(path: str) -> int:
+    """The baseline: whole file in memory, split, floats; no validation, no gaps, no objects."""
+    with open_text(path) as fh:
+        rows = [line.split(" ||| ") for line in fh.readlines()]
+    parsed = [
+        (
+            int(r[0]),
+            r[1].split(),
+            [float(t) for t in r[2].split() if not t.endswith("=")],
+            float(r[3]),
+        )
+        for r in rows
+    ]
+    return len(parsed)
+
+
+def run_worker(kind: str, path: str) -> dict[str, Any]:
+    """Time one pass over `path` in this process; peak RSS before and after."""
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wall, cpu = time.perf_counter(), time.process_time()
+    groups = 0
+    if kind == "read_nbest":
+        lines = 0
+        for group in read_nbest(path):
+            groups += 1
+            lines += len(group.hyps)
+    elif kind == "iter_lines":
+        lines = sum(1 for _ in iter_lines(path))
+    elif kind == "naive":
+        lines = naive_parse(path)
+    else:
+        raise ValueError(kind)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "lines": lines,
+        "groups": groups,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "lines_per_s_wall": round(lines / wall),
+        "lines_per_s_cpu": round(lines / cpu),
+        "peak_rss_mib": round(rss_end / 1024, 1),  # ru_maxrss is KiB on Linux
+        "rss_before_mib": round(rss_start / 1024, 1),
+    }
+
+
+def measure(kind: str, path: Path, repeat: int) -> dict[str, Any]:
+    """Run a worker `repeat` times in fresh processes; keep the fastest (by CPU time) run."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", kind, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        runs.append(json.loads(out))
+    best = min(runs, key=lambda r: r["cpu_s"])
+    best["file"] = str(path)
+    best["file_mib"] = round(path.stat().st_size / 2**20, 1)
+    best["runs"] = repeat
+    return best
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def make_inputs(nbest: Path, tmp: Path, copies: int = 5) -> tuple[Path, Path]:
+    """A decompressed copy of `nbest`, and `copies` copies of it in one file, ids shifted so each
+    copy follows the previous one (made once, in `tmp`, never committed)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    plain = tmp / "test2016.nbest"
+    big = tmp / f"test2016.x{copies}.nbest"
+    if not plain.is_file():
+        with gzip.open(nbest, "rb") as src, open(plain, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    if not big.is_file():  # streamed, so that this parent process stays small
+        with open(plain, "rb") as src:
+            src.seek(max(0, plain.stat().st_size - 65536))
+            n_sent = int(src.read().rstrip(b"\n").rsplit(b"\n", 1)[-1].split(b" ", 1)[0]) + 1
+        with open(big, "wb") as dst:
+            for k in range(copies):
+                with open(plain, "rb") as src:
+                    if k == 0:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
+                        continue
+                    for line in src:
+                        sid, rest = line.split(b" ", 1)
+                        dst.write(b"%d %s" % (int(sid) + k * n_sent, rest))
+    return plain, big
+
+
+# --- the parts --------------------------------------------------------------------------------
+
+
+def bench_parse(nbest: Path, tmp: Path, repeat: int = 1) -> dict[str, Any]:
+    """Part "parse": our reader (gz, plain, 5x plain), the line reader alone, the naive parser."""
+    plain, big = make_inputs(nbest, tmp)
+    results = {
+        "read_nbest_gz": measure("read_nbest", nbest, repeat),
+        "read_nbest_plain": measure("read_nbest", plain, repeat),
+        "read_nbest_plain_5x": measure("read_nbest", big, repeat),
+        "iter_lines_gz": measure("iter_lines", nbest, repeat),
+        "naive_gz": measure("naive", nbest, repeat),
+    }
+    ours, naive = results["read_nbest_gz"], results["naive_gz"]
+    results["summary"] = {
+        "lines": ours["lines"],
+        "read_nbest_gz_lines_per_s_wall": ours["lines_per_s_wall"],
+        "read_nbest_gz_lines_per_s_cpu": ours["lines_per_s_cpu"],
+        "speed_vs_naive_cpu": round(naive["cpu_s"] / ours["cpu_s"], 2),
+        "peak_rss_mib_1x_vs_5x": [
+            results["read_nbest_plain"]["peak_rss_mib"],
+            results["read_nbest_plain_5x"]["peak_rss_mib"],
+        ],
+        "naive_peak_rss_mib": naive["peak_rss_mib"],
+        "target_lines_per_s": 500_000,
+        "target_peak_rss_mib": 300,
+    }
+    return results
+
+
+def print_parse(results: dict[str, Any]) -> None:
+    """A table of the parse figures."""
+    print(
+        f"{'measurement':22} {'lines':>9} {'wall s':>7} {'cpu s':>6} {'lines/s wall':>12} "
+        f"{'lines/s cpu':>11} {'peak RSS MiB':>12}"
+    )
+    for key, r in results.items():
+        if key == "summary":
+            continue
+        print(
+            f"{key:22} {r['lines']:>9} {r['wall_s']:>7.2f} {r['cpu_s']:>6.2f} "
+            f"{r['lines_per_s_wall']:>12,} {r['lines_per_s_cpu']:>11,} {r['peak_rss_mib']:>12}"
+        )
+    s = results["summary"]
+    print(
+        f"read_nbest vs naive (CPU time): {s['speed_vs_naive_cpu']}x the naive parser's speed; "
+        f"peak RSS 1x vs 5x: {s['peak_rss_mib_1x_vs_5x']} MiB (naive 1x: {s['naive_peak_rss_mib']} MiB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nbest", type=Path, default=DEFAULT_NBEST)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (fastest kept)")
+    parser.add_argument("--tmp", type=Path, default=Path("/tmp/nbest_rescore_bench"))
+    parser.add_argument("--parts", nargs="+", default=["parse"], choices=["parse"])
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, path = args.worker
+        if kind not in WORKERS:
+            parser.error(f"unknown worker {kind}")
+        print(json.dumps(run_worker(kind, path)))
+        return
+    payload: dict[str, Any] = {"machine": machine_info()}
+    if "parse" in args.parts:
+        payload["parse"] = bench_parse(args.nbest, args.tmp, args.repeat)
+        print_parse(payload["parse"])
+    payload["machine_after"] = {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    path = write_result("nbest", payload, merge=True)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,705 @@
+"""Tests of the Moses n-best reader, writer and stats on real Multi30k lines (tests/data)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import gzip
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbest_rescore import nbest
+from nbest_rescore.errors import InputError, NBestFormatError
+from nbest_rescore.nbest import (
+    Feature,
+    Hypothesis,
+    NBestGroup,
+    format_hypothesis,
+    format_number,
+    iter_lines,
+    nbest_stats,
+    read_nbest,
+    write_nbest,
+)
+
+DATA = Path(__file__).parent / "data"
+SLICE = DATA / "test2016.head30.top20.nbest.gz"
+ONE_BEST = DATA / "test2016.head30.moses.1best.gz"
+LABELS = (
+    "LexicalReordering0",
+    "Distortion0",
+    "LM0",
+    "WordPenalty0",
+    "PhrasePenalty0",
+    "TranslationModel0",
+)
+
+
+@functools.cache
+def real_lines() -> tuple[str, ...]:
+    """The lines of the real slice, without their newline."""
+    with gzip.open(SLICE, "rt", encoding="utf-8", newline="\n") as fh:
+        return tuple(fh.read().split("\n")[:-1])
+
+
+def lines_of(sent_id: int) -> list[str]:
+    """The real lines of one sentence."""
+    return [line for line in real_lines() if line.startswith(f"{sent_id} ||| ")]
+
+
+def first_index(sent_id: int) -> int:
+    """0-based index in the slice of the first line of a sentence."""
+    return next(i for i, line in enumerate(real_lines()) if line.startswith(f"{sent_id} ||| "))
+
+
+def moses_to_ours(text: str) -> str:
+    """What our writer produces for Moses text: no trailing space after the surface."""
+    return text.replace("  ||| ", " ||| ")
+
+
+def write_text(path: Path, lines: list[str] | tuple[str, ...], *, newline: str = "\n") -> Path:
+    """Write lines as UTF-8 (gzipped if the name ends in .gz)."""
+    data = "".join(line + newline for line in lines).encode("utf-8")
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data, mtime=0))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def add_to_features(line: str, text: str) -> str:
+    """A line with `text` appended to its FEATURES field (and Moses' trailing space removed)."""
+    parts = moses_to_ours(line).split(" ||| ")
+    parts[2] = f"{parts[2]} {text}" if parts[2] else text
+    return " ||| ".join(parts)
+
+
+def all_hyps(path: Path, **kwargs: object) -> list[Hypothesis]:
+    return [h for g in read_nbest(path, **kwargs) for h in g.hyps]  # type: ignore[arg-type]
+
+
+def assert_error(path: Path, line_no: int, fragment: str, **kwargs: object) -> NBestFormatError:
+    """Reading `path` fails at `line_no` with a message naming the file, line and problem."""
+    with pytest.raises(NBestFormatError) as info:
+        for _ in read_nbest(path, **kwargs):  # type: ignore[arg-type]
+            pass
+    err = info.value
+    assert err.path == str(path)
+    assert err.line == line_no
+    assert str(err).startswith(f"{path}:{line_no}: ")
+    assert fragment in str(err)
+    return err
+
+
+# --- reading the real slice -------------------------------------------------------------------
+
+
+def test_reads_real_slice() -> None:
+    groups = list(read_nbest(SLICE))
+    assert [g.sent_id for g in groups] == list(range(30))
+    sizes = [len(g.hyps) for g in groups]
+    assert sum(sizes) == len(real_lines()) == 591
+    assert sizes[23] == 11 and all(s == 20 for i, s in enumerate(sizes) if i != 23)
+    first = groups[0].hyps[0]
+    assert first.sent_id == 0
+    assert first.surface == "Un homme avec un chapeau orange en train de regarder quelque chose ."
+    assert tuple(f.name for f in first.features) == LABELS
+    assert first.feature("LexicalReordering0") == (-1.07705, 0.0, 0.0, -1.05277, 0.0, 0.0)
+    assert first.feature("LM0") == (-21.9682,)
+    assert first.feature("TranslationModel0") == (-4.67917, -10.9899, -3.43653, -15.9175)
+    assert len(first.dense_vector()) == 14 and first.dense_vector()[7] == -21.9682
+    assert first.total == -1.78174 and first.raw_total == "-1.78174"
+    assert first.sparse == () and first.extra == ()
+    assert all(f.style == "=" for f in first.features)
+    with pytest.raises(KeyError):
+        first.feature("LSTM0")
+    for g in groups:
+        assert all(h.sent_id == g.sent_id for h in g.hyps)
+
+
+def test_first_hypothesis_is_the_moses_1best() -> None:
+    with gzip.open(ONE_BEST, "rt", encoding="utf-8") as fh:
+        one_best = [line.rstrip("\n") for line in fh]
+    tops = [g.hyps[0] for g in read_nbest(SLICE)]
+    assert [h.surface for h in tops] == [line.rstrip(" ") for line in one_best]
+
+
+def test_hypotheses_equal_a_plain_reference_parse() -> None:
+    """Every line equals an independent, naive parse of it (guards the compiled fast path)."""
+    hyps = all_hyps(SLICE)
+    for line, h in zip(real_lines(), hyps, strict=True):
+        sid, surface, feats, total = line.split(" ||| ")
+        toks = feats.split()
+        values = [float(t) for t in toks if not t.endswith("=")]
+        assert h.sent_id == int(sid)
+        assert h.tokens == tuple(surface.split())
+        assert list(h.dense_vector()) == values
+        assert h.total == float(total)
+        assert h.raw_features == feats
+        assert [f.name + "=" for f in h.features] == [t for t in toks if t.endswith("=")]
+        assert type(h) is Hypothesis and all(type(f) is Feature for f in h.features)
+
+
+def test_objects_are_frozen_and_hashable() -> None:
+    h = all_hyps(SLICE)[5]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        h.total = 0.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        h.features[0].name = "x"  # type: ignore[misc]
+    assert hash(h) == hash(dataclasses.replace(h))
+    assert h == dataclasses.replace(h)
+    assert "LM0" in repr(h)
+
+
+def test_pickle_and_copy() -> None:
+    """Objects built by the fast path pickle (e.g. to worker processes) and copy normally."""
+    group = list(read_nbest(SLICE))[3]
+    for clone in (pickle.loads(pickle.dumps(group)), copy.deepcopy(group)):
+        assert clone == group and type(clone.hyps[0]) is Hypothesis
+        assert type(clone.hyps[0].features[0]) is Feature
+
+
+def test_very_long_layout(tmp_path: Path) -> None:
+    """Thousands of unlabelled values: parsed by the generic loop instead of generated code."""
+    values = " ".join(str(i % 7 - 3) + ".5" for i in range(3000))
+    path = write_text(tmp_path / "long.nbest", [f"0 ||| a ||| {values} ||| -1"] * 3)
+    hyps = all_hyps(path, labeled=False)
+    assert len(hyps) == 3 and hyps[2].dense_vector()[:3] == (-3.5, -2.5, -1.5)
+    assert hyps[2].features[2999] == Feature("F2999", (0.5,), "")
+
+
+def test_max_hyps_keeps_the_top_k(tmp_path: Path) -> None:
+    full = list(read_nbest(SLICE))
+    top = list(read_nbest(SLICE, max_hyps=3))
+    assert [g.hyps for g in top] == [g.hyps[:3] for g in full]
+    with pytest.raises(ValueError):
+        read_nbest(SLICE, max_hyps=0)
+    # lines beyond the top k are still checked for their id order
+    lines = [*lines_of(0), *lines_of(1), lines_of(0)[0]]
+    assert_error(write_text(tmp_path / "x", lines), len(lines), "after 1", max_hyps=2)
+
+
+def test_gz_plain_and_stdin_read_the_same(tmp_path: Path) -> None:
+    plain = write_text(tmp_path / "slice.nbest", real_lines())
+    expected = list(read_nbest(SLICE))
+    assert list(read_nbest(plain)) == expected
+    assert list(read_nbest(str(plain))) == expected
+    code = (
+        "from nbest_rescore.nbest import read_nbest\n"
+        "gs = list(read_nbest('-'))\n"
+        "print(len(gs), sum(len(g.hyps) for g in gs), gs[29].hyps[-1].total)\n"
+    )
+    for source in (plain, SLICE):  # plain text and gzip bytes on stdin
+        with open(source, "rb") as fh:
+            out = subprocess.run(
+                [sys.executable, "-c", code], stdin=fh, capture_output=True, check=True, text=True
+            ).stdout
+        assert out.split() == ["30", "591", repr(expected[29].hyps[-1].total)]
+
+
+def test_iter_lines_numbers_and_text(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_bytes("\ufeffa b\r\nc é\nlast".encode())
+    assert list(iter_lines(path)) == [(1, "a b"), (2, "c é"), (3, "last")]
+    assert list(iter_lines(SLICE))[-1] == (591, real_lines()[-1])
+
+
+def test_block_boundaries_do_not_split_lines_or_characters(tmp_path: Path) -> None:
+    lines = list(real_lines()[:60])
+    path = write_text(tmp_path / "x", lines)
+    for size in (1, 7, 64, 4096):
+        got = [line for _, block in nbest._iter_blocks(path, "x", size) for line in block]
+        assert got == lines
+
+
+def test_multi_block_file_and_error_line_number(tmp_path: Path) -> None:
+    """A file over the 1 MiB read size: same groups, and an error deep inside names its line."""
+    lines = [
+        f"{int(line.split(' ||| ', 1)[0]) + 30 * k} ||| {line.split(' ||| ', 1)[1]}"
+        for k in range(8)
+        for line in real_lines()
+    ]
+    path = write_text(tmp_path / "big.nbest", lines)
+    assert path.stat().st_size > 1 << 20
+    groups = list(read_nbest(path))
+    assert len(groups) == 240 and sum(len(g.hyps) for g in groups) == 8 * 591
+    assert groups[200].hyps == tuple(
+        dataclasses.replace(h, sent_id=200) for h in list(read_nbest(SLICE))[20].hyps
+    )
+    bad = len(lines) - 10
+    data = path.read_bytes().split(b"\n")
+    data[bad - 1] = data[bad - 1].replace(b" ||| ", b" ||| \xff", 1)
+    path.write_bytes(b"\n".join(data))
+    assert_error(path, bad, "invalid UTF-8")
+
+
+# --- errors, each made from a real line ---------------------------------------------------------
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A writable copy of sentences 0-2 of the slice (60 lines)."""
+    lines = [*lines_of(0), *lines_of(1), *lines_of(2)]
+    return tmp_path / "mutated.nbest", lines
+
+
+def mutate(real: tuple[Path, list[str]], index: int, new_line: str) -> Path:
+    path, lines = real
+    lines = list(lines)
+    lines[index] = new_line
+    return write_text(path, lines)
+
+
+def test_error_too_few_fields(real: tuple[Path, list[str]]) -> None:
+    line = real[1][24]
+    path = mutate(real, 24, line.rsplit(" ||| ", 1)[0])  # the total is gone
+    assert_error(path, 25, "expected at least 4 fields")
+    assert_error(mutate(real, 3, ""), 4, "found 1")
+
+
+def test_error_bad_ids(real: tuple[Path, list[str]]) -> None:
+    line = real[1][30]
+    rest = line.split(" ||| ", 1)[1]
+    assert_error(mutate(real, 30, "x ||| " + rest), 31, "not a non-negative integer")
+    assert_error(mutate(real, 30, "1.5 ||| " + rest), 31, "'1.5' is not a non-negative integer")
+    assert_error(mutate(real, 0, "-1 ||| " + rest), 1, "negative sentence id -1")
+    assert_error(mutate(real, 0, " 0 ||| " + rest), 1, "not a non-negative integer")
+
+
+def test_error_decreasing_and_noncontiguous_ids(real: tuple[Path, list[str]]) -> None:
+    path, lines = real
+    # a line of sentence 0 among the lines of sentence 1: the sentence comes back after another
+    back = write_text(path, [*lines[:25], lines[0], *lines[25:]])
+    assert_error(back, 26, "sentence id 0 after 1")
+    # sentence 2 before sentence 1
+    swapped = write_text(path, [*lines[:20], *lines[40:], *lines[20:40]])
+    assert_error(swapped, 41, "sentence id 1 after 2: ids must increase")
+
+
+def test_error_non_numeric_feature_value(real: tuple[Path, list[str]]) -> None:
+    line = real[1][7]
+    bad = line.replace("LM0= ", "LM0= x", 1)
+    err = assert_error(mutate(real, 7, bad), 8, "non-numeric feature value")
+    assert "for feature LM0" in str(err)
+    # an extra token changes the layout: the slow path names the value too
+    bad = line.replace("LM0= -", "LM0= abc -", 1)
+    assert_error(mutate(real, 7, bad), 8, "non-numeric feature value 'abc' for feature LM0")
+    # a value of a cached count feature (WordPenalty0) that is not a number
+    bad = re.sub(r"WordPenalty0= (\S+)", r"WordPenalty0= \g<1>x", line)
+    assert_error(mutate(real, 7, bad), 8, "x' for feature WordPenalty0")
+
+
+def test_error_value_before_any_label(real: tuple[Path, list[str]]) -> None:
+    line = real[1][50]
+    bad = line.replace("LexicalReordering0= ", "", 1)
+    assert_error(mutate(real, 50, bad), 51, "before any label")
+
+
+def test_error_non_numeric_total(real: tuple[Path, list[str]]) -> None:
+    line = real[1][12]
+    head, total = line.rsplit(" ||| ", 1)
+    assert_error(mutate(real, 12, f"{head} ||| {total}x"), 13, "non-numeric total")
+    assert_error(mutate(real, 0, f"{head} ||| "), 1, "non-numeric total")
+
+
+def test_error_invalid_utf8(real: tuple[Path, list[str]]) -> None:
+    path, lines = real
+    data = [line.encode() for line in lines]
+    data[33] = data[33].replace(b" ||| ", b" ||| \xff", 1)  # a stray byte
+    path.write_bytes(b"\n".join(data) + b"\n")
+    err = assert_error(path, 34, "invalid UTF-8")
+    assert "\ufffd" in str(err)  # the excerpt shows the bad byte replaced
+    k = next(i for i, line in enumerate(lines) if i > 10 and "é" in line)
+    data[33] = lines[33].encode()
+    data[k] = data[k].replace("é".encode(), b"\xc3", 1)  # a truncated two-byte character
+    path.write_bytes(b"\n".join(data) + b"\n")
+    assert_error(path, k + 1, "invalid UTF-8")
+
+
+def test_first_error_in_file_order(real: tuple[Path, list[str]]) -> None:
+    """A format error before an encoding error of the same block is the one reported."""
+    path, lines = real
+    data = [line.encode() for line in lines]
+    data[5] = data[5].rsplit(b" ||| ", 1)[0]
+    data[40] = b"\xff" + data[40]
+    path.write_bytes(b"\n".join(data) + b"\n")
+    assert_error(path, 6, "expected at least 4 fields")
+    data[5] = lines[5].encode()
+    path.write_bytes(b"\n".join(data) + b"\n")
+    assert_error(path, 41, "invalid UTF-8")
+
+
+def test_error_id_beyond_n_sentences(real: tuple[Path, list[str]]) -> None:
+    path, lines = real
+    write_text(path, lines)
+    assert len(list(read_nbest(path, n_sentences=3))) == 3
+    assert_error(path, 41, "sentence id 2, but there are only 2 sentences", n_sentences=2)
+
+
+def test_error_labelled_or_not_as_requested(real: tuple[Path, list[str]]) -> None:
+    path, lines = real
+    write_text(path, lines)
+    assert_error(path, 1, "in an unlabelled feature list", labeled=False)
+
+
+def test_error_message_shortens_the_line(real: tuple[Path, list[str]]) -> None:
+    line = real[1][2]
+    err = assert_error(mutate(real, 2, line.rsplit(" ||| ", 1)[0]), 3, "found 3")
+    assert line[:40] in str(err) and "..." in str(err) and len(str(err)) < 300
+
+
+def test_missing_file_and_corrupt_gzip(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        list(read_nbest(tmp_path / "absent.nbest"))
+    with pytest.raises(InputError, match="cannot read"):
+        list(read_nbest(tmp_path))
+    broken = tmp_path / "broken.nbest.gz"
+    broken.write_bytes(SLICE.read_bytes()[:5000])
+    with pytest.raises(InputError, match="corrupt gzip"):
+        list(read_nbest(broken))
+
+
+# --- gaps ---------------------------------------------------------------------------------------
+
+
+def test_gaps_give_empty_groups_in_place(tmp_path: Path) -> None:
+    full = list(read_nbest(SLICE))
+    kept = [line for line in real_lines() if line.split(" ||| ", 1)[0] not in ("0", "2", "5")]
+    path = write_text(tmp_path / "gaps.nbest", kept)
+    groups = list(read_nbest(path))
+    assert [g.sent_id for g in groups] == list(range(30))
+    for g, f in zip(groups, full, strict=True):
+        assert g.hyps == (() if g.sent_id in (0, 2, 5) else f.hyps)
+    trailing = list(read_nbest(path, n_sentences=33))
+    assert trailing[30:] == [NBestGroup(30, ()), NBestGroup(31, ()), NBestGroup(32, ())]
+    assert trailing[:30] == groups
+    stats = nbest_stats(path)
+    assert (stats.n_sentences, stats.n_missing, stats.missing_ids) == (30, 3, (0, 2, 5))
+    assert stats.hyps_min == 0
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.nbest"
+    path.write_bytes(b"")
+    assert list(read_nbest(path)) == []
+    assert list(read_nbest(path, n_sentences=2)) == [NBestGroup(0, ()), NBestGroup(1, ())]
+    assert nbest_stats(path).n_hypotheses == 0
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+def test_round_trip_real_lines_plain_and_gz(tmp_path: Path) -> None:
+    expected = moses_to_ours("".join(line + "\n" for line in real_lines()))
+    assert expected.count("\n") == 591 and "  |||" not in expected
+    for name in ("out.nbest", "out.nbest.gz"):
+        out = tmp_path / name
+        write_nbest(out, read_nbest(SLICE))
+        data = gzip.decompress(out.read_bytes()) if name.endswith(".gz") else out.read_bytes()
+        assert data.decode() == expected
+        assert list(read_nbest(out)) == list(read_nbest(SLICE))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nbest", "out.nbest.gz"]
+
+
+def test_writer_is_atomic(tmp_path: Path) -> None:
+    out = tmp_path / "out.nbest"
+    out.write_text("old\n")
+
+    def failing() -> object:
+        yield from list(read_nbest(SLICE))[:3]
+        raise RuntimeError("scorer crashed")
+
+    with pytest.raises(RuntimeError):
+        write_nbest(out, failing())  # type: ignore[arg-type]
+    assert out.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nbest"]
+
+
+def test_crlf_lines_are_read(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "crlf.nbest", real_lines()[:20], newline="\r\n")
+    assert all_hyps(path) == all_hyps(SLICE)[:20]
+
+
+def test_old_style_labels(tmp_path: Path) -> None:
+    lines = [
+        "0 ||| das ist ein kleines haus ||| d: 0 lm: -12.3 tm: -1 -2.5 -3 -4 1 w: -5 ||| -4.42",
+        "0 ||| das ist ein haus ||| d: -1 lm: -10.25 tm: -1 -2 -3 -4.75 1 w: -4 ||| -4.8",
+        "1 ||| gut ||| d: 0 lm: -3 tm: -0.5 -0.5 -1 -1 1 w: -1 ||| -1",
+    ]
+    path = write_text(tmp_path / "old.nbest", lines)
+    h = all_hyps(path)[0]
+    assert [(f.name, f.style) for f in h.features] == [
+        ("d", ":"),
+        ("lm", ":"),
+        ("tm", ":"),
+        ("w", ":"),
+    ]
+    assert h.feature("tm") == (-1.0, -2.5, -3.0, -4.0, 1.0) and h.feature("w") == (-5.0,)
+    out = tmp_path / "old.out"
+    write_nbest(out, read_nbest(path))
+    assert out.read_text().splitlines() == lines
+    assert nbest_stats(path).feature_labels == ("d", "lm", "tm", "w")
+
+
+def unlabel(line: str) -> str:
+    """A real line as Moses writes it with -labeled-n-best-list false."""
+    sid, surface, feats, total = line.split(" ||| ")
+    values = " ".join(t for t in feats.split() if not t.endswith("="))
+    return f"{sid} ||| {surface} ||| {values} ||| {total}"
+
+
+def test_unlabelled_lists(tmp_path: Path) -> None:
+    lines = [unlabel(line) for line in real_lines()[:45]]
+    path = write_text(tmp_path / "unlabelled.nbest", lines)
+    hyps = all_hyps(path)
+    labelled = all_hyps(SLICE)[:45]
+    for h, ref in zip(hyps, labelled, strict=True):
+        assert [f.name for f in h.features] == [f"F{i}" for i in range(14)]
+        assert all(f.style == "" for f in h.features)
+        assert h.dense_vector() == ref.dense_vector() and h.total == ref.total
+    out = tmp_path / "out.nbest"
+    write_nbest(out, read_nbest(path), extra=lambda h: [Feature("LSTM0", (-9.83,))])
+    assert out.read_text().splitlines() == [add_to_features(line, "-9.83") for line in lines]
+    stats = nbest_stats(path)
+    assert stats.n_with_unlabelled and stats.feature_labels[-1] == "F13"
+    assert_error(path, 1, "before any label", labeled=True)
+    assert not nbest_stats(SLICE).n_with_unlabelled
+
+
+def test_extra_fields_survive(tmp_path: Path) -> None:
+    seg = " ||| 0-1=0-2 2-4=3-5 5-11=6-12 ||| 0-0 1-1 2-3 3-2"
+    lines = [line + seg for line in real_lines()[:30]]
+    path = write_text(tmp_path / "extra.nbest", lines)
+    hyps = all_hyps(path)
+    assert all(h.extra == ("0-1=0-2 2-4=3-5 5-11=6-12", "0-0 1-1 2-3 3-2") for h in hyps)
+    assert [h.total for h in hyps] == [h.total for h in all_hyps(SLICE)[:30]]
+    out = tmp_path / "out.nbest"
+    write_nbest(out, read_nbest(path), extra=lambda h: [Feature("LSTM0", (-1.5,))])
+    got = out.read_text().splitlines()
+    assert got == [add_to_features(line, "LSTM0= -1.5") for line in lines]
+    assert nbest_stats(path).n_with_extra_fields == 30
+
+
+def test_appending_a_feature_to_every_line(tmp_path: Path) -> None:
+    out = tmp_path / "with-lstm.nbest.gz"
+    write_nbest(out, read_nbest(SLICE), extra=lambda h: [Feature("LSTM0", (-9.83, -10.1))])
+    before = all_hyps(SLICE)
+    after = all_hyps(out)
+    assert len(after) == len(before) == 591
+    for h, ref in zip(after, before, strict=True):
+        assert h.features[-1] == Feature("LSTM0", (-9.83, -10.1), "=")
+        assert h.features[:-1] == ref.features and h.total == ref.total
+        assert h.dense_vector() == (*ref.dense_vector(), -9.83, -10.1)
+        assert h.raw_features == ref.raw_features + " LSTM0= -9.83 -10.1"
+    stats = nbest_stats(out)
+    assert stats.feature_labels == (*LABELS, "LSTM0") and stats.labels_consistent
+
+
+def test_appended_feature_names_are_checked() -> None:
+    h = all_hyps(SLICE)[0]
+    for bad in ("LSTM_0", "LSTM 0", "LSTM0=", ""):
+        with pytest.raises(ValueError):
+            format_hypothesis(h, [Feature(bad, (1.0,))])
+    assert format_hypothesis(h, [Feature("d", (1.0, 2.0), ":")]).endswith(" d: 1 2 ||| -1.78174")
+
+
+def test_empty_surface(tmp_path: Path) -> None:
+    line = real_lines()[3]
+    sid, _, rest = line.split(" ||| ", 2)
+    moses_empty = f"{sid} |||  ||| {rest}"  # surface "" plus Moses' trailing space
+    squeezed = f"{sid} ||| ||| {rest}"  # written without the second space
+    path = write_text(tmp_path / "empty.nbest", [line, moses_empty, squeezed])
+    hyps = all_hyps(path)
+    assert [len(h.tokens) > 0 for h in hyps] == [True, False, False]
+    assert hyps[1].surface == "" and hyps[1].features == hyps[0].features
+    assert hyps[2] == hyps[1]
+    out = tmp_path / "out.nbest"
+    write_nbest(out, read_nbest(path))
+    assert out.read_text().splitlines() == [moses_to_ours(line), moses_empty, moses_empty]
+    assert nbest_stats(path).n_empty_surfaces == 2
+
+
+def test_surface_keeps_other_whitespace(tmp_path: Path) -> None:
+    line = real_lines()[0].replace("chapeau orange", "chapeau\u00a0orange\tvif", 1)
+    line = line.replace("Un homme", " Un  homme", 1)
+    path = write_text(tmp_path / "ws.nbest", [line])
+    (h,) = all_hyps(path)
+    assert h.tokens[:4] == ("Un", "homme", "avec", "un")
+    assert "chapeau\u00a0orange\tvif" in h.tokens
+
+
+def test_sparse_features(tmp_path: Path) -> None:
+    lines = [
+        add_to_features(line, "tgtWord_maison= 1 srcWord_house= 2") for line in real_lines()[:25]
+    ]
+    path = write_text(tmp_path / "sparse.nbest", lines)
+    hyps = all_hyps(path)
+    for h, ref in zip(hyps, all_hyps(SLICE), strict=False):
+        assert h.sparse == (("tgtWord_maison", 1.0), ("srcWord_house", 2.0))
+        assert h.features == ref.features and h.feature("srcWord_house") == (2.0,)
+    # a label with '_' and several values stays a dense group; labels may vary line to line
+    varied = [*lines[:20], lines[20].replace("srcWord_house= 2", "srcWord_house= 2 3")]
+    write_text(path, varied)
+    last = all_hyps(path)[-1]
+    assert last.features[-1] == Feature("srcWord_house", (2.0, 3.0))
+    stats = nbest_stats(path)
+    assert not stats.labels_consistent and stats.first_label_change_line == 21
+    assert stats.n_sparse_lines == 21
+    out = tmp_path / "out.nbest"
+    write_nbest(out, read_nbest(path))
+    assert out.read_text().splitlines() == varied
+
+
+def test_writer_formats_replaced_fields() -> None:
+    h = all_hyps(SLICE)[0]
+    assert format_hypothesis(h) == moses_to_ours(real_lines()[0])
+    lm = Feature("LM0", (-123.456789012,))
+    changed = dataclasses.replace(
+        h, features=(*h.features[:2], lm, *h.features[3:]), total=-100.123456789
+    )
+    line = format_hypothesis(changed)
+    assert " LM0= -123.4568 " in line and line.endswith(" ||| -100.1235")
+    assert " LexicalReordering0= -1.07705 0 0 -1.05277 0 0 Distortion0= 0 " in line
+    built = Hypothesis(7, ("a", "b"), (Feature("A", (1e-5, 2.0)),), (("s_t", 0.5),), -1.0)
+    assert format_hypothesis(built) == "7 ||| a b ||| A= 1e-05 2 s_t= 0.5 ||| -1"
+
+
+def test_format_number() -> None:
+    assert format_number(-100.12345678) == "-100.1235"
+    assert format_number(-13.0) == "-13"
+    assert format_number(0.0) == "0"
+    assert format_number(1e-7) == "1e-07"
+    assert format_number(-9.83) == "-9.83"
+    assert format_number(float("-inf")) == "-inf"
+
+
+def test_write_to_stdout(tmp_path: Path) -> None:
+    code = (
+        "from nbest_rescore.nbest import read_nbest, write_nbest\n"
+        f"write_nbest('-', read_nbest({str(SLICE)!r}, max_hyps=1))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, text=True
+    ).stdout
+    assert out.splitlines() == [moses_to_ours(lines_of(i)[0]) for i in range(30)]
+
+
+# --- stats ------------------------------------------------------------------------------------
+
+
+def test_stats_of_the_real_slice() -> None:
+    s = nbest_stats(SLICE)
+    assert (s.n_sentences, s.n_hypotheses, s.n_missing, s.missing_ids) == (30, 591, 0, ())
+    assert (s.hyps_min, s.hyps_median, s.hyps_max) == (11, 20.0, 20)
+    assert s.feature_labels == LABELS
+    assert s.distinct_ratio == 1.0  # Moses was run with "distinct"
+    assert s.labels_consistent and s.first_label_change_line is None
+    assert (s.n_sparse_lines, s.n_empty_surfaces, s.n_with_extra_fields) == (0, 0, 0)
+
+
+def test_stats_distinct_ratio(tmp_path: Path) -> None:
+    lines = [*lines_of(0)[:4], lines_of(0)[0].replace("-1.78174", "-2"), *lines_of(1)[:5]]
+    path = write_text(tmp_path / "dup.nbest", lines)
+    assert nbest_stats(path).distinct_ratio == pytest.approx(9 / 10)
+
+
+# --- property tests ---------------------------------------------------------------------------
+
+TOKEN = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters="|"
+    ),
+    min_size=1,
+    max_size=6,
+)
+NAME = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}", fullmatch=True)
+NUMBER = st.floats(allow_nan=False, width=64)
+FEATURES = st.lists(
+    st.builds(
+        Feature,
+        NAME,
+        st.lists(NUMBER, max_size=5).map(tuple),
+        st.sampled_from(["=", ":"]),
+    ),
+    max_size=6,
+)
+SPARSE = st.lists(
+    st.tuples(st.from_regex(r"[A-Za-z]+_[A-Za-z0-9]+", fullmatch=True), NUMBER), max_size=3
+)
+EXTRA = st.lists(
+    st.text(alphabet=st.characters(blacklist_characters="|\n\r"), max_size=10), max_size=2
+)
+
+
+def read_one_line(line: str) -> Hypothesis:
+    """Parse one line through a real file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_text(Path(tmp) / "one.nbest", [line])
+        *gaps, group = read_nbest(path)
+        assert all(not g.hyps for g in gaps)
+        (h,) = group.hyps
+        return h
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sent_id=st.integers(0, 40),
+    tokens=st.lists(TOKEN, max_size=8),
+    features=FEATURES,
+    sparse=SPARSE,
+    total=NUMBER,
+    extra=EXTRA,
+)
+def test_format_then_parse(
+    sent_id: int,
+    tokens: list[str],
+    features: list[Feature],
+    sparse: list[tuple[str, float]],
+    total: float,
+    extra: list[str],
+) -> None:
+    h = Hypothesis(sent_id, tuple(tokens), tuple(features), tuple(sparse), total, tuple(extra))
+    line = format_hypothesis(h)
+    got = read_one_line(line)
+
+    def rounded(v: float) -> float:
+        return float(format_number(v))
+
+    assert got.sent_id == sent_id and got.tokens == tuple(tokens) and got.extra == tuple(extra)
+    assert [(f.name, f.style) for f in got.features] == [(f.name, f.style) for f in features]
+    assert [f.values for f in got.features] == [tuple(map(rounded, f.values)) for f in features]
+    assert got.sparse == tuple((n, rounded(v)) for n, v in sparse)
+    assert got.total == rounded(total)
+    assert format_hypothesis(got) == line  # idempotent
+
+
+NUMBER_TEXT = st.one_of(
+    NUMBER.map(repr), NUMBER.map("{:.6g}".format), st.integers(-(10**6), 10**6).map(str)
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    tokens=st.lists(TOKEN, max_size=8),
+    groups=st.lists(
+        st.tuples(NAME, st.sampled_from("=:"), st.lists(NUMBER_TEXT, min_size=1, max_size=4)),
+        max_size=5,
+    ),
+    total=NUMBER_TEXT,
+)
+def test_raw_text_round_trips(
+    tokens: list[str], groups: list[tuple[str, str, list[str]]], total: str
+) -> None:
+    feats = " ".join(f"{name}{style} {' '.join(vals)}" for name, style, vals in groups)
+    line = f"3 ||| {' '.join(tokens)} ||| {feats} ||| {total}"
+    h = read_one_line(line)
+    assert format_hypothesis(h) == line
