@@ -9,7 +9,7 @@ import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -272,6 +272,235 @@ def run(
     if summary["systems"]:
         typer.echo(summary_table(summary))
     _say(quiet, f"outputs written to {out}/ (1-best: {out}/best.detok.txt)")
+
+
+@app.command()
+@handle_errors
+def train(
+    train_src: Annotated[str, typer.Option(help="Training source (raw text, plain or .gz).")],
+    train_tgt: Annotated[str, typer.Option(help="Training target, line-aligned with the source.")],
+    valid_src: Annotated[str, typer.Option(help="Validation source.")],
+    valid_tgt: Annotated[str, typer.Option(help="Validation target.")],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log.jsonl).")],
+    src_lang: Annotated[str, typer.Option(help="Source language (tokeniser).")] = "en",
+    tgt_lang: Annotated[str, typer.Option(help="Target language (tokeniser).")] = "fr",
+    preset: Annotated[
+        str, typer.Option(help="tiny | small | paper: model and training recipe.")
+    ] = "paper",
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse/--no-reverse", help="Feed the source reversed (the paper's trick)."
+        ),
+    ] = True,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (fractional allowed).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sentences per (global) batch.")] = None,
+    batch_tokens: Annotated[
+        int | None, typer.Option(help="Token budget per batch instead.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (paper) or adam.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout (0 in the paper).")] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing (0 in the paper).")
+    ] = None,
+    lr_decay_start: Annotated[
+        float | None, typer.Option(help="Epoch of the first lr halving.")
+    ] = None,
+    lr_decay_every: Annotated[float | None, typer.Option(help="Epochs between halvings.")] = None,
+    emb_dim: Annotated[
+        int | None, typer.Option(help="Embedding size (overrides the preset).")
+    ] = None,
+    hidden: Annotated[int | None, typer.Option(help="LSTM cells per layer.")] = None,
+    layers: Annotated[int | None, typer.Option(help="LSTM layers.")] = None,
+    src_vocab_size: Annotated[int | None, typer.Option(help="Source vocabulary size.")] = None,
+    tgt_vocab_size: Annotated[int | None, typer.Option(help="Target vocabulary size.")] = None,
+    vocab_min_count: Annotated[
+        int | None, typer.Option(help="Minimum word count for the vocabularies.")
+    ] = None,
+    tokenized: Annotated[bool, typer.Option(help="Inputs are already tokenized.")] = False,
+    patience: Annotated[
+        int | None, typer.Option(help="Early stopping after N validations without gain.")
+    ] = None,
+    valid_every: Annotated[
+        int | None, typer.Option(help="Validate every N steps (0: per epoch).")
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (init and batch order).")] = 1,
+    device: Device = "cpu",
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint_last.pt.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a deep LSTM encoder-decoder (DDP under torchrun).
+
+    Example: rescore train --train-src train.en.gz --train-tgt train.fr.gz --valid-src val.en.gz
+    --valid-tgt val.fr.gz --preset small --out runs/small
+    """
+    from nbest_rescore import distributed
+    from nbest_rescore.train import TrainConfig
+    from nbest_rescore.train import train as run_training
+
+    overrides = {
+        k: v
+        for k, v in dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            batch_tokens=batch_tokens,
+            lr=lr,
+            optimizer=optimizer,
+            dropout=dropout,
+            label_smoothing=label_smoothing,
+            lr_decay_start=lr_decay_start,
+            lr_decay_every=lr_decay_every,
+            emb_dim=emb_dim,
+            hidden=hidden,
+            layers=layers,
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
+            vocab_min_count=vocab_min_count,
+            patience=patience,
+            valid_every=valid_every,
+            checkpoint_every=checkpoint_every,
+            num_threads=threads,
+        ).items()
+        if v is not None
+    }
+    cfg = TrainConfig.preset_config(
+        preset,
+        train_src=train_src,
+        train_tgt=train_tgt,
+        valid_src=valid_src,
+        valid_tgt=valid_tgt,
+        out_dir=str(out),
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        reverse_source=reverse,
+        tokenized=tokenized,
+        seed=seed,
+        device=device,
+        bf16=bf16,
+        resume=resume,
+        **overrides,
+    )
+    with distributed.process_group(device) as info:
+        result = run_training(cfg, _progress(quiet or not info.is_main))
+    if info.is_main:
+        typer.echo(
+            f"best valid ppl {result.best_valid_ppl:.2f} after {result.epochs_done:.2f} epochs "
+            f"({result.steps} steps, {result.elapsed_s:.0f} s): {result.best_checkpoint}"
+        )
+
+
+@app.command()
+@handle_errors
+def translate(
+    model: Models = None,
+    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = 12,
+    nbest: Annotated[int | None, typer.Option(help="Write an N-best list in Moses format.")] = None,
+    input: Annotated[str, typer.Option("--input", "-i", help="Raw source text (- = stdin).")] = "-",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where translations go (- = stdout).")
+    ] = "-",
+    ref: Annotated[
+        str | None, typer.Option(help="Reference: print BLEU (sacrebleu) at the end.")
+    ] = None,
+    tokenized_output: Annotated[
+        bool, typer.Option("--tokenized-output", help="Write model tokens, not detokenized text.")
+    ] = False,
+    src_tokenized: Annotated[bool, typer.Option(help="Input is already tokenized.")] = False,
+    combine: Annotated[
+        str, typer.Option(help="Ensemble: prob (mean of probabilities) or logprob.")
+    ] = "prob",
+    ensemble_weights: Annotated[
+        str | None, typer.Option(help="Per-model weights, comma separated.")
+    ] = None,
+    length_penalty: Annotated[
+        float, typer.Option(help="GNMT alpha; 0 = summed log-probs (paper).")
+    ] = 0.0,
+    max_len_a: Annotated[
+        float, typer.Option(help="Max output length = a * source length + b.")
+    ] = 2.0,
+    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 10,
+    forbid_unk: Annotated[bool, typer.Option(help="Never output UNK.")] = False,
+    copy_unk: Annotated[
+        bool, typer.Option(help="Replace output UNKs by source OOV words, in order.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Sentences decoded together.")] = 32,
+    tokenize: Tokenize = "13a",
+    device: Device = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Translate raw text with an LSTM (ensemble) by beam search; default model when no -m.
+
+    Example: echo "A man in an orange hat." | rescore translate --beam 12
+    """
+    import sys
+
+    from nbest_rescore.ensemble import EnsembleConfig
+    from nbest_rescore.fileio import atomic_write, open_text, read_lines
+    from nbest_rescore.metrics import BleuConfig, corpus_bleu
+    from nbest_rescore.search import SearchConfig
+    from nbest_rescore.translate import (
+        TranslateConfig,
+        TranslationResult,
+        load_ensemble,
+        translate_lines,
+        write_outputs,
+    )
+
+    paths = [str(m) for m in model] if model else [str(p) for p in _default_models()]
+    weights = None
+    if ensemble_weights:
+        try:
+            weights = tuple(float(w) for w in ensemble_weights.split(","))
+        except ValueError:
+            raise InputError(f"--ensemble-weights {ensemble_weights!r}: expected numbers") from None
+    if combine not in ("prob", "logprob"):
+        raise InputError(f"--combine {combine!r}: choose prob or logprob")
+    cfg = TranslateConfig(
+        search=SearchConfig(
+            beam=max(beam, nbest or 1),
+            nbest=nbest or 1,
+            length_penalty=length_penalty,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            forbid_unk=forbid_unk,
+            batch_size=batch_size,
+        ),
+        ensemble=EnsembleConfig(combine=combine, weights=weights),  # type: ignore[arg-type]
+        src_tokenized=src_tokenized,
+        copy_unk=copy_unk,
+    )
+    ens = load_ensemble(paths, cfg.ensemble, device=device)
+    mode = "nbest" if nbest else "tokens" if tokenized_output else "text"
+    lines = read_lines(input) if input != "-" else (ln.rstrip("\n") for ln in open_text("-"))
+    total = len(lines) if isinstance(lines, list) else None
+    done: list[TranslationResult] = []
+
+    def keep(results: Iterator[TranslationResult]) -> Iterator[TranslationResult]:
+        for r in results:
+            if ref is not None:
+                done.append(r)
+            yield r
+
+    results = keep(translate_lines(ens, lines, cfg, _progress(quiet), total=total))
+    if output == "-":
+        best = write_outputs(results, sys.stdout, mode)  # type: ignore[arg-type]
+        sys.stdout.flush()
+    else:
+        with atomic_write(output) as fh:
+            write_outputs(results, fh, mode)  # type: ignore[arg-type]
+    if ref is not None:
+        refs = read_lines(ref)
+        if len(refs) != len(best):
+            raise InputError(
+                f"has {len(refs)} lines but {len(best)} sentences were translated", ref
+            )
+        bleu_cfg = BleuConfig(tokenize=tokenize, tgt_lang=ens.tgt_tok.lang)
+        score = corpus_bleu(best, refs, bleu_cfg)
+        typer.echo(f"{score} ({bleu_cfg.tokenize})", err=True)
 
 
 def _default_models() -> list[Path]:
