@@ -153,7 +153,7 @@ class OracleJob:
     bleu: BleuConfig = BleuConfig()
     max_hyps: int | None = None
     src_lang: str = "en"
-    workers: int = 1
+    workers: int | None = None
 
 
 def oracle_selections(

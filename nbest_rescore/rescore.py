@@ -84,7 +84,7 @@ class RunJob:
     mert: MertConfig = MertConfig()
     max_hyps: int | None = None
     src_lang: str = "en"
-    workers: int = 1
+    workers: int | None = None
 
 
 @dataclass
