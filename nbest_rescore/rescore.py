@@ -85,6 +85,8 @@ class RunJob:
     max_hyps: int | None = None
     src_lang: str = "en"
     workers: int | None = None
+    cache_dir: Path | None = None
+    """Score chunk cache (shareable between runs); default OUT/cache."""
 
 
 @dataclass
@@ -258,7 +260,7 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
     if job.tune_nbest is not None and (job.tune_src is None or job.tune_ref is None):
         raise InputError("--tune-nbest needs --tune-src and --tune-ref")
     bundles = [load_model(m, device=job.scoring.device) for m in job.models]
-    cache_dir = job.out / "cache"
+    cache_dir = job.cache_dir or job.out / "cache"
 
     dev: ScoredList | None = None
     if job.tune_nbest is not None:
