@@ -1,0 +1,409 @@
+"""Scoring a whole n-best file: chunked, cached on disk, resumable and sharded over torchrun ranks.
+
+The file is cut into chunks of `chunk_sentences` sentence ids (chunk k = ids k*C .. k*C+C-1). Each
+(model, chunk) result is one `.npz` file, written atomically as soon as it is computed, and named
+by a key over the model's SHA-256, the chunk's content (sources, hypotheses, sentence boundaries)
+and every setting that can change a score's bits. Hence:
+- a run killed at any point resumes from its finished chunks when restarted with the same command;
+- a second run over the same file, or with one more model, only loads files; a changed file
+  re-scores only its changed chunks;
+- batching inside a chunk depends only on the chunk's content, so results are byte-identical
+  whether a chunk was scored in this run, a previous one, or on another rank.
+Under torchrun, chunk k is scored by rank k % world_size; after a barrier every rank assembles
+the full result from the shared cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nbest_rescore import distributed
+from nbest_rescore.checkpoint import ModelBundle
+from nbest_rescore.errors import InputError
+from nbest_rescore.fileio import PathLike, atomic_write
+from nbest_rescore.nbest import read_nbest
+from nbest_rescore.progress import QUIET, ProgressSettings, bar
+from nbest_rescore.scoring import (
+    DETECT_HYPS,
+    HypScores,
+    ScoreStats,
+    ScoringConfig,
+    bf16_max_difference,
+    hypothesis_ids,
+    resolve_escaped,
+    score_hypotheses,
+    source_tokens,
+)
+
+STORE_FORMAT = "nbest_rescore/scores/1"
+"""Bump when the scoring arithmetic changes, so old chunk files are not reused."""
+
+
+@dataclass
+class NBestScores:
+    """Scores of every hypothesis of an n-best file, in file order, for one or more models."""
+
+    logprob: np.ndarray
+    """(n_hyps, n_models) float64: log P(hyp | source), EOS included."""
+    n_tokens: np.ndarray
+    """(n_hyps,) int64: target tokens including EOS."""
+    n_unk: np.ndarray
+    """(n_hyps, n_models) int64: target tokens outside each model's vocabulary."""
+    offsets: np.ndarray
+    """(n_sentences + 1,) int64: hypotheses of sentence i are rows offsets[i]:offsets[i+1]."""
+    model_sha256: tuple[str, ...]
+    tgt_oov_rate: tuple[float, ...]
+    """Per model: share of n-best tokens (EOS excluded, every hypothesis counted) not in its vocab."""
+    src_oov_rate: tuple[float, ...]
+    escaped: bool
+    """The n-best escaping convention used (given or detected)."""
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_sentences(self) -> int:
+        return len(self.offsets) - 1
+
+    def sentence(self, i: int) -> slice:
+        """Rows of sentence id `i`."""
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What a first pass over the n-best learns: structure and content keys, no hypotheses."""
+
+    counts: np.ndarray  # hypotheses per sentence id, (n_sentences,)
+    chunk_hashes: tuple[str, ...]
+    escaped: bool
+    src_escaped: bool
+
+
+def model_key(bundle: ModelBundle) -> str:
+    """The model's identity for cache keys: the checkpoint's SHA-256, else a hash of its content."""
+    if bundle.sha256:
+        return bundle.sha256
+    h = hashlib.sha256()
+    h.update(repr(bundle.config.to_dict()).encode())
+    h.update("\n".join(bundle.src_vocab.itos).encode())
+    h.update(b"\0")
+    h.update("\n".join(bundle.tgt_vocab.itos).encode())
+    h.update(repr((bundle.src_tok.to_dict(), bundle.tgt_tok.to_dict())).encode())
+    for name, t in sorted(bundle.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _chunk_ids(n_sentences: int, chunk: int) -> list[range]:
+    return [range(s, min(s + chunk, n_sentences)) for s in range(0, n_sentences, chunk)]
+
+
+def _check_count(last_id: int, n_sources: int, nbest: PathLike, sources_path: str | None) -> None:
+    if last_id >= n_sources:
+        src = f" ({sources_path})" if sources_path else ""
+        raise InputError(
+            f"the n-best list has sentence ids up to {last_id}, so it needs at least "
+            f"{last_id + 1} source sentences, but the source{src} has {n_sources} lines",
+            str(nbest),
+        )
+
+
+def _scan(
+    nbest: PathLike,
+    sources: Sequence[str],
+    cfg: ScoringConfig,
+    max_hyps: int | None,
+    sources_path: str | None,
+) -> _Scan:
+    """Pass 1: check ids against the sources, count hypotheses, hash each chunk's content."""
+    n = len(sources)
+    counts = np.zeros(n, dtype=np.int64)
+    chunks = _chunk_ids(n, cfg.chunk_sentences)
+    hashers = [hashlib.sha256() for _ in chunks]
+    seen = [False] * n
+    sample: list[tuple[str, ...]] = []
+    last_id = -1
+    for group in read_nbest(nbest, max_hyps=max_hyps):
+        i = last_id = group.sent_id
+        if i >= n:
+            continue  # read on to report the file's largest id
+        h = hashers[i // cfg.chunk_sentences]
+        h.update(f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode())
+        for hyp in group.hyps:
+            h.update(f"H\t{hyp.surface}\n".encode())
+            if len(sample) < DETECT_HYPS:
+                sample.append(hyp.tokens)
+        counts[i] = len(group.hyps)
+        seen[i] = True
+    _check_count(last_id, n, nbest, sources_path)
+    for i in range(n):
+        if not seen[i]:  # ids after the n-best's last one: a source without hypotheses
+            hashers[i // cfg.chunk_sentences].update(
+                f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode()
+            )
+    escaped = resolve_escaped(cfg.escaped, sample)
+    src_escaped = cfg.src_tokenized and resolve_escaped(
+        None, [s.split() for s in sources[:DETECT_HYPS]]
+    )
+    return _Scan(counts, tuple(h.hexdigest() for h in hashers), escaped, src_escaped)
+
+
+def _file_key(mkey: str, chunk_hash: str, scan: _Scan, cfg: ScoringConfig) -> str:
+    settings = (
+        f"{STORE_FORMAT}|{mkey}|{cfg.numeric_key()}|escaped={scan.escaped}|"
+        f"src_tokenized={cfg.src_tokenized}|src_escaped={scan.src_escaped}|{chunk_hash}"
+    )
+    return hashlib.sha256(settings.encode()).hexdigest()
+
+
+def _chunk_path(cache_dir: Path, mkey: str, key: str) -> Path:
+    return cache_dir / mkey[:16] / f"{key[:32]}.npz"
+
+
+def _load_chunk(path: Path, key: str, n_hyps: int) -> dict[str, np.ndarray] | None:
+    """A finished chunk file's arrays, or None when absent, unreadable or not this chunk's."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if str(data.get("key", "")) != key or data["logprob"].shape != (n_hyps,):
+        return None
+    return data
+
+
+def _write_chunk(path: Path, key: str, scores: HypScores) -> None:
+    st = scores.stats
+    with atomic_write(path, "wb", gz=False) as fh:
+        np.savez(
+            fh,
+            key=np.array(key),
+            logprob=scores.logprob.astype(np.float64),
+            n_tokens=scores.n_tokens.astype(np.int64),
+            n_unk=scores.n_unk.astype(np.int64),
+            src_counts=np.array([scores.src_tokens, scores.src_unk], dtype=np.int64),
+            work=np.array(
+                [st.n_hyps, st.n_unique, st.n_target_tokens, st.n_softmax_rows], dtype=np.int64
+            ),
+        )
+
+
+def _iter_chunks(
+    nbest: PathLike, n_sentences: int, cfg: ScoringConfig, max_hyps: int | None, wanted: set[int]
+) -> Iterator[tuple[int, list[int], list[tuple[str, ...]], list[int]]]:
+    """Pass 2: the chunks in `wanted` as (index, sentence ids, hypothesis tokens, hyp -> sentence
+    position); only one chunk's tokens are held at a time, and reading stops after the last."""
+    if not wanted:
+        return
+    last = max(wanted)
+    cur = -1
+    hyps: list[tuple[str, ...]] = []
+    owner: list[int] = []
+    for group in read_nbest(nbest, n_sentences=n_sentences, max_hyps=max_hyps):
+        k = group.sent_id // cfg.chunk_sentences
+        if k != cur:
+            if cur in wanted:
+                yield cur, _ids(cur, n_sentences, cfg), hyps, owner
+            if k > last:
+                return
+            cur, hyps, owner = k, [], []
+        if k in wanted:
+            pos = group.sent_id - k * cfg.chunk_sentences
+            for hyp in group.hyps:
+                hyps.append(hyp.tokens)
+                owner.append(pos)
+    if cur in wanted:
+        yield cur, _ids(cur, n_sentences, cfg), hyps, owner
+
+
+def _ids(k: int, n: int, cfg: ScoringConfig) -> list[int]:
+    return list(range(k * cfg.chunk_sentences, min((k + 1) * cfg.chunk_sentences, n)))
+
+
+def score_nbest(
+    nbest_path: PathLike,
+    sources: Sequence[str],
+    bundles: Sequence[ModelBundle],
+    cfg: ScoringConfig,
+    cache_dir: PathLike | None,
+    progress: ProgressSettings = QUIET,
+    *,
+    max_hyps: int | None = None,
+    sources_path: str | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> NBestScores:
+    """Score every hypothesis of `nbest_path` with every model, through the chunk cache.
+
+    `sources` are the source lines (raw text, or tokenized with `cfg.src_tokenized`), one per
+    sentence id; the n-best may lack ids but must not exceed them (InputError, before any
+    scoring). Under torchrun the chunks are shared out by rank; every rank returns the result.
+    `on_chunk(k)` is called after chunk k's files are written (progress hooks, tests).
+    `cache_dir=None` scores into a temporary directory (nothing kept; single process only).
+    """
+    if cache_dir is None:
+        if distributed.get_world_size() > 1:
+            raise ValueError("a distributed run needs a cache_dir shared by all ranks")
+        with tempfile.TemporaryDirectory(prefix="nbest-scores-") as tmp:
+            return score_nbest(
+                nbest_path,
+                sources,
+                bundles,
+                cfg,
+                tmp,
+                progress,
+                max_hyps=max_hyps,
+                sources_path=sources_path,
+                on_chunk=on_chunk,
+            )
+    if not bundles:
+        raise ValueError("score_nbest needs at least one model")
+    t_start = time.perf_counter()
+    cache = Path(cache_dir)
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    scan = _scan(nbest_path, sources, cfg, max_hyps, sources_path)
+    t_scan = time.perf_counter()
+
+    n_sent = len(sources)
+    chunks = _chunk_ids(n_sent, cfg.chunk_sentences)
+    chunk_hyps = [int(scan.counts[r.start : r.stop].sum()) for r in chunks]
+    mkeys = [model_key(b) for b in bundles]
+    keys = [[_file_key(mk, ch, scan, cfg) for ch in scan.chunk_hashes] for mk in mkeys]
+
+    todo: dict[int, list[int]] = {}  # chunk -> models still to score (this rank's share)
+    for k in range(len(chunks)):
+        if k % world != rank:
+            continue
+        missing = [
+            m
+            for m in range(len(bundles))
+            if _load_chunk(_chunk_path(cache, mkeys[m], keys[m][k]), keys[m][k], chunk_hyps[k])
+            is None
+        ]
+        if missing:
+            todo[k] = missing
+
+    stats = ScoreStats()
+    n_scored_files = 0
+    pbar = bar(progress, desc="scoring", total=sum(chunk_hyps[k] for k in todo), unit="hyp")
+    try:
+        for k, ids, hyps, owner in _iter_chunks(nbest_path, n_sent, cfg, max_hyps, set(todo)):
+            chunk_sources = [sources[i] for i in ids]
+            for m in todo[k]:
+                b = bundles[m]
+                res = score_hypotheses(
+                    b,
+                    chunk_sources,
+                    hyps,
+                    owner,
+                    cfg,
+                    escaped=scan.escaped,
+                    src_escaped=scan.src_escaped,
+                )
+                stats.add(res.stats)
+                _write_chunk(_chunk_path(cache, mkeys[m], keys[m][k]), keys[m][k], res)
+                n_scored_files += 1
+            pbar.update(len(hyps))
+            if on_chunk is not None:
+                on_chunk(k)
+    finally:
+        pbar.close()
+    t_score = time.perf_counter()
+    distributed.barrier()
+    t_barrier = time.perf_counter()
+
+    n_hyps = int(scan.counts.sum())
+    n_models = len(bundles)
+    logprob = np.empty((n_hyps, n_models), dtype=np.float64)
+    n_unk = np.empty((n_hyps, n_models), dtype=np.int64)
+    n_tokens = np.empty(n_hyps, dtype=np.int64)
+    src_tok = np.zeros(n_models, dtype=np.int64)
+    src_unk = np.zeros(n_models, dtype=np.int64)
+    pos = 0
+    for k in range(len(chunks)):
+        end = pos + chunk_hyps[k]
+        for m in range(n_models):
+            path = _chunk_path(cache, mkeys[m], keys[m][k])
+            data = _load_chunk(path, keys[m][k], chunk_hyps[k])
+            if data is None:
+                raise RuntimeError(f"chunk {k} of model {m} is missing from the cache: {path}")
+            logprob[pos:end, m] = data["logprob"]
+            n_unk[pos:end, m] = data["n_unk"]
+            if m == 0:
+                n_tokens[pos:end] = data["n_tokens"]
+            src_tok[m] += int(data["src_counts"][0])
+            src_unk[m] += int(data["src_counts"][1])
+        pos = end
+    t_end = time.perf_counter()
+
+    words = int((n_tokens - 1).sum())
+    offsets = np.concatenate(([0], np.cumsum(scan.counts))).astype(np.int64)
+    score_s = t_score - t_scan
+    timing = {
+        "wall_s": t_end - t_start,
+        "scan_s": t_scan - t_start,
+        "score_s": score_s,
+        "barrier_s": t_barrier - t_score,
+        "assemble_s": t_end - t_barrier,
+        "encode_s": stats.encode_s,
+        "decode_s": stats.decode_s,
+        "rank": float(rank),
+        "world_size": float(world),
+        "chunks": float(len(chunks)),
+        "chunk_files": float(len(chunks) * n_models),
+        "chunk_files_scored": float(n_scored_files),
+        "hyps_scored": float(stats.n_hyps),
+        "hyps_unique_scored": float(stats.n_unique),
+        "target_tokens_scored": float(stats.n_target_tokens),
+        "softmax_rows": float(stats.n_softmax_rows),
+        "hyps_per_s": stats.n_hyps / score_s if stats.n_hyps and score_s > 0 else 0.0,
+    }
+    return NBestScores(
+        logprob=logprob,
+        n_tokens=n_tokens,
+        n_unk=n_unk,
+        offsets=offsets,
+        model_sha256=tuple(mkeys),
+        tgt_oov_rate=tuple(float(n_unk[:, m].sum()) / max(words, 1) for m in range(n_models)),
+        src_oov_rate=tuple(float(src_unk[m]) / max(int(src_tok[m]), 1) for m in range(n_models)),
+        escaped=scan.escaped,
+        timing=timing,
+    )
+
+
+def bf16_check(
+    nbest_path: PathLike,
+    sources: Sequence[str],
+    bundles: Sequence[ModelBundle],
+    cfg: ScoringConfig,
+    *,
+    n_sentences: int = 10,
+    max_hyps: int | None = 100,
+) -> list[float]:
+    """Per model, the largest |bf16 - fp32| log-prob on the first `n_sentences` sentences."""
+    hyps: list[tuple[str, ...]] = []
+    owner: list[int] = []
+    for group in read_nbest(nbest_path, max_hyps=max_hyps):
+        if group.sent_id >= min(n_sentences, len(sources)):
+            break
+        for hyp in group.hyps:
+            hyps.append(hyp.tokens)
+            owner.append(group.sent_id)
+    escaped = resolve_escaped(cfg.escaped, hyps)
+    src_escaped = cfg.src_tokenized and resolve_escaped(None, [s.split() for s in sources])
+    out = []
+    for b in bundles:
+        src = source_tokens(
+            sources[:n_sentences], b, tokenized=cfg.src_tokenized, escaped=src_escaped
+        )
+        src_ids = [b.src_vocab.encode(s) for s in src]
+        ids = hypothesis_ids(hyps, b, escaped=escaped)
+        out.append(bf16_max_difference(b.model, src_ids, ids, owner, cfg))
+    return out
