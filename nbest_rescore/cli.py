@@ -219,6 +219,13 @@ def run(
     ] = False,
     max_tokens: Annotated[int, typer.Option(help="Target tokens per scoring batch.")] = 8000,
     max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
+    prefix_sharing: Annotated[
+        bool, typer.Option(help="Score each list's shared prefixes once (prefix trie).")
+    ] = True,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Score cache (resume, reuse across runs). Default OUT/cache."),
+    ] = None,
     escaped: Annotated[
         bool | None,
         typer.Option("--escaped/--unescaped", help="n-best XML-escaped? (default: detect)"),

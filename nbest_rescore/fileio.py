@@ -94,11 +94,19 @@ def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> 
             )
         with fh:
             yield fh
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (mkstemp creates 0600 files; outputs should get the usual mode)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: PathLike, *, length: int = 16) -> str:

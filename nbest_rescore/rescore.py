@@ -53,7 +53,7 @@ from nbest_rescore.rerank import (
     weight_vector,
     within_list_scale,
 )
-from nbest_rescore.score_store import NBestScores, score_nbest
+from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.tune import MertConfig, MertResult, mert
 
@@ -336,6 +336,10 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
         "scoring": scoring_info(test.scores),
         "systems": {},
     }
+    if job.scoring.bf16:
+        summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
+            job.nbest, read_lines(job.src), bundles, job.scoring
+        )
     report = Report(
         title=f"Rescoring {job.nbest} with {k} LSTM model(s)",
         summary=summary,
