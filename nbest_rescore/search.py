@@ -1,0 +1,252 @@
+"""Left-to-right beam search over a batch of sentences (the paper's decoder), with n-best output.
+
+All sentences x beam hypotheses are advanced by one batched decoder call per step. A hypothesis that
+emits EOS leaves the beam and joins its sentence's finished set; the beam keeps its `beam` best
+unfinished continuations. A sentence is done once its `nbest`-th best finished hypothesis scores at
+least the best score any unfinished one could still reach, or at its maximum length
+(`max_len_a * source length + max_len_b` tokens, then EOS is forced). Scores are summed log-probs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nbest_rescore.ensemble import Ensemble, SourceIds
+from nbest_rescore.errors import InputError
+from nbest_rescore.vocab import BOS, EOS, PAD, UNK
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Beam search settings.
+
+    `beam=1` is greedy search. Hypotheses have at most `max_len_a * source tokens + max_len_b`
+    tokens before EOS. `length_penalty` is GNMT's alpha (0 = off, plain summed log-probs as in the
+    paper). `forbid_unk` masks UNK's log-prob to -inf. `batch_size` sentences share each step.
+    """
+
+    beam: int = 12
+    nbest: int = 1
+    max_len_a: float = 2.0
+    max_len_b: int = 10
+    length_penalty: float = 0.0
+    forbid_unk: bool = False
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or self.nbest < 1 or self.batch_size < 1:
+            raise InputError(
+                f"beam ({self.beam}), nbest ({self.nbest}) and batch size ({self.batch_size}) must be >= 1"
+            )
+        if (
+            self.max_len_a < 0
+            or self.max_len_b < 0
+            or (self.max_len_a == 0 and self.max_len_b == 0)
+        ):
+            raise InputError(
+                "the maximum length (max_len_a * source length + max_len_b) must be > 0"
+            )
+
+    def max_len(self, src_len: int) -> int:
+        """Most target tokens (EOS excluded) a hypothesis may have for a source of `src_len` tokens."""
+        return max(1, int(self.max_len_a * src_len + self.max_len_b))
+
+
+@dataclass(frozen=True)
+class BeamHypothesis:
+    """A finished hypothesis: target ids (EOS excluded), ensemble score and per-model scores.
+
+    Scores are sums of log-probabilities over the tokens and the final EOS; `rank_score` is the
+    score divided by the length penalty (equal to `score` when the penalty is off).
+    """
+
+    tokens: tuple[int, ...]
+    score: float
+    model_scores: tuple[float, ...]
+    rank_score: float
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + length) / 6) ** alpha, `length` counting the EOS; 1 when alpha = 0."""
+    return 1.0 if alpha == 0 else ((5.0 + length) / 6.0) ** alpha
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one beam step for (batch, beam) hypotheses.
+
+    `scores`, `origin`, `tokens` (batch, beam): the new active hypotheses (best first), the beam slot
+    each extends and the token it appends. `eos_scores`, `eos_origin` (batch, beam) with `eos_mask`:
+    the hypotheses that end here (EOS among the `beam` best continuations).
+    """
+
+    scores: Tensor
+    origin: Tensor
+    tokens: Tensor
+    eos_scores: Tensor
+    eos_origin: Tensor
+    eos_mask: Tensor
+
+
+def beam_step(scores: Tensor, logp: Tensor, k: int, *, eos: int = EOS) -> StepResult:
+    """Pick the top-k continuations of every sentence's beam.
+
+    `scores` (B, K) are the running scores of the current hypotheses (-inf for empty slots) and
+    `logp` (B, K, V) the next-token log-probs. Among the 2k best continuations, those that are EOS
+    within the first k finish; the first k non-EOS continuations form the new beam.
+    """
+    b, kk, v = logp.shape
+    cand = (scores.unsqueeze(-1) + logp).view(b, kk * v)
+    n = min(2 * k, kk * v)
+    top_scores, top_idx = cand.topk(n, dim=1)
+    origin = torch.div(top_idx, v, rounding_mode="floor")
+    tokens = top_idx % v
+    is_eos = tokens == eos
+    # Stable: non-EOS candidates first, each group keeps its score order.
+    order = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :k]
+    act_scores = top_scores.gather(1, order)
+    act_tokens = tokens.gather(1, order)
+    act_scores = act_scores.masked_fill(act_tokens == eos, float("-inf"))
+    first = min(k, n)
+    eos_mask = is_eos[:, :first] & torch.isfinite(top_scores[:, :first])
+    return StepResult(
+        scores=act_scores,
+        origin=origin.gather(1, order),
+        tokens=act_tokens,
+        eos_scores=top_scores[:, :first],
+        eos_origin=origin[:, :first],
+        eos_mask=eos_mask,
+    )
+
+
+def beam_search(
+    ensemble: Ensemble, sources: Sequence[SourceIds], cfg: SearchConfig
+) -> list[list[BeamHypothesis]]:
+    """Translate `sources` in batches of `cfg.batch_size`; per sentence its finished hypotheses, best first."""
+    out: list[list[BeamHypothesis]] = []
+    for start in range(0, len(sources), cfg.batch_size):
+        out.extend(search_batch(ensemble, sources[start : start + cfg.batch_size], cfg))
+    return out
+
+
+@torch.inference_mode()
+def search_batch(
+    ensemble: Ensemble, sources: Sequence[SourceIds], cfg: SearchConfig
+) -> list[list[BeamHypothesis]]:
+    """Beam search for one batch: every step advances all live sentences x beam in one call."""
+    nb = len(sources)
+    if nb == 0:
+        return []
+    k, m, dev = cfg.beam, len(ensemble), ensemble.device
+    alpha = cfg.length_penalty
+    max_lens = [cfg.max_len(max(len(ids) for ids in src)) for src in sources]
+
+    # The beam starts with one empty hypothesis per sentence and widens to (up to) k as it steps.
+    states = ensemble.encode(sources)
+    scores = torch.zeros(nb, 1, device=dev)
+    model_scores = torch.zeros(nb, 1, m, device=dev)
+    history = torch.zeros(nb, 1, 0, dtype=torch.long, device=dev)
+    prev = torch.full((nb,), BOS, dtype=torch.long, device=dev)
+    alive = list(range(nb))  # original sentence index of every live row
+    max_len_t = torch.tensor(max_lens, device=dev)
+    banned = [PAD, BOS] + ([UNK] if cfg.forbid_unk else [])
+    finished: list[list[BeamHypothesis]] = [[] for _ in range(nb)]
+
+    t = 0
+    while alive:
+        na, width_in = scores.shape
+        logp, per_model, states = ensemble.step(prev, states)
+        # In place is safe even when `logp` aliases `per_model`: banned entries are never chosen.
+        logp = logp.view(na, width_in, -1)
+        logp[..., banned] = float("-inf")
+        force = max_len_t <= t
+        if bool(force.any()):
+            eos_col = logp[force, :, EOS]
+            logp[force] = float("-inf")
+            logp[force, :, EOS] = eos_col
+        res = beam_step(scores, logp, k)
+        rows = torch.arange(na, device=dev).unsqueeze(1) * width_in
+        per_model = per_model.view(m, na * width_in, -1)
+
+        # Hypotheses that end here join their sentence's finished set.
+        if bool(res.eos_mask.any()):
+            r, c = res.eos_mask.nonzero(as_tuple=True)
+            src_flat = (rows.squeeze(1)[r] + res.eos_origin[r, c]).long()
+            fin_ms = model_scores.view(na * width_in, m)[src_flat] + per_model[:, src_flat, EOS].T
+            fin_tok = history.view(na * width_in, t)[src_flat]
+            for row, s, ms, toks in zip(
+                r.tolist(),
+                res.eos_scores[r, c].tolist(),
+                fin_ms.tolist(),
+                fin_tok.tolist(),
+                strict=True,
+            ):
+                rank = s / length_penalty(len(toks) + 1, alpha)
+                finished[alive[row]].append(BeamHypothesis(tuple(toks), s, tuple(ms), rank))
+
+        # Advance the beam: reorder states and histories by origin, append the chosen tokens.
+        width = res.tokens.size(1)  # k, or fewer while the beam is still filling up
+        flat = (rows + res.origin).view(-1)
+        tok = res.tokens.view(-1)
+        model_scores = (model_scores.view(na * width_in, m)[flat] + per_model[:, flat, tok].T).view(
+            na, width, m
+        )
+        history = torch.cat([history.view(na * width_in, t)[flat], tok.unsqueeze(1)], dim=1).view(
+            na, width, t + 1
+        )
+        scores = res.scores
+        prev = tok
+        states = ensemble.select(states, flat)
+        t += 1
+
+        # Sentences whose n-best can no longer change leave the batch.
+        best_active = scores[:, 0].tolist()
+        keep: list[int] = []
+        for row, sent in enumerate(alive):
+            fin = finished[sent]
+            if fin:
+                fin.sort(key=lambda h: h.rank_score, reverse=True)
+            if t > max_lens[sent] or not _could_improve(
+                fin, best_active[row], t, max_lens[sent], cfg.nbest, alpha
+            ):
+                continue
+            keep.append(row)
+        if len(keep) < na:
+            if not keep:
+                break
+            idx = torch.tensor(keep, device=dev)
+            flat_keep = (idx.unsqueeze(1) * width + torch.arange(width, device=dev)).view(-1)
+            scores, model_scores, history = scores[idx], model_scores[idx], history[idx]
+            prev = prev[flat_keep]
+            states = ensemble.select(states, flat_keep)
+            max_len_t = max_len_t[idx]
+            alive = [alive[i] for i in keep]
+
+    return [fin[: cfg.nbest] for fin in finished]
+
+
+def _could_improve(
+    fin: list[BeamHypothesis], best_active: float, t: int, max_len: int, nbest: int, alpha: float
+) -> bool:
+    """Whether an active hypothesis (best raw score `best_active`, `t` tokens) could still enter the n-best.
+
+    Log-probs only lower a score (scores are <= 0), so a hypothesis finishing with L tokens + EOS
+    (t <= L <= max_len) reaches at most best_active / max(lp(L + 1)) over those lengths.
+    """
+    if not math.isfinite(best_active):
+        return False
+    if len(fin) < nbest:
+        return True
+    bound = best_active
+    if alpha != 0:
+        bound /= max(length_penalty(t + 1, alpha), length_penalty(max_len + 1, alpha))
+    return bound > fin[nbest - 1].rank_score

@@ -1,0 +1,221 @@
+"""The library behind `rescore translate`: raw lines in, translations (text, tokens or n-best) out.
+
+Lines are read lazily in windows, sorted by length within a window so batches hold similar
+lengths, searched in batches, and yielded in input order as soon as the in-order prefix is done.
+Each model tokenises the source with its own saved settings and vocabulary. N-best lines are
+`ID ||| tokens ||| LSTM0= <one score per model> ||| <ensemble score>`, scores being summed
+log-probs including EOS. UNK copying pairs the i-th output UNK with the i-th source OOV token
+(no attention means no alignment to follow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import IO, Literal
+
+import torch
+
+from nbest_rescore.checkpoint import ModelBundle, load_model
+from nbest_rescore.ensemble import Ensemble, EnsembleConfig, SourceIds
+from nbest_rescore.errors import InputError
+from nbest_rescore.fileio import PathLike
+from nbest_rescore.progress import QUIET, ProgressSettings, bar
+from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch
+from nbest_rescore.text import TokenizerConfig, detokenize, looks_escaped, to_model_tokens, tokenize
+from nbest_rescore.vocab import UNK
+
+OutputMode = Literal["text", "tokens", "nbest"]
+OUTPUT_MODES: tuple[str, ...] = ("text", "tokens", "nbest")
+NBEST_FEATURE = "LSTM0="
+"""The dense feature label of our n-best lists: one value per model (no `_`, see NBEST.md)."""
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    """Everything `translate_lines` needs besides the models.
+
+    `src_tokenized`: input lines are already tokenized (split on spaces, mapped to each model's
+    escaping/casing) instead of raw text. `copy_unk`: replace output UNKs by source OOV tokens
+    (see `copy_unknowns`). `window`: lines read ahead and sorted by length (at least one batch).
+    """
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    src_tokenized: bool = False
+    copy_unk: bool = False
+    window: int = 512
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One output hypothesis: target tokens (after UNK copying), ids and scores (see BeamHypothesis)."""
+
+    tokens: tuple[str, ...]
+    ids: tuple[int, ...]
+    score: float
+    model_scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TranslationResult:
+    """The translations of one input line (0-based `index`), best first, and the detokenized 1-best."""
+
+    index: int
+    source: str
+    src_tokens: tuple[str, ...]
+    hypotheses: tuple[Translation, ...]
+    text: str
+
+    @property
+    def best(self) -> Translation | None:
+        return self.hypotheses[0] if self.hypotheses else None
+
+
+def default_model_paths(root: PathLike | None = None) -> list[Path]:
+    """The shipped default models, `<repo root>/data/models/*.pt`; InputError when none is shipped."""
+    models_dir = Path(root) if root is not None else REPO_ROOT / "data" / "models"
+    paths = sorted(models_dir.glob("*.pt"))
+    if not paths:
+        raise InputError("no default model is shipped here; pass one with -m CKPT", str(models_dir))
+    return paths
+
+
+def load_ensemble(
+    paths: Sequence[PathLike],
+    config: EnsembleConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> Ensemble:
+    """Load checkpoints onto `device` and check they can decode together."""
+    return Ensemble([load_model(p, device=device) for p in paths], config)
+
+
+def source_tokens(line: str, tok: TokenizerConfig, *, tokenized: bool) -> list[str]:
+    """One input line as model tokens: tokenised with `tok`, or split and mapped when `tokenized`."""
+    if not tokenized:
+        return tokenize(line, tok)
+    tokens = line.split()
+    return to_model_tokens(tokens, tok, escaped=looks_escaped(tokens))
+
+
+def copy_unknowns(tokens: Sequence[str], ids: Sequence[int], src_oov: Sequence[str]) -> list[str]:
+    """Replace the i-th output UNK by the i-th source OOV token (in source order).
+
+    The model has no attention, so there is no alignment to follow: this order heuristic is right
+    for monotone copies (names, numbers). Surplus UNKs stay as the UNK token.
+    """
+    out = list(tokens)
+    oov = iter(src_oov)
+    for i, tid in enumerate(ids):
+        if tid == UNK:
+            out[i] = next(oov, out[i])
+    return out
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    index: int
+    source: str
+    tokens: tuple[str, ...]
+    ids: SourceIds
+    oov: tuple[str, ...]
+
+
+def _prepare(ens: Ensemble, index: int, line: str, cfg: TranslateConfig) -> _Prepared:
+    line = line.rstrip("\n").rstrip("\r")
+    by_tok: dict[TokenizerConfig, list[str]] = {}
+    ids: list[list[int]] = []
+    for b in ens.bundles:
+        if b.src_tok not in by_tok:
+            by_tok[b.src_tok] = source_tokens(line, b.src_tok, tokenized=cfg.src_tokenized)
+        ids.append(b.src_vocab.encode(by_tok[b.src_tok]))
+    first = ens.bundles[0]
+    toks = by_tok[first.src_tok]
+    oov = tuple(t for t, i in zip(toks, ids[0], strict=True) if i == UNK)
+    return _Prepared(index, line, tuple(toks), tuple(ids), oov)
+
+
+def _result(
+    ens: Ensemble, p: _Prepared, hyps: list[BeamHypothesis], copy_unk: bool
+) -> TranslationResult:
+    itos = ens.tgt_vocab.itos
+    out: list[Translation] = []
+    for h in hyps:
+        toks = [itos[i] for i in h.tokens]
+        if copy_unk:
+            toks = copy_unknowns(toks, h.tokens, p.oov)
+        out.append(Translation(tuple(toks), h.tokens, h.score, h.model_scores))
+    text = detokenize(list(out[0].tokens), ens.tgt_tok) if out else ""
+    return TranslationResult(p.index, p.source, p.tokens, tuple(out), text)
+
+
+def translate_lines(
+    models: Ensemble | Sequence[ModelBundle],
+    lines: Iterable[str],
+    cfg: TranslateConfig | None = None,
+    progress: ProgressSettings = QUIET,
+    *,
+    total: int | None = None,
+) -> Iterator[TranslationResult]:
+    """Translate `lines` lazily; results come in input order, each as soon as its prefix is done.
+
+    `models` is a ready `Ensemble` or checkpoints to combine with `cfg.ensemble`; `total` (the
+    number of lines, when known) sizes the progress bar.
+    """
+    cfg = cfg or TranslateConfig()
+    ens = models if isinstance(models, Ensemble) else Ensemble(models, cfg.ensemble)
+    bs = cfg.search.batch_size
+    window = max(cfg.window, bs)
+    numbered = enumerate(lines)
+    pending: dict[int, TranslationResult] = {}
+    next_out = 0
+    with bar(progress, desc="translate", total=total, unit="sent") as pbar:
+        while chunk := list(islice(numbered, window)):
+            prepared = [_prepare(ens, i, line, cfg) for i, line in chunk]
+            order = sorted(prepared, key=lambda p: len(p.tokens))
+            for start in range(0, len(order), bs):
+                batch = order[start : start + bs]
+                hyps = search_batch(ens, [p.ids for p in batch], cfg.search)
+                for p, h in zip(batch, hyps, strict=True):
+                    pending[p.index] = _result(ens, p, h, cfg.copy_unk)
+                while next_out in pending:
+                    yield pending.pop(next_out)
+                    next_out += 1
+                    pbar.update(1)
+
+
+def _score(x: float) -> str:
+    return f"{x:.6f}"
+
+
+def format_nbest_line(index: int, hyp: Translation) -> str:
+    """One Moses n-best line `ID ||| tokens ||| LSTM0= s1 .. sM ||| total` (no newline)."""
+    feats = " ".join(_score(s) for s in hyp.model_scores)
+    return f"{index} ||| {' '.join(hyp.tokens)} ||| {NBEST_FEATURE} {feats} ||| {_score(hyp.score)}"
+
+
+def format_output(result: TranslationResult, mode: OutputMode = "text") -> str:
+    """The output text of one result, newline-terminated: detokenized 1-best, tokens, or n-best lines."""
+    if mode == "text":
+        return result.text + "\n"
+    if mode == "tokens":
+        best = result.best
+        return (" ".join(best.tokens) if best else "") + "\n"
+    if mode == "nbest":
+        return "".join(format_nbest_line(result.index, h) + "\n" for h in result.hypotheses)
+    raise InputError(f"unknown output mode {mode!r}; choose from {OUTPUT_MODES}")
+
+
+def write_outputs(
+    results: Iterable[TranslationResult], out: IO[str], mode: OutputMode = "text"
+) -> list[str]:
+    """Stream formatted results to `out`; returns the detokenized 1-best lines (for `--ref` BLEU)."""
+    best: list[str] = []
+    for r in results:
+        out.write(format_output(r, mode))
+        best.append(r.text)
+    return best
