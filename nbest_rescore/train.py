@@ -1,0 +1,718 @@
+"""Training of the LSTM encoder-decoder: the paper's SGD recipe by default, exact resume, DDP.
+
+One entry point, `train(cfg, progress)`. The loss is summed over target tokens and divided by the
+number of sentences in the (global) batch, so one process and N torchrun processes take the same
+step. Checkpoints hold the usable model and, under "train_state", everything needed to resume
+exactly: optimiser state, RNG states, step and data position (epoch, next batch index).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from nbest_rescore import distributed as dist
+from nbest_rescore.checkpoint import model_payload, read_checkpoint, save_checkpoint
+from nbest_rescore.data import (
+    BatchingConfig,
+    EncodedCorpus,
+    collate,
+    filter_by_length,
+    make_batches,
+    oov_rates,
+    read_parallel,
+    shard,
+    tokenize_file_cached,
+)
+from nbest_rescore.errors import CheckpointError, InputError
+from nbest_rescore.fileio import atomic_write
+from nbest_rescore.model import PRESETS as MODEL_PRESETS
+from nbest_rescore.model import ModelConfig, Seq2Seq, shift_right
+from nbest_rescore.progress import QUIET, ProgressSettings, bar
+from nbest_rescore.text import TokenizerConfig
+from nbest_rescore.vocab import PAD, Vocab
+
+LAST = "checkpoint_last.pt"
+BEST = "checkpoint_best.pt"
+LOG = "log.jsonl"
+
+# Training presets; `TrainConfig.preset(name)` pairs each with the model preset of the same name.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # Sutskever et al. 2014: SGD 0.7, batch 128, halve lr every half epoch after 5, 7.5 epochs.
+    "paper": dict(
+        optimizer="sgd",
+        lr=0.7,
+        batch_size=128,
+        epochs=7.5,
+        lr_decay_start=5.0,
+        lr_decay_every=0.5,
+        lr_decay_factor=0.5,
+        clip_norm=5.0,
+        dropout=0.0,
+        vocab_min_count=1,
+    ),
+    # Multi30k on two CPU cores in well under an hour (Adam and dropout: not in the paper).
+    "small": dict(
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=64,
+        epochs=7.0,
+        lr_decay_start=5.0,
+        lr_decay_every=0.5,
+        lr_decay_factor=0.5,
+        clip_norm=5.0,
+        dropout=0.3,
+        vocab_min_count=2,
+        valid_every=200,
+    ),
+    # Unit tests.
+    "tiny": dict(
+        optimizer="adam",
+        lr=3e-3,
+        batch_size=32,
+        epochs=1.0,
+        lr_decay_start=None,
+        clip_norm=5.0,
+        dropout=0.0,
+        vocab_min_count=1,
+        max_len=50,
+    ),
+}
+
+# Fields that may differ between a run and its `--resume` without changing the trajectory.
+_RESUMABLE_CHANGES = frozenset(
+    {
+        "train_src",
+        "train_tgt",
+        "valid_src",
+        "valid_tgt",
+        "out_dir",
+        "epochs",
+        "resume",
+        "log_every",
+        "valid_every",
+        "checkpoint_every",
+        "patience",
+        "device",
+        "num_threads",
+        "cache_dir",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; each field maps 1:1 to a `rescore train` option."""
+
+    train_src: str
+    train_tgt: str
+    valid_src: str
+    valid_tgt: str
+    out_dir: str
+    src_lang: str = "en"
+    tgt_lang: str = "fr"
+    preset: str = "paper"
+    """Model preset (`paper`, `small`, `tiny`); `TrainConfig.preset()` also sets training fields."""
+    reverse_source: bool = True
+    emb_dim: int | None = None
+    hidden: int | None = None
+    layers: int | None = None
+    src_vocab_size: int | None = None
+    """Maximum vocabulary sizes (specials included); None takes the model preset's."""
+    tgt_vocab_size: int | None = None
+    vocab_min_count: int = 1
+    tokenized: bool = False
+    """Inputs are already tokenised (split on spaces) instead of raw text."""
+    escape: bool = False
+    lowercase: bool = False
+    max_len: int | None = 80
+    """Training pairs with a side longer than this many tokens are dropped (and counted)."""
+    batch_size: int = 128
+    batch_tokens: int | None = None
+    epochs: float = 7.5
+    optimizer: str = "sgd"
+    lr: float = 0.7
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_decay_start: float | None = 5.0
+    """Epoch at which the lr is first multiplied by `lr_decay_factor`; None: constant lr."""
+    lr_decay_every: float = 0.5
+    lr_decay_factor: float = 0.5
+    clip_norm: float | None = 5.0
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 1
+    device: str = "cpu"
+    bf16: bool = False
+    num_threads: int | None = None
+    log_every: int = 50
+    valid_every: int = 0
+    """Validate every N steps (0: only at the end of each epoch, which always validates)."""
+    checkpoint_every: int = 200
+    """Write checkpoint_last.pt every N steps (and always at epoch end)."""
+    patience: int | None = None
+    """Stop after this many validations without a new best perplexity; None: never."""
+    resume: bool = False
+    cache_dir: str | None = None
+    """Where tokenised corpora are cached; None: OUT_DIR/cache."""
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
+        """The named preset's training settings (and model preset), with explicit overrides."""
+        if name not in TRAIN_PRESETS:
+            raise InputError(f"unknown preset {name!r}; choose from {sorted(TRAIN_PRESETS)}")
+        return cls(**{"preset": name, **TRAIN_PRESETS[name], **overrides})
+
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> ModelConfig:
+        over: dict[str, Any] = {"reverse_source": self.reverse_source, "dropout": self.dropout}
+        for name in ("emb_dim", "hidden", "layers"):
+            if getattr(self, name) is not None:
+                over[name] = getattr(self, name)
+        return ModelConfig.preset(self.preset, **over).with_vocab_sizes(
+            src_vocab_size, tgt_vocab_size
+        )
+
+    def vocab_limits(self) -> tuple[int, int]:
+        p = MODEL_PRESETS[self.preset]
+        return (
+            self.src_vocab_size or int(p["src_vocab_size"]),
+            self.tgt_vocab_size or int(p["tgt_vocab_size"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at fractional epoch `progress`: constant, then multiplied by the factor at
+    `lr_decay_start` and every `lr_decay_every` epochs after it (the paper: 0.7, halved at 5, 5.5, ...)."""
+    if cfg.lr_decay_start is None or progress < cfg.lr_decay_start - 1e-9:
+        return cfg.lr
+    n = math.floor((progress - cfg.lr_decay_start) / cfg.lr_decay_every + 1e-9) + 1
+    return cfg.lr * cfg.lr_decay_factor**n
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced."""
+
+    out_dir: str
+    last_checkpoint: str
+    best_checkpoint: str
+    log: str
+    best_valid_ppl: float
+    final_valid_ppl: float
+    steps: int
+    epochs_done: float
+    elapsed_s: float
+    stopped_early: bool
+    resumed_from_step: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """Mutable loop state; everything in it goes into checkpoints."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0
+    best_valid_ppl: float = math.inf
+    last_valid_ppl: float = math.inf
+    bad_validations: int = 0
+    elapsed_s: float = 0.0
+    stopped_early: bool = False
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if torch.cuda.is_available() and s.get("cuda"):
+        torch.cuda.set_rng_state_all(s["cuda"])
+    random.setstate(_as_tuple(s["python"]))
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def _make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise InputError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adam")
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: str) -> None:
+    old = TrainConfig.from_dict(saved).to_dict()
+    new = cfg.to_dict()
+    diff = sorted(k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k])
+    if diff:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise CheckpointError(f"cannot resume with different settings ({details})", path)
+
+
+@dataclass(frozen=True)
+class _Data:
+    train: EncodedCorpus
+    valid: EncodedCorpus
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    report: dict[str, Any]
+
+
+def _load_data(
+    cfg: TrainConfig,
+    info: dist.DistInfo,
+    vocabs: tuple[Vocab, Vocab] | None,
+) -> _Data:
+    """Read, tokenise (rank 0 first, so the cache is filled once), filter and encode both corpora."""
+    src_tok = None if cfg.tokenized else _tok_config(cfg, cfg.src_lang)
+    tgt_tok = None if cfg.tokenized else _tok_config(cfg, cfg.tgt_lang)
+    cache = None if cfg.tokenized else (cfg.cache_dir or str(Path(cfg.out_dir) / "cache"))
+    # Validates alignment and emptiness with file/line errors before spending time tokenising.
+    read_parallel(cfg.train_src, cfg.train_tgt)
+    read_parallel(cfg.valid_src, cfg.valid_tgt)
+    sides: list[list[list[str]]] = []
+    for turn in (0, 1):
+        if (info.rank == 0) == (turn == 0):
+            sides = [
+                tokenize_file_cached(cfg.train_src, src_tok, cache),
+                tokenize_file_cached(cfg.train_tgt, tgt_tok, cache),
+                tokenize_file_cached(cfg.valid_src, src_tok, cache),
+                tokenize_file_cached(cfg.valid_tgt, tgt_tok, cache),
+            ]
+        dist.barrier()
+    tr_src, tr_tgt, va_src, va_tgt = sides
+    keep, stats = filter_by_length(tr_src, tr_tgt, cfg.max_len)
+    if not keep:
+        raise InputError(
+            f"no training pairs left after length filtering (max_len={cfg.max_len})",
+            cfg.train_src,
+        )
+    if vocabs is None:
+        max_src, max_tgt = cfg.vocab_limits()
+        src_vocab = Vocab.build(
+            (tr_src[i] for i in keep), max_size=max_src, min_count=cfg.vocab_min_count
+        )
+        tgt_vocab = Vocab.build(
+            (tr_tgt[i] for i in keep), max_size=max_tgt, min_count=cfg.vocab_min_count
+        )
+    else:
+        src_vocab, tgt_vocab = vocabs
+    train = EncodedCorpus.encode(tr_src, tr_tgt, src_vocab, tgt_vocab, keep)
+    valid = EncodedCorpus.encode(va_src, va_tgt, src_vocab, tgt_vocab)
+    kept_src = [tr_src[i] for i in keep]
+    kept_tgt = [tr_tgt[i] for i in keep]
+    report = {
+        "train_filter": stats.to_dict(),
+        "max_len": cfg.max_len,
+        "valid_pairs": len(valid),
+        "src_vocab": len(src_vocab),
+        "tgt_vocab": len(tgt_vocab),
+        "oov": {
+            "train_src": oov_rates(src_vocab, kept_src),
+            "train_tgt": oov_rates(tgt_vocab, kept_tgt),
+            "valid_src": oov_rates(src_vocab, va_src),
+            "valid_tgt": oov_rates(tgt_vocab, va_tgt),
+        },
+        "train_words": dict(zip(("src", "tgt"), train.n_tokens(), strict=True)),
+    }
+    return _Data(train, valid, src_vocab, tgt_vocab, report)
+
+
+def _tok_config(cfg: TrainConfig, lang: str) -> TokenizerConfig:
+    return TokenizerConfig(lang=lang, escape=cfg.escape, lowercase=cfg.lowercase)
+
+
+def _batch_loss(
+    model: nn.Module,
+    corpus: EncodedCorpus,
+    indices: list[int],
+    device: torch.device,
+    label_smoothing: float,
+    autocast: bool,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(training loss summed over tokens, NLL summed over tokens, target tokens) for `indices`."""
+    b = collate(corpus, indices).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        logp = model(b.src, b.src_len, shift_right(b.tgt_out))
+    logp = logp.float()
+    mask = b.tgt_out != PAD
+    nll = -logp.gather(-1, b.tgt_out.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, 0.0).sum()
+    loss = nll
+    if label_smoothing > 0.0:
+        smooth = -logp.mean(-1).masked_fill(~mask, 0.0).sum()
+        loss = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+    return loss, nll.detach(), int(mask.sum())
+
+
+@torch.no_grad()
+def evaluate_perplexity(
+    model: Seq2Seq,
+    corpus: EncodedCorpus,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    autocast: bool = False,
+) -> tuple[float, float, int]:
+    """(perplexity, NLL sum, target tokens incl. EOS) of `corpus`; ranks split the work."""
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(corpus)), key=lambda i: (len(corpus.src[i]), len(corpus.tgt[i])))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    nll_sum, tokens = 0.0, 0
+    for chunk in chunks[rank::world]:
+        _, nll, n = _batch_loss(model, corpus, chunk, dev, 0.0, autocast)
+        nll_sum += float(nll)
+        tokens += n
+    model.train(was_training)
+    nll_sum, tok = dist.sum_floats([nll_sum, float(tokens)])
+    return math.exp(nll_sum / tok) if tok else math.inf, nll_sum, int(tok)
+
+
+class _Log:
+    """log.jsonl writer (rank 0 only); on resume, records after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
+        self.fh: TextIO | None = None
+        if not enabled:
+            return
+        kept: list[str] = []
+        if resume_step is not None and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a record cut by the kill
+                if int(rec.get("step", rec.get("steps", 0))) <= resume_step:
+                    kept.append(line)
+        with atomic_write(path) as fh:
+            fh.writelines(line + "\n" for line in kept)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps(record, sort_keys=True) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def train(
+    cfg: TrainConfig,
+    progress: ProgressSettings = QUIET,
+    *,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train (or `cfg.resume` a run) and write OUT_DIR/checkpoint_{last,best}.pt and log.jsonl.
+
+    Under torchrun every rank calls this; rank 0 alone writes files. `on_step(step)` is called
+    after every completed step (after any checkpoint of that step).
+    """
+    with dist.process_group(cfg.device) as info:
+        return _train(cfg, progress, info, on_step)
+
+
+def _train(
+    cfg: TrainConfig,
+    progress: ProgressSettings,
+    info: dist.DistInfo,
+    on_step: Callable[[int], None] | None,
+) -> TrainResult:
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda requested but CUDA is not available")
+        device = (
+            torch.device("cuda", info.local_rank) if info.distributed else torch.device(cfg.device)
+        )
+    else:
+        device = torch.device("cpu")
+    if cfg.batch_size < 1 or (cfg.batch_tokens is not None and cfg.batch_tokens < 1):
+        raise InputError("batch size must be positive")
+    out = Path(cfg.out_dir)
+    last_path, best_path, log_path = out / LAST, out / BEST, out / LOG
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    saved: dict[str, Any] | None = None
+    if last_path.is_file():
+        if not cfg.resume:
+            raise InputError(
+                f"{out} already holds a training run; pass --resume to continue it or choose "
+                "another --out",
+                str(last_path),
+            )
+        saved = read_checkpoint(last_path)
+        try:
+            _check_resume_config(saved["train_state"]["config"], cfg, str(last_path))
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint has no usable train_state ({exc}); cannot resume", str(last_path)
+            ) from exc
+    dist.barrier()
+
+    vocabs = None
+    if saved is not None:
+        vocabs = (Vocab.from_list(saved["src_vocab"]), Vocab.from_list(saved["tgt_vocab"]))
+    data = _load_data(cfg, info, vocabs)
+    src_tok, tgt_tok = _tok_config(cfg, cfg.src_lang), _tok_config(cfg, cfg.tgt_lang)
+
+    torch.manual_seed(cfg.seed)
+    mcfg = cfg.model_config(len(data.src_vocab), len(data.tgt_vocab))
+    raw_model = Seq2Seq(mcfg)
+    st = _State()
+    if saved is not None:
+        try:
+            raw_model.load_state_dict(saved["model"])
+            ts = saved["train_state"]
+            st = _State(**{k: ts["loop"][k] for k in asdict(_State())})
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint does not fit this run: {exc}", str(last_path)
+            ) from exc
+    raw_model.to(device)
+    model: nn.Module = raw_model
+    if info.distributed:
+        model = DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = _make_optimizer(cfg, raw_model.parameters())
+    # Each rank its own dropout stream; a resumed run restores the exact states.
+    torch.manual_seed(cfg.seed + 7919 * info.rank + 1)
+    random.seed(cfg.seed + info.rank)
+    if saved is not None:
+        ts = saved["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        rngs = ts["rng"]
+        if len(rngs) == info.world_size:
+            _set_rng_state(rngs[info.rank])
+    resumed_from = st.step if saved is not None else None
+
+    log = _Log(log_path, info.is_main, resumed_from)
+    bcfg = BatchingConfig(batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, seed=cfg.seed)
+    n_batches0 = len(make_batches(data.train, bcfg, 0))
+    if saved is None:
+        log.write(
+            {
+                "event": "data",
+                "step": 0,
+                **data.report,
+                "batches_per_epoch": n_batches0,
+                "model": mcfg.to_dict(),
+                "config": cfg.to_dict(),
+                "world_size": info.world_size,
+            }
+        )
+    else:
+        log.write(
+            {"event": "resume", "step": st.step, "epoch": st.epoch, "world_size": info.world_size}
+        )
+
+    def save_last() -> None:
+        rngs = dist.all_gather_object(_rng_state())
+        if not info.is_main:
+            return
+        payload = model_payload(raw_model, data.src_vocab, data.tgt_vocab, src_tok, tgt_tok)
+        payload["train_state"] = {
+            "config": cfg.to_dict(),
+            "optimizer": optimizer.state_dict(),
+            "loop": asdict(st),
+            "rng": rngs,
+            "lr": lr_at(cfg, st.epoch + st.batch_index / n_batches0),
+            "data_position": {"epoch": st.epoch, "next_batch": st.batch_index},
+            "world_size": info.world_size,
+        }
+        save_checkpoint(last_path, payload)
+
+    def validate(epoch_progress: float, lr: float) -> None:
+        ppl, nll, tok = evaluate_perplexity(
+            raw_model,
+            data.valid,
+            batch_size=max(64, cfg.batch_size),
+            device=device,
+            autocast=cfg.bf16,
+        )
+        st.last_valid_ppl = ppl
+        improved = ppl < st.best_valid_ppl
+        if improved:
+            st.best_valid_ppl = ppl
+            st.bad_validations = 0
+            if info.is_main:
+                payload = model_payload(raw_model, data.src_vocab, data.tgt_vocab, src_tok, tgt_tok)
+                payload["train_info"] = {
+                    "step": st.step,
+                    "epoch": epoch_progress,
+                    "valid_ppl": ppl,
+                    "config": cfg.to_dict(),
+                }
+                save_checkpoint(best_path, payload)
+        else:
+            st.bad_validations += 1
+        log.write(
+            {
+                "event": "valid",
+                "step": st.step,
+                "epoch": round(epoch_progress, 4),
+                "lr": lr,
+                "valid_ppl": ppl,
+                "valid_nll_per_token": nll / max(tok, 1),
+                "best_valid_ppl": st.best_valid_ppl,
+                "improved": improved,
+                "elapsed_s": round(elapsed0 + time.perf_counter() - run_start, 2),
+            }
+        )
+        if cfg.patience is not None and st.bad_validations >= cfg.patience:
+            st.stopped_early = True
+
+    n_epochs = math.ceil(cfg.epochs - 1e-9)
+    total_est = round(cfg.epochs * n_batches0)
+    pbar = bar(progress if info.is_main else QUIET, desc="train", total=total_est, unit="step")
+    pbar.update(min(st.step, total_est))
+    run_start = time.perf_counter()
+    elapsed0 = st.elapsed_s
+    acc = {"loss": 0.0, "nll": 0.0, "tgt": 0.0, "words": 0.0, "sents": 0.0, "time": 0.0}
+    autocast = cfg.bf16
+    raw_model.train()
+    try:
+        while st.epoch < n_epochs and not st.stopped_early:
+            batches = make_batches(data.train, bcfg, st.epoch)
+            frac = cfg.epochs - st.epoch
+            limit = len(batches) if frac >= 1 else max(1, round(frac * len(batches)))
+            while st.batch_index < limit and not st.stopped_early:
+                t0 = time.perf_counter()
+                epoch_progress = st.epoch + st.batch_index / len(batches)
+                lr = lr_at(cfg, epoch_progress)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                global_idx = batches[st.batch_index]
+                n_global = len(global_idx)
+                local = shard(global_idx, info.rank, info.world_size)
+                weight = float(info.world_size) / n_global
+                if not local:  # an idle rank still joins DDP's gradient all-reduce
+                    local, weight = global_idx[:1], 0.0
+                loss_sum, nll, _ = _batch_loss(
+                    model, data.train, local, device, cfg.label_smoothing, autocast
+                )
+                optimizer.zero_grad(set_to_none=True)
+                (loss_sum * weight).backward()
+                grad_norm = (
+                    float(nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_norm))
+                    if cfg.clip_norm is not None
+                    else math.nan
+                )
+                optimizer.step()
+                st.step += 1
+                st.batch_index += 1
+                if weight > 0:
+                    acc["loss"] += float(loss_sum.detach())
+                    acc["nll"] += float(nll)
+                tgt_tokens = sum(len(data.train.tgt[i]) + 1 for i in global_idx)
+                words = sum(len(data.train.src[i]) + len(data.train.tgt[i]) for i in global_idx)
+                acc["tgt"] += tgt_tokens
+                acc["words"] += words
+                acc["sents"] += n_global
+                dt = time.perf_counter() - t0
+                acc["time"] += dt
+                st.elapsed_s = elapsed0 + time.perf_counter() - run_start
+                pbar.update(1)
+                epoch_end = st.batch_index >= limit
+                if st.step % max(cfg.log_every, 1) == 0 or epoch_end:
+                    loss_tot, nll_tot = dist.sum_floats([acc["loss"], acc["nll"]])
+                    rec = {
+                        "event": "train",
+                        "step": st.step,
+                        "epoch": round(st.epoch + st.batch_index / len(batches), 4),
+                        "lr": lr,
+                        "train_loss": loss_tot / max(acc["sents"], 1),
+                        "train_nll_per_token": nll_tot / max(acc["tgt"], 1),
+                        "train_ppl": math.exp(min(nll_tot / max(acc["tgt"], 1), 50.0)),
+                        "tokens_per_s": acc["tgt"] / max(acc["time"], 1e-9),
+                        "words_per_s": acc["words"] / max(acc["time"], 1e-9),
+                        "grad_norm": grad_norm,
+                        "elapsed_s": round(st.elapsed_s, 2),
+                    }
+                    log.write(rec)
+                    pbar.set_postfix(
+                        tok_s=f"{rec['tokens_per_s']:.0f}",
+                        loss=f"{rec['train_loss']:.2f}",
+                        ppl=f"{rec['train_ppl']:.1f}",
+                        lr=f"{lr:.3g}",
+                        refresh=False,
+                    )
+                    acc = dict.fromkeys(acc, 0.0)
+                if epoch_end or (cfg.valid_every > 0 and st.step % cfg.valid_every == 0):
+                    validate(st.epoch + st.batch_index / len(batches), lr)
+                if epoch_end:
+                    st.epoch += 1
+                    st.batch_index = 0
+                if (
+                    epoch_end
+                    or st.stopped_early
+                    or (cfg.checkpoint_every > 0 and st.step % cfg.checkpoint_every == 0)
+                ):
+                    st.elapsed_s = elapsed0 + time.perf_counter() - run_start
+                    save_last()
+                if on_step is not None:
+                    on_step(st.step)
+                if epoch_end:
+                    break
+    finally:
+        pbar.close()
+        log.close()
+    dist.barrier()
+    epochs_done = st.epoch + (st.batch_index / n_batches0 if st.batch_index else 0.0)
+    result = TrainResult(
+        out_dir=str(out),
+        last_checkpoint=str(last_path),
+        best_checkpoint=str(best_path),
+        log=str(log_path),
+        best_valid_ppl=st.best_valid_ppl,
+        final_valid_ppl=st.last_valid_ppl,
+        steps=st.step,
+        epochs_done=epochs_done,
+        elapsed_s=st.elapsed_s,
+        stopped_early=st.stopped_early,
+        resumed_from_step=resumed_from,
+        data=data.report,
+    )
+    if info.is_main:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"event": "end", **asdict(result)}, sort_keys=True) + "\n")
+    return result
+
+
+def with_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
+    """`cfg` with the given fields replaced, ignoring None values (CLI options left unset)."""
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,291 @@
+"""Training: learning synthetic tasks, source reversal, exact kill/resume, errors (nbest_rescore.train)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from ddp_train_script import task_pairs, write_task
+
+from nbest_rescore.checkpoint import load_model, read_checkpoint
+from nbest_rescore.data import EncodedCorpus, collate
+from nbest_rescore.errors import CheckpointError, InputError
+from nbest_rescore.model import ModelConfig, Seq2Seq, reverse_padded
+from nbest_rescore.train import TrainConfig, lr_at, train
+from nbest_rescore.vocab import BOS
+
+SCRIPT = Path(__file__).with_name("ddp_train_script.py")
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+
+
+def _greedy_accuracy(checkpoint: str, task: str, n: int = 200) -> float:
+    """Token accuracy of greedy decoding (model.step) on fresh random sequences."""
+    b = load_model(checkpoint)
+    src, tgt = task_pairs(task, n, seed=3)
+    corpus = EncodedCorpus(
+        [b.src_vocab.encode(s.split()) for s in src], [b.tgt_vocab.encode(t.split()) for t in tgt]
+    )
+    batch = collate(corpus, list(range(n)))
+    with torch.no_grad():
+        state = b.model.encode(batch.src, batch.src_len)
+        prev = torch.full((n,), BOS, dtype=torch.long)
+        steps = []
+        for _ in range(batch.tgt_out.size(1) + 2):
+            logp, state = b.model.step(prev, state)
+            prev = logp.argmax(-1)
+            steps.append(prev)
+    hyps = torch.stack(steps, 1).tolist()
+    correct = total = 0
+    for ids, ref in zip(hyps, tgt, strict=True):
+        hyp, words = b.tgt_vocab.decode(ids), ref.split()
+        total += len(words)
+        correct += sum(1 for i, w in enumerate(words) if i < len(hyp) and hyp[i] == w)
+    return correct / total
+
+
+@pytest.mark.parametrize(("task", "reverse"), [("copy", True), ("reverse", False)])
+def test_tiny_model_learns_task(tmp_path: Path, task: str, reverse: bool) -> None:
+    paths = write_task(tmp_path / "data", task, n_train=3000)
+    cfg = TrainConfig.preset_config(
+        "tiny",
+        **paths,
+        out_dir=str(tmp_path / "run"),
+        tokenized=True,
+        hidden=128,
+        epochs=5,
+        lr=0.01,
+        reverse_source=reverse,
+    )
+    result = train(cfg)
+    assert result.best_valid_ppl < 1.2
+    assert _greedy_accuracy(result.best_checkpoint, task) >= 0.95
+
+
+def test_reversal_changes_only_what_the_encoder_sees() -> None:
+    torch.manual_seed(0)
+    fwd = Seq2Seq(ModelConfig.preset("tiny", reverse_source=False))
+    rev = Seq2Seq(replace(fwd.config, reverse_source=True))
+    rev.load_state_dict(fwd.state_dict())
+    src = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0], [11, 0, 0, 0]])
+    src_len = torch.tensor([4, 2, 1])
+    tgt_out = torch.tensor([[12, 13, 3], [14, 3, 0], [3, 0, 0]])
+    reversed_src = reverse_padded(src, src_len)
+    assert reversed_src.tolist() == [[8, 7, 6, 5], [10, 9, 0, 0], [11, 0, 0, 0]]
+    for a, b in zip(rev.encode(src, src_len), fwd.encode(reversed_src, src_len), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(
+        rev.token_logprobs(src, src_len, tgt_out),
+        fwd.token_logprobs(reversed_src, src_len, tgt_out),
+    )
+    # ...and it does change the encoding of a non-palindromic source.
+    assert not torch.allclose(rev.encode(src, src_len)[0], fwd.encode(src, src_len)[0])
+
+
+def test_reverse_flag_does_not_touch_the_data(tmp_path: Path) -> None:
+    """Batches (sources and targets) are identical with and without reversal; only the model differs."""
+    paths = write_task(tmp_path / "data", "copy", n_train=60, n_valid=10)
+    results = {}
+    for rev in (True, False):
+        cfg = TrainConfig.preset_config(
+            "tiny",
+            **paths,
+            out_dir=str(tmp_path / f"r{rev}"),
+            tokenized=True,
+            epochs=0.2,
+            reverse_source=rev,
+        )
+        train(cfg)
+        ckpt = read_checkpoint(cfg.out_dir + "/checkpoint_last.pt")
+        assert ckpt["model_config"]["reverse_source"] is rev
+        results[rev] = ckpt
+    assert results[True]["src_vocab"] == results[False]["src_vocab"]
+    assert (
+        results[True]["train_state"]["data_position"]
+        == results[False]["train_state"]["data_position"]
+    )
+
+
+def _kill_resume_config(paths: dict[str, str], out: Path) -> TrainConfig:
+    # Two layers with dropout so RNG restoration matters; 2.5 epochs so the last one is partial.
+    return TrainConfig.preset_config(
+        "tiny",
+        **paths,
+        out_dir=str(out),
+        tokenized=True,
+        layers=2,
+        hidden=32,
+        dropout=0.2,
+        batch_size=16,
+        epochs=2.5,
+        checkpoint_every=5,
+        valid_every=7,
+        log_every=3,
+        num_threads=1,
+    )
+
+
+def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
+    paths = write_task(tmp_path / "data", "reverse", n_train=300, n_valid=40)
+    full = train(_kill_resume_config(paths, tmp_path / "full"))
+    assert full.steps == 48  # 19 batches per epoch x 2.5
+
+    cfg = _kill_resume_config(paths, tmp_path / "killed")
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(cfg_file), "--kill-at-step", "23"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr
+    killed = read_checkpoint(tmp_path / "killed" / "checkpoint_last.pt")["train_state"]
+    assert killed["loop"]["step"] == 20  # steps 21..23 were lost with the process
+    assert killed["data_position"] == {"epoch": 1, "next_batch": 1}
+
+    resumed = train(replace(cfg, resume=True))
+    assert resumed.resumed_from_step == 20 and resumed.steps == 48
+    a = read_checkpoint(full.last_checkpoint)
+    b = read_checkpoint(resumed.last_checkpoint)
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, atol=1e-6, rtol=0)
+    assert math.isclose(full.best_valid_ppl, resumed.best_valid_ppl, rel_tol=1e-6)
+
+    def valid_curve(log: str) -> list[tuple[int, float]]:
+        recs = [json.loads(line) for line in Path(log).read_text().splitlines()]
+        return [(r["step"], r["valid_ppl"]) for r in recs if r["event"] == "valid"]
+
+    curve_full, curve_resumed = valid_curve(full.log), valid_curve(resumed.log)
+    assert [s for s, _ in curve_resumed] == [s for s, _ in curve_full]  # no duplicates left
+    for (_, p), (_, q) in zip(curve_full, curve_resumed, strict=True):
+        assert math.isclose(p, q, rel_tol=1e-6)
+
+
+def test_checkpoints_are_self_describing(tmp_path: Path) -> None:
+    paths = write_task(tmp_path / "data", "copy", n_train=64, n_valid=16)
+    cfg = TrainConfig.preset_config(
+        "tiny", **paths, out_dir=str(tmp_path / "run"), tokenized=True, epochs=1, batch_size=16
+    )
+    result = train(cfg)
+    last = read_checkpoint(result.last_checkpoint)  # weights_only=True inside
+    state = last["train_state"]
+    assert state["loop"]["step"] == 4 and state["data_position"] == {"epoch": 1, "next_batch": 0}
+    assert TrainConfig.from_dict(state["config"]) == cfg
+    assert {"torch", "python"} <= set(state["rng"][0])
+    bundle = load_model(result.best_checkpoint)
+    assert bundle.model.config.reverse_source is True
+    records = [json.loads(line) for line in Path(result.log).read_text().splitlines()]
+    events = [r["event"] for r in records]
+    assert events[0] == "data" and "valid" in events and events[-1] == "end"
+    data = records[0]
+    assert data["train_filter"]["kept"] == 64 and "oov" in data
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
+    paths = write_task(tmp_path / "data", "copy", n_train=32, n_valid=8)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint_last.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    cfg = TrainConfig.preset_config("tiny", **paths, out_dir=str(out), tokenized=True, resume=True)
+    with pytest.raises(CheckpointError) as err:
+        train(cfg)
+    assert str(out / "checkpoint_last.pt") in str(err.value)
+
+
+def test_existing_run_needs_resume_and_same_settings(tmp_path: Path) -> None:
+    paths = write_task(tmp_path / "data", "copy", n_train=32, n_valid=8)
+    cfg = TrainConfig.preset_config(
+        "tiny", **paths, out_dir=str(tmp_path / "run"), tokenized=True, epochs=0.5
+    )
+    train(cfg)
+    with pytest.raises(InputError, match="--resume"):
+        train(cfg)
+    with pytest.raises(CheckpointError, match="lr"):
+        train(replace(cfg, resume=True, lr=0.5))
+    # Longer training is an allowed change on resume.
+    assert train(replace(cfg, resume=True, epochs=1.0)).epochs_done == 1.0
+
+
+def test_corpus_errors_surface_from_train(tmp_path: Path) -> None:
+    paths = write_task(tmp_path / "data", "copy", n_train=10, n_valid=5)
+    Path(paths["train_tgt"]).write_text("a b\n" * 7)
+    cfg = TrainConfig.preset_config("tiny", **paths, out_dir=str(tmp_path / "run"), tokenized=True)
+    with pytest.raises(InputError) as err:
+        train(cfg)
+    assert err.value.path == paths["train_tgt"] and err.value.line == 8
+    assert paths["train_src"] in str(err.value)
+
+
+def test_paper_preset_schedule() -> None:
+    cfg = TrainConfig.preset_config(
+        "paper", train_src="s", train_tgt="t", valid_src="s", valid_tgt="t", out_dir="o"
+    )
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.batch_size, cfg.epochs, cfg.clip_norm) == (
+        "sgd",
+        0.7,
+        0.0,
+        128,
+        7.5,
+        5.0,
+    )
+    m = cfg.model_config(160_000, 80_000)
+    assert (m.layers, m.hidden, m.emb_dim, m.init_range) == (4, 1000, 1000, 0.08)
+    expected = {
+        0.0: 0.7,
+        4.99: 0.7,
+        5.0: 0.35,
+        5.49: 0.35,
+        5.5: 0.175,
+        7.0: 0.7 / 32,
+        7.49: 0.7 / 32,
+    }
+    for epoch, lr in expected.items():
+        assert math.isclose(lr_at(cfg, epoch), lr), epoch
+    override = TrainConfig.preset_config(
+        "paper",
+        train_src="s",
+        train_tgt="t",
+        valid_src="s",
+        valid_tgt="t",
+        out_dir="o",
+        lr=0.1,
+        preset="small",
+    )
+    assert override.lr == 0.1 and override.optimizer == "sgd" and override.preset == "small"
+
+
+def test_options_beyond_the_paper_run(tmp_path: Path) -> None:
+    """Label smoothing, bf16 autocast, token-budget batches and early stopping work together."""
+    paths = write_task(tmp_path / "data", "copy", n_train=96, n_valid=16)
+    cfg = TrainConfig.preset_config(
+        "tiny",
+        **paths,
+        out_dir=str(tmp_path / "run"),
+        tokenized=True,
+        epochs=30,
+        lr=0.0,  # validation cannot improve, so patience must stop the run
+        label_smoothing=0.1,
+        bf16=True,
+        batch_size=1,
+        batch_tokens=100,
+        valid_every=2,
+        log_every=1,
+        patience=2,
+    )
+    result = train(cfg)
+    assert result.stopped_early and result.steps == 6  # validations at 2 (best), 4, 6
+    records = [json.loads(line) for line in Path(result.log).read_text().splitlines()]
+    train_recs = [r for r in records if r["event"] == "train"]
+    assert train_recs and all(math.isfinite(r["train_loss"]) for r in train_recs)
+    n_batches = records[0]["batches_per_epoch"]
+    assert 96 * 8 // 100 <= n_batches < 96  # batches of several sentences each
