@@ -27,7 +27,11 @@ def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
     save_checkpoint(
         dest,
         model_payload(
-            bundle.model, bundle.src_vocab, bundle.tgt_vocab, bundle.src_tok, bundle.tgt_tok,
+            bundle.model,
+            bundle.src_vocab,
+            bundle.tgt_vocab,
+            bundle.src_tok,
+            bundle.tgt_tok,
             half=True,
         ),
     )
@@ -35,9 +39,7 @@ def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
     with atomic_write(out_dir / "weights.json") as fh:
         fh.write(json.dumps(weights, indent=2) + "\n")
     summary = json.loads((tuned / "summary.json").read_text())
-    systems = "\n".join(
-        f"| {k} | {v['bleu']:.2f} |" for k, v in summary.get("systems", {}).items()
-    )
+    systems = "\n".join(f"| {k} | {v['bleu']:.2f} |" for k, v in summary.get("systems", {}).items())
     train_info = ""
     if log is not None and log.is_file():
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -52,18 +54,18 @@ def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
     card = f"""# Default model: `{name}.pt`
 
 - Architecture: the 2014 LSTM encoder-decoder, `small` preset: {c.layers} x {c.hidden} LSTM, {c.emb_dim}-d
-  embeddings, {'reversed' if c.reverse_source else 'forward'} source, no attention;
+  embeddings, {"reversed" if c.reverse_source else "forward"} source, no attention;
   {count_parameters(bundle.model):,} parameters; vocabularies {c.src_vocab_size:,} (en) / {c.tgt_vocab_size:,} (fr).
 - Data: Multi30k task 1 English->French, the 29,000 training pairs; validated on its 1,014 val pairs.
   Tokenisation: sacremoses, no escaping, case kept (saved in the checkpoint).
 {train_info}- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{file_sha256(dest)}`
   (training checkpoint `{bundle.sha256}`).
 - `weights.json`: interpolation weights (Moses total, LSTM log-prob, length) tuned by MERT on
-  the Multi30k val Moses n-best list ({summary.get('tuning', {}).get('tune_nbest')}); dev BLEU
-  {summary.get('tuning', {}).get('dev_bleu', float('nan')):.2f} against
-  {summary.get('tuning', {}).get('dev_bleu_even_average', float('nan')):.2f} for the scale-aware even average.
+  the Multi30k val Moses n-best list ({summary.get("tuning", {}).get("tune_nbest")}); dev BLEU
+  {summary.get("tuning", {}).get("dev_bleu", float("nan")):.2f} against
+  {summary.get("tuning", {}).get("dev_bleu_even_average", float("nan")):.2f} for the scale-aware even average.
 
-## Scores of the tuning run (`rescore run`, {summary.get('signature')})
+## Scores of the tuning run (`rescore run`, {summary.get("signature")})
 
 | system | BLEU |
 | --- | --- |
