@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from nbest_rescore.cli import app
@@ -28,6 +29,8 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 def run_out(
     tmp_path_factory: pytest.TempPathFactory, slice_paths: dict[str, Path], slice_checkpoint: Path
 ) -> Path:
+    # One thread, as each torchrun rank uses: float sums (and so MERT's weights) depend on it.
+    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run")
     p = slice_paths
     code, stdout, stderr = run_cli(
@@ -154,3 +157,27 @@ def test_input_mismatches_are_clear_errors(
     )
     assert code == 2 and "missing.pt" in err
     assert not (tmp_path / "o" / "best.tok.txt").exists()
+
+
+def test_torchrun_two_processes_give_identical_outputs(
+    run_out: Path, slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`torchrun -m nbest_rescore run` shards the scoring over 2 gloo ranks; outputs are unchanged."""
+    import os
+
+    out = tmp_path / "ddp"
+    p = slice_paths
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "nbest_rescore", "run", "--nbest", str(p["nbest"]), "--src", str(p["src"]),
+           "--ref", str(p["ref"]), "-m", str(slice_checkpoint), "--tune-nbest", str(p["nbest"]),
+           "--tune-src", str(p["src"]), "--tune-ref", str(p["ref"]), "--restarts", "2",
+           "--out", str(out), "--quiet"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["scoring"]["timing"]["world_size"] == 2
+    for name in ("best.tok.txt", "weights.json"):
+        assert (out / name).read_bytes() == (run_out / name).read_bytes(), name
+    a = gzip.decompress((out / "nbest.with-lstm.gz").read_bytes())
+    assert a == gzip.decompress((run_out / "nbest.with-lstm.gz").read_bytes())
