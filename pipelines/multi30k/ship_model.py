@@ -51,6 +51,8 @@ def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
             f"(val, {len(valid)} validations)\n"
         )
     c = bundle.config
+    depth = summary.get("provenance", {}).get("max_hyps")
+    depth_txt = "all hypotheses" if depth is None else f"the top {depth} hypotheses of every list"
     card = f"""# Default model: `{name}.pt`
 
 - Architecture: the 2014 LSTM encoder-decoder, `small` preset: {c.layers} x {c.hidden} LSTM, {c.emb_dim}-d
@@ -61,11 +63,11 @@ def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
 {train_info}- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{file_sha256(dest)}`
   (training checkpoint `{bundle.sha256}`).
 - `weights.json`: interpolation weights (Moses total, LSTM log-prob, length) tuned by MERT on
-  the Multi30k val Moses n-best list ({summary.get("tuning", {}).get("tune_nbest")}); dev BLEU
+  the Multi30k val Moses n-best list ({depth_txt}); dev BLEU
   {summary.get("tuning", {}).get("dev_bleu", float("nan")):.2f} against
   {summary.get("tuning", {}).get("dev_bleu_even_average", float("nan")):.2f} for the scale-aware even average.
 
-## Scores of the tuning run (`rescore run`, {summary.get("signature")})
+## Test2016 scores of that run ({depth_txt}, `rescore run`, {summary.get("signature")})
 
 | system | BLEU |
 | --- | --- |
