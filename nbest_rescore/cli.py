@@ -311,6 +311,9 @@ def train(
     label_smoothing: Annotated[
         float | None, typer.Option(help="Label smoothing (0 in the paper).")
     ] = None,
+    clip_norm: Annotated[
+        float | None, typer.Option(help="Clip the gradient's L2 norm (paper: 5).")
+    ] = None,
     lr_decay_start: Annotated[
         float | None, typer.Option(help="Epoch of the first lr halving.")
     ] = None,
@@ -333,6 +336,7 @@ def train(
         int | None, typer.Option(help="Validate every N steps (0: per epoch).")
     ] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (init and batch order).")] = 1,
     device: Device = "cpu",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
@@ -370,6 +374,8 @@ def train(
             patience=patience,
             valid_every=valid_every,
             checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            clip_norm=clip_norm,
             num_threads=threads,
         ).items()
         if v is not None
