@@ -154,7 +154,8 @@ def table1(cfg: StudyConfig, bleu: BleuConfig) -> pd.DataFrame:
     systems: list[tuple[str, list[str], int]] = []
     if fwd:
         systems.append((f"single forward LSTM ({fwd[0]}), beam 12", fwd[:1], 12))
-    systems.append((f"single reversed LSTM ({rev[0]}), beam 12", rev[:1], 12))
+    for beam in cfg.beams:
+        systems.append((f"single reversed LSTM ({rev[0]}), beam {beam}", rev[:1], beam))
     if len(rev) > 1:
         for beam in cfg.beams:
             systems.append((f"ensemble of {len(rev)} reversed LSTMs, beam {beam}", rev, beam))
@@ -254,12 +255,8 @@ def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: str, direct: Path)
 
     files = data_files(cfg.data_dir)
     refs = read_lines(files["test_ref"])
-    src_len = np.asarray(
-        [
-            len(tokenize(s, load_model(checkpoint(cfg, cfg.models[0].name)).src_tok))
-            for s in read_lines(files["test_src"])
-        ]
-    )
+    src_tok = load_model(checkpoint(cfg, cfg.models[0].name)).src_tok
+    src_len = np.asarray([len(tokenize(s, src_tok)) for s in read_lines(files["test_src"])])
     systems = {
         "Moses baseline": read_lines(files["test_1best"]),
         "best rescoring": read_lines(cfg.work_dir / "rescore" / best_rescore / "best.detok.txt"),
