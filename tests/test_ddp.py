@@ -46,13 +46,16 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     assert single.steps == 8
 
     cfg = _config(paths, tmp_path / "ddp")
-    cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(cfg.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
-        [*cmd, str(SCRIPT), str(cfg_file)], capture_output=True, text=True, timeout=180, env=env
-    )
+    # The user's command: `torchrun --nproc-per-node 2 -m nbest_rescore train ...`.
+    cli = ["-m", "nbest_rescore", "train", "--train-src", paths["train_src"],
+           "--train-tgt", paths["train_tgt"], "--valid-src", paths["valid_src"],
+           "--valid-tgt", paths["valid_tgt"], "--out", cfg.out_dir, "--preset", "tiny",
+           "--optimizer", "sgd", "--lr", "0.7", "--clip-norm", "1.0", "--batch-size", "7",
+           "--epochs", "1", "--log-every", "2", "--checkpoint-every", "3", "--threads", "1",
+           "--quiet"]  # fmt: skip
+    proc = subprocess.run([*cmd, *cli], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     a = read_checkpoint(single.last_checkpoint)
