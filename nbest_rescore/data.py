@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from nbest_rescore.errors import InputError
-from nbest_rescore.fileio import PathLike, atomic_write, open_binary, sha256_file
+from nbest_rescore.fileio import PathLike, atomic_write, open_binary, read_lines, sha256_file
 from nbest_rescore.text import TokenizerConfig, tokenize
 from nbest_rescore.vocab import EOS, PAD, Vocab
 
@@ -29,8 +29,8 @@ def read_parallel(src_path: PathLike, tgt_path: PathLike) -> tuple[list[str], li
 
     The error names both files and the first line number that one file has and the other lacks.
     """
-    src = _read_utf8_lines(src_path)
-    tgt = _read_utf8_lines(tgt_path)
+    src = read_lines(src_path)
+    tgt = read_lines(tgt_path)
     if len(src) != len(tgt):
         short, long_ = (src_path, tgt_path) if len(src) < len(tgt) else (tgt_path, src_path)
         first_missing = min(len(src), len(tgt)) + 1
@@ -43,18 +43,6 @@ def read_parallel(src_path: PathLike, tgt_path: PathLike) -> tuple[list[str], li
     if not src:
         raise InputError(f"empty corpus (no lines in {src_path} and {tgt_path})", str(src_path))
     return src, tgt
-
-
-def _read_utf8_lines(path: PathLike) -> list[str]:
-    lines: list[str] = []
-    with open_binary(path) as fh:
-        for i, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"invalid UTF-8 ({exc.reason})", str(path), i) from exc
-            lines.append(text.rstrip("\n").rstrip("\r"))
-    return lines
 
 
 def tokenize_lines(
@@ -76,7 +64,7 @@ def tokenize_file_cached(
     path: PathLike, cfg: TokenizerConfig | None, cache_dir: PathLike | None
 ) -> list[Sentence]:
     """Tokenised lines of `path`, cached in `cache_dir` keyed by the file's hash and the settings."""
-    lines = _read_utf8_lines(path)
+    lines = read_lines(path)
     if cache_dir is None:
         return tokenize_lines(lines, cfg, path=path)
     settings = json.dumps(cfg.to_dict() if cfg else None, sort_keys=True)
