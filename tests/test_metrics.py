@@ -39,7 +39,7 @@ from nbest_rescore.nbest import NBestGroup, read_nbest
 
 DATA = Path(__file__).parent / "data"
 NBEST = DATA / "test2016.head30.top20.nbest.gz"
-SHARED = Path("/work/shared/data/multi30k")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 CONFIGS = {"none": BleuConfig(tokenize="none"), "13a": BleuConfig(tokenize="13a")}
 
 
