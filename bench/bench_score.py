@@ -40,7 +40,7 @@ from nbest_rescore.vocab import Vocab
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
-CHECKPOINT = ROOT / "runs" / "small-rev-s1" / "checkpoint_best.pt"
+CHECKPOINT = ROOT / "data" / "models" / "small-rev.pt"  # the shipped default model
 
 
 def get_model() -> tuple[ModelBundle, str]:

@@ -1,7 +1,7 @@
 """Translation throughput: batched beam search (`translate_lines`) against a naive beam search.
 
 Translates the first `--sentences` raw sentences of test2016 (English) with a `small`-preset model
-(the trained run at runs/small-rev-s1/checkpoint_best.pt when present, else a randomly initialised
+(the shipped default model data/models/small-rev.pt when present, else a randomly initialised
 one with vocabularies built from the training data) at beam 1, 2 and 12, and times, in the same
 run, a naive decoder on the same sentences: one sentence at a time, one decoder call per
 hypothesis per step, candidates sorted in Python. Writes bench/results/translate.json.
@@ -34,7 +34,7 @@ from nbest_rescore.vocab import BOS, EOS, PAD, Vocab
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-TRAINED = ROOT / "runs" / "small-rev-s1" / "checkpoint_best.pt"
+TRAINED = ROOT / "data" / "models" / "small-rev.pt"  # the shipped default model
 
 
 def find_data() -> Path:
