@@ -25,6 +25,15 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return res.exit_code, res.stdout, res.stderr
 
 
+def run_args(p: dict[str, Path], model: Path, out: Path) -> list[str]:
+    """The `rescore run` command line of these tests: the slice, tuned on itself."""
+    return [
+        "run", "--nbest", str(p["nbest"]), "--src", str(p["src"]), "--ref", str(p["ref"]),
+        "-m", str(model), "--tune-nbest", str(p["nbest"]), "--tune-src", str(p["src"]),
+        "--tune-ref", str(p["ref"]), "--restarts", "2", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def run_out(
     tmp_path_factory: pytest.TempPathFactory, slice_paths: dict[str, Path], slice_checkpoint: Path
@@ -32,12 +41,7 @@ def run_out(
     # One thread, as each torchrun rank uses: float sums (and so MERT's weights) depend on it.
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run")
-    p = slice_paths
-    code, stdout, stderr = run_cli(
-        "run", "--nbest", str(p["nbest"]), "--src", str(p["src"]), "--ref", str(p["ref"]),
-        "-m", str(slice_checkpoint), "--tune-nbest", str(p["nbest"]), "--tune-src", str(p["src"]),
-        "--tune-ref", str(p["ref"]), "--restarts", "2", "--out", str(out), "--quiet",
-    )  # fmt: skip
+    code, stdout, stderr = run_cli(*run_args(slice_paths, slice_checkpoint, out))
     assert code == 0, stderr
     assert "baseline" in stdout and "tuned" in stdout
     return out
@@ -94,12 +98,7 @@ def test_rerun_is_identical_and_uses_the_cache(
 ) -> None:
     again = tmp_path / "again"
     shutil.copytree(run_out / "cache", again / "cache")
-    p = slice_paths
-    code, _, err = run_cli(
-        "run", "--nbest", str(p["nbest"]), "--src", str(p["src"]), "--ref", str(p["ref"]),
-        "-m", str(slice_checkpoint), "--tune-nbest", str(p["nbest"]), "--tune-src", str(p["src"]),
-        "--tune-ref", str(p["ref"]), "--restarts", "2", "--out", str(again), "--quiet",
-    )  # fmt: skip
+    code, _, err = run_cli(*run_args(slice_paths, slice_checkpoint, again))
     assert code == 0, err
     for name in ("best.tok.txt", "weights.json"):
         assert (again / name).read_bytes() == (run_out / name).read_bytes(), name
@@ -166,12 +165,8 @@ def test_torchrun_two_processes_give_identical_outputs(
     import os
 
     out = tmp_path / "ddp"
-    p = slice_paths
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "nbest_rescore", "run", "--nbest", str(p["nbest"]), "--src", str(p["src"]),
-           "--ref", str(p["ref"]), "-m", str(slice_checkpoint), "--tune-nbest", str(p["nbest"]),
-           "--tune-src", str(p["src"]), "--tune-ref", str(p["ref"]), "--restarts", "2",
-           "--out", str(out), "--quiet"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "nbest_rescore", *run_args(slice_paths, slice_checkpoint, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
