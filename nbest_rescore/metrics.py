@@ -330,7 +330,9 @@ def compute_hyp_stats(
 
     def items() -> Iterator[tuple[int, list[str], str]]:
         last = -1
-        for g in progress(groups, progress_settings, desc="BLEU statistics", unit="sent"):
+        for g in progress(
+            groups, progress_settings, desc="BLEU statistics", unit="sent", total=n_sent
+        ):
             sid = g.sent_id
             if sid >= n_sent:
                 raise InputError(f"n-best list has sentence id {sid} but only {n_sent} references")
