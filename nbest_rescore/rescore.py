@@ -21,8 +21,6 @@ import pandas as pd
 from nbest_rescore import distributed
 from nbest_rescore.analysis import (
     build_bleu_tables,
-    check_parallel,
-    count_ids,
     oracle_selections,
     selected_surfaces,
     source_lengths,
@@ -46,12 +44,12 @@ from nbest_rescore.report import (
 from nbest_rescore.rerank import (
     TOTAL,
     FeatureTable,
+    even_average_weights,
     expand_weights,
     nbest_feature_table,
     read_weights,
     select_best,
     weight_vector,
-    within_list_scale,
 )
 from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig
@@ -127,8 +125,6 @@ def score_list(
 ) -> ScoredList | None:
     """Check the inputs line up, score the list (sharded under torchrun); None on non-main ranks."""
     sources = read_lines(src)
-    n_ids = count_ids(nbest)
-    check_parallel("source", src, len(sources), n_ids)
     refs = None
     if ref is not None:
         refs = read_lines(ref)
@@ -176,10 +172,9 @@ def as_selection(choice: np.ndarray) -> np.ndarray:
 def start_weights(table: FeatureTable, n_models: int) -> dict[str, float]:
     """Scale-aware even average of the decoder total and the ensemble's mean log-prob, spread
     over the individual model columns (their mean is the ensemble score)."""
-    w_total = 0.5 / within_list_scale(table.column(TOTAL), table.offsets)
-    w_lstm = 0.5 / within_list_scale(table.column(LSTM), table.offsets)
-    weights = {TOTAL: w_total, LENGTH: 0.0}
-    weights.update({lstm_column(i): w_lstm / n_models for i in range(n_models)})
+    even = even_average_weights(table, [TOTAL, LSTM])
+    weights = {TOTAL: even[TOTAL], LENGTH: 0.0}
+    weights.update({lstm_column(i): even[LSTM] / n_models for i in range(n_models)})
     return weights
 
 
@@ -277,10 +272,7 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
     weight_sets: dict[str, dict[str, float]] = {
         "baseline": {TOTAL: 1.0},
         LSTM: {LSTM: 1.0},
-        "even_average": {
-            TOTAL: 0.5 / within_list_scale(table.column(TOTAL), table.offsets),
-            LSTM: 0.5 / within_list_scale(table.column(LSTM), table.offsets),
-        },
+        "even_average": even_average_weights(table, [TOTAL, LSTM]),
         "even_average_raw": {TOTAL: 0.5, LSTM: 0.5},
     }
     if k > 1:
