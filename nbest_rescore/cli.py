@@ -292,8 +292,24 @@ def train(
     src_lang: Annotated[str, typer.Option(help="Source language (tokeniser).")] = "en",
     tgt_lang: Annotated[str, typer.Option(help="Target language (tokeniser).")] = "fr",
     preset: Annotated[
-        str, typer.Option(help="tiny | small | paper: model and training recipe.")
+        str,
+        typer.Option(
+            help="paper (the paper's SGD recipe) | multi30k (attention, trains to convergence on "
+            "small data) | small | tiny: model and training recipe."
+        ),
     ] = "paper",
+    attention: Annotated[
+        str | None, typer.Option(help="none | luong | bahdanau (overrides the preset).")
+    ] = None,
+    reverse_target: Annotated[
+        bool, typer.Option(help="Right-to-left model: the target is read reversed.")
+    ] = False,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="epochs (the paper's fixed halving) | plateau (halve when valid stalls)."
+        ),
+    ] = None,
     reverse: Annotated[
         bool,
         typer.Option(
@@ -366,6 +382,8 @@ def train(
             lr_decay_start=lr_decay_start,
             lr_decay_every=lr_decay_every,
             emb_dim=emb_dim,
+            attention=attention,
+            lr_schedule=lr_schedule,
             hidden=hidden,
             layers=layers,
             src_vocab_size=src_vocab_size,
@@ -390,6 +408,7 @@ def train(
         src_lang=src_lang,
         tgt_lang=tgt_lang,
         reverse_source=reverse,
+        reverse_target=reverse_target,
         tokenized=tokenized,
         seed=seed,
         device=device,
@@ -430,8 +449,18 @@ def translate(
         str | None, typer.Option(help="Per-model weights, comma separated.")
     ] = None,
     length_penalty: Annotated[
-        float, typer.Option(help="GNMT alpha; 0 = summed log-probs (paper).")
+        float,
+        typer.Option(
+            help="Length normalisation, GNMT alpha: rank by score / ((5 + length) / 6) ** alpha; "
+            "0 = summed log-probs (paper), 1 is close to the mean log-prob per token."
+        ),
     ] = 0.0,
+    min_len: Annotated[
+        int,
+        typer.Option(
+            help="No EOS before this many tokens for a non-empty source (0 allows empty output)."
+        ),
+    ] = 1,
     max_len_a: Annotated[
         float, typer.Option(help="Max output length = a * source length + b.")
     ] = 2.0,
@@ -477,6 +506,7 @@ def translate(
             beam=max(beam, nbest or 1),
             nbest=nbest or 1,
             length_penalty=length_penalty,
+            min_len=min_len,
             max_len_a=max_len_a,
             max_len_b=max_len_b,
             forbid_unk=forbid_unk,

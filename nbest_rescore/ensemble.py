@@ -82,6 +82,13 @@ def check_compatible(bundles: Sequence[ModelBundle]) -> None:
                 f"({_tok_difference(first.tgt_tok, b.tgt_tok)})",
                 b.path or None,
             )
+        if b.config.reverse_target != first.config.reverse_target:
+            raise CheckpointError(
+                f"{name0} and {name} read the target in opposite directions (right-to-left and "
+                "left-to-right models cannot decode in lockstep; use R2L models as rescoring "
+                "features in `rescore run`)",
+                b.path or None,
+            )
 
 
 def normalised_weights(n: int, weights: Sequence[float] | None) -> list[float]:

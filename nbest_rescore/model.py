@@ -1,4 +1,11 @@
-"""The 2014 deep LSTM encoder-decoder: no attention, the encoder's final (h, c) starts the decoder."""
+"""The 2014 deep LSTM encoder-decoder: the encoder's final (h, c) starts the decoder.
+
+`attention="none"` is the paper's model. `"luong"` (bilinear, "general") and `"bahdanau"` (additive,
+MLP) add global attention over the encoder's outputs on top of the decoder's last layer, as in
+Luong et al. (2015) without input feeding: the recurrence stays a plain `nn.LSTM`, so teacher
+forcing runs the whole target in one call and the prefix-trie scorer keeps its (h, c) recurrence.
+The attention keys (a projection of the encoder outputs) are computed once per source.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nbest_rescore.vocab import BOS, EOS, PAD
 
-State = tuple[Tensor, Tensor]
-"""Decoder state (h, c), each of shape (layers, batch, hidden)."""
+State = tuple[Tensor, ...]
+"""Decoder state: (h, c), each (layers, batch, hidden); attention models add (memory, keys, mask),
+each with the batch first: encoder outputs (batch, S, hidden), their attention keys, (batch, S) bool."""
+
+ATTENTION = ("none", "luong", "bahdanau")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Sutskever et al. 2014: 4 layers x 1000 cells, 1000-d embeddings, 160k/80k vocabularies.
@@ -21,6 +31,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Trains on Multi30k on two CPU cores in well under an hour.
     "small": dict(src_vocab_size=10_000, tgt_vocab_size=10_000, emb_dim=256, hidden=256, layers=2),
+    # Multi30k to convergence on two CPU cores (see train.TRAIN_PRESETS["multi30k"]).
+    "multi30k": dict(
+        src_vocab_size=10_000, tgt_vocab_size=10_000, emb_dim=256, hidden=512, layers=2
+    ),
     # Unit tests.
     "tiny": dict(src_vocab_size=64, tgt_vocab_size=64, emb_dim=32, hidden=64, layers=1),
 }
@@ -38,6 +52,24 @@ class ModelConfig:
     dropout: float = 0.0
     init_range: float = 0.08
     reverse_source: bool = True
+    attention: str = "none"
+    """`none` (the paper), `luong` (bilinear score) or `bahdanau` (additive score)."""
+    reverse_target: bool = False
+    """Right-to-left model: trained on reversed targets; scorers and search reverse the ids."""
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION:
+            raise ValueError(f"unknown attention {self.attention!r}; choose from {ATTENTION}")
+
+    @property
+    def kind(self) -> str:
+        """A short human name: `reversed-source` / `forward`, with `attention` and `r2l` marks."""
+        parts = ["reversed-source" if self.reverse_source else "forward"]
+        if self.attention != "none":
+            parts.append(f"{self.attention}-attention")
+        if self.reverse_target:
+            parts.append("r2l")
+        return " ".join(parts)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -57,6 +89,11 @@ class ModelConfig:
         return cls(**d)
 
 
+def target_order(ids: list[int], config: ModelConfig) -> list[int]:
+    """Target ids in the order the model reads them (reversed for right-to-left models)."""
+    return ids[::-1] if config.reverse_target else ids
+
+
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     """Reverse the first `lengths[b]` tokens of every row of a right-padded (batch, time) tensor."""
     t = x.size(1)
@@ -67,7 +104,8 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 class Seq2Seq(nn.Module):
-    """Encoder LSTM and a separate decoder LSTM, p(T|S) = prod_t softmax(W h_t)[y_t]."""
+    """Encoder LSTM and a separate decoder LSTM, p(T|S) = prod_t softmax(W r_t)[y_t], where the
+    readout r_t is the decoder's top state h_t, or tanh(W_c [context_t; h_t]) with attention."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -83,8 +121,18 @@ class Seq2Seq(nn.Module):
             c.emb_dim, c.hidden, c.layers, batch_first=True, dropout=lstm_dropout
         )
         self.drop = nn.Dropout(c.dropout)
+        if c.attention != "none":
+            self.att_key = nn.Linear(c.hidden, c.hidden, bias=c.attention == "bahdanau")
+            self.att_out = nn.Linear(2 * c.hidden, c.hidden, bias=False)
+        if c.attention == "bahdanau":
+            self.att_query = nn.Linear(c.hidden, c.hidden, bias=False)
+            self.att_v = nn.Linear(c.hidden, 1, bias=False)
         self.out = nn.Linear(c.hidden, c.tgt_vocab_size)
         self.reset_parameters()
+
+    @property
+    def has_attention(self) -> bool:
+        return self.config.attention != "none"
 
     def reset_parameters(self) -> None:
         """The paper's initialisation: every parameter uniform in [-init_range, init_range]."""
@@ -93,7 +141,8 @@ class Seq2Seq(nn.Module):
             nn.init.uniform_(p, -r, r)
 
     def encode(self, src: Tensor, src_len: Tensor) -> State:
-        """Read right-padded source ids (batch, time) and return the final (h, c) of every layer.
+        """Read right-padded source ids (batch, time) and return the decoder's initial state: the
+        final (h, c) of every layer, plus (memory, keys, mask) for attention models.
 
         The source is reversed here (when configured), so every caller sees the same convention.
         """
@@ -103,8 +152,33 @@ class Seq2Seq(nn.Module):
         packed = pack_padded_sequence(
             emb, src_len.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )
-        _, (h, c) = self.encoder(packed)
-        return h, c
+        out, (h, c) = self.encoder(packed)
+        if not self.has_attention:
+            return h, c
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        mask = torch.arange(src.size(1), device=src.device)[None, :] < src_len.clamp(min=1).to(
+            src.device
+        ).unsqueeze(1)
+        return h, c, memory, self.att_key(memory), mask
+
+    def readout(self, hs: Tensor, state: State, rows: Tensor | None = None) -> Tensor:
+        """What the output layer reads for top-layer decoder states `hs` (batch, time, hidden):
+        `hs` itself, or the attentional state. `rows` maps each batch row to its source's row of
+        the state's memory (default: the same row), so many prefixes can share one encoding."""
+        if not self.has_attention:
+            return hs
+        memory, keys, mask = state[2], state[3], state[4]
+        if rows is not None:
+            memory, keys, mask = memory[rows], keys[rows], mask[rows]
+        if self.config.attention == "luong":
+            scores = torch.bmm(hs, keys.transpose(1, 2))  # (b, t, s)
+        else:
+            q = self.att_query(hs)  # (b, t, h)
+            scores = self.att_v(torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
+        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1).to(memory.dtype)
+        context = torch.bmm(weights, memory)
+        return torch.tanh(self.att_out(torch.cat([context, hs], dim=-1)))
 
     def decode(self, tgt_in: Tensor, state: State) -> Tensor:
         """Teacher-forced decoder: logits (batch, time, vocab) for inputs `tgt_in` (BOS + prefix).
@@ -112,8 +186,8 @@ class Seq2Seq(nn.Module):
         Padding only trails, and the LSTM is causal, so outputs at real positions are exact.
         """
         emb = self.drop(self.tgt_emb(tgt_in))
-        hs, _ = self.decoder(emb, state)
-        return self.out(self.drop(hs))
+        hs, _ = self.decoder(emb, (state[0], state[1]))
+        return self.out(self.drop(self.readout(hs, state)))
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         """Log-probabilities (batch, time, vocab) of the next target token at every position."""
@@ -132,8 +206,9 @@ class Seq2Seq(nn.Module):
     def step(self, prev: Tensor, state: State) -> tuple[Tensor, State]:
         """One decoder step for search: log-probs (n, vocab) of the token after `prev` (n,)."""
         emb = self.tgt_emb(prev).unsqueeze(1)
-        hs, new_state = self.decoder(emb, state)
-        return torch.log_softmax(self.out(hs.squeeze(1)).float(), dim=-1), new_state
+        hs, (h, c) = self.decoder(emb, (state[0], state[1]))
+        r = self.readout(hs, state).squeeze(1)
+        return torch.log_softmax(self.out(r).float(), dim=-1), (h, c, *state[2:])
 
 
 def shift_right(tgt_out: Tensor) -> Tensor:
@@ -146,8 +221,12 @@ def shift_right(tgt_out: Tensor) -> Tensor:
 
 def select_state(state: State, index: Tensor) -> State:
     """Pick/reorder batch entries of a decoder state (beam bookkeeping, shared encodings)."""
-    h, c = state
-    return h.index_select(1, index), c.index_select(1, index)
+    h, c, *rest = state
+    return (
+        h.index_select(1, index),
+        c.index_select(1, index),
+        *(x.index_select(0, index) for x in rest),
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

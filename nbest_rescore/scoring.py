@@ -137,7 +137,8 @@ def hypothesis_ids(
     """n-best hypotheses (Moses tokens) as target ids under the model's tokeniser settings."""
     enc = bundle.tgt_vocab.encode
     cfg = bundle.tgt_tok
-    return [enc(to_model_tokens(h, cfg, escaped=escaped)) for h in hyps]
+    ids = [enc(to_model_tokens(h, cfg, escaped=escaped)) for h in hyps]
+    return [r[::-1] for r in ids] if bundle.config.reverse_target else ids
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,24 +209,48 @@ def _autocast(device: torch.device, enabled: bool) -> Iterator[None]:
 
 def encode_sources(
     model: Seq2Seq, src_ids: Sequence[Sequence[int]], max_tokens: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final encoder state of every source, in input order, batched by length (fp32)."""
+) -> State:
+    """The decoder's initial state for every source, in input order, batched by length (fp32):
+    (h, c), plus (memory, keys, mask) padded to the longest source for attention models."""
     c = model.config
     n = len(src_ids)
-    h_all = torch.zeros(c.layers, n, c.hidden, device=device)
-    c_all = torch.zeros(c.layers, n, c.hidden, device=device)
     lens = np.fromiter((max(1, len(s)) for s in src_ids), dtype=np.int64, count=n)
+    width = int(lens.max(initial=1))
+    parts = [torch.zeros(c.layers, n, c.hidden, device=device) for _ in range(2)]
+    if model.has_attention:
+        parts += [torch.zeros(n, width, c.hidden, device=device) for _ in range(2)]
+        parts.append(torch.zeros(n, width, dtype=torch.bool, device=device))
     order = np.argsort(lens, kind="stable")
     for start, end in length_batches(lens[order], max_tokens):
         idx = order[start:end]
         mat, ln = _padded([src_ids[i] for i in idx], append_eos=False)
         src = torch.from_numpy(mat).to(device)
-        src_len = torch.from_numpy(ln)
-        h, cc = model.encode(src, src_len)
         where = torch.from_numpy(idx).to(device)
-        h_all.index_copy_(1, where, h.float())
-        c_all.index_copy_(1, where, cc.float())
-    return h_all, c_all
+        state = model.encode(src, torch.from_numpy(ln))
+        for dim, (full, part) in enumerate(zip(parts, state, strict=True)):
+            if dim < 2:
+                full.index_copy_(1, where, part.float())
+            else:
+                full[where, : part.size(1)] = part if part.dtype == torch.bool else part.float()
+    return tuple(parts)
+
+
+READOUT_FLOATS = 1 << 24
+"""Cap on attention memory gathered in one call (rows x source length x hidden floats)."""
+
+
+def readout_rows(model: Seq2Seq, h: torch.Tensor, enc: State, rows: torch.Tensor) -> torch.Tensor:
+    """The output layer's input for top-layer states `h` (n, hidden) whose sources are rows
+    `rows` of `enc`; attention memory is gathered in slices to bound memory."""
+    if not model.has_attention:
+        return h
+    per_row = max(1, int(enc[2].size(1)) * int(enc[2].size(2)))
+    step = max(1, READOUT_FLOATS // per_row)
+    out = torch.empty_like(h)
+    for s in range(0, h.size(0), step):
+        sl = slice(s, min(s + step, h.size(0)))
+        out[sl] = model.readout(h[sl].unsqueeze(1), enc, rows[sl]).squeeze(1)
+    return out
 
 
 OUTPUT_ROWS_FLOATS = 1 << 25
@@ -268,12 +293,14 @@ def _padded_row_sums(
     for start, end in batches:
         idx = order[start:end]
         tgt_out = torch.from_numpy(tgt[idx, : int(lens_o[end - 1])]).to(device)
-        state = select_state(enc, torch.from_numpy(rows_src[idx]).to(device))
+        rows = torch.from_numpy(rows_src[idx]).to(device)
+        state = select_state((enc[0], enc[1]), rows)
         mask = tgt_out != PAD
         y = tgt_out[mask]
         with _autocast(device, cfg.bf16):
             hs, _ = model.decoder(model.tgt_emb(shift_right(tgt_out)), state)
-        h = hs[mask]  # (real tokens, hidden), row-major
+            h = hs[mask]  # (real tokens, hidden), row-major
+            h = readout_rows(model, h, enc, rows.repeat_interleave(mask.sum(1)))
         logp = torch.empty(h.shape[0], dtype=torch.float32, device=device)
         for sl in _row_chunks(h.shape[0], vocab):
             with _autocast(device, cfg.bf16):
@@ -340,11 +367,13 @@ def _trie_row_sums(
     tok_logit = torch.empty(len(node), dtype=torch.float32, device=device)
     weights = [_lstm_weights(model, layer) for layer in range(c.layers)]
     w_out, b_out = model.out.weight, model.out.bias
+    sent_t = torch.from_numpy(sent).to(device)
     prev_h = prev_c = enc[0]  # replaced per level; level 0 reads the encoder states
     for d in range(len(level) - 1):
         lo, hi = int(level[d]), int(level[d + 1])
         cur_h = torch.empty(c.layers, hi - lo, c.hidden, device=device)
         cur_c = torch.empty_like(cur_h)
+        cur_r = torch.empty(hi - lo, c.hidden, device=device) if model.has_attention else cur_h[-1]
         for s in range(lo, hi, cfg.max_tokens):
             e = min(s + cfg.max_tokens, hi)
             src = sent[s:e] if d == 0 else parent[s:e] - int(level[d - 1])
@@ -361,13 +390,17 @@ def _trie_row_sums(
                 h1 = torch.sigmoid(o) * torch.tanh(c1)
                 cur_h[layer, s - lo : e - lo], cur_c[layer, s - lo : e - lo] = h1, c1
                 x = h1
+            if model.has_attention:
+                with _autocast(device, cfg.bf16):
+                    x = readout_rows(model, x, enc, sent_t[s:e])
+                cur_r[s - lo : e - lo] = x
             for sl in _row_chunks(e - s, c.tgt_vocab_size):
                 with _autocast(device, cfg.bf16):
                     logits = model.out(x[sl])
                 lse[s + sl.start : s + sl.stop] = _logsumexp_(logits)
         # Each position's own logit: a dot product with its node's top-layer state.
         toks = torch.from_numpy(tok_order[tok_level[d] : tok_level[d + 1]]).to(device)
-        top = cur_h[-1].index_select(0, node_t[toks] - lo)
+        top = cur_r.index_select(0, node_t[toks] - lo)
         y = y_all[toks]
         tok_logit[toks] = (top * w_out[y].float()).sum(-1) + b_out[y].float()
         prev_h, prev_c = cur_h, cur_c
@@ -499,6 +532,10 @@ def bf16_max_difference(
 
 
 def decoder_flops_per_token(model: Seq2Seq) -> tuple[int, int]:
-    """Multiply-add FLOPs per target token: (decoder LSTM, output softmax layer)."""
+    """Multiply-add FLOPs per target token: (decoder LSTM plus the attention output layer,
+    output softmax layer). Attention scores over the source add 4 x hidden x source length more."""
     c = model.config
-    return 2 * 4 * c.hidden * (c.emb_dim + c.hidden) * c.layers, 2 * c.hidden * c.tgt_vocab_size
+    lstm = 2 * 4 * c.hidden * (c.emb_dim + c.hidden) * c.layers
+    if c.attention != "none":
+        lstm += 2 * 2 * c.hidden * c.hidden
+    return lstm, 2 * c.hidden * c.tgt_vocab_size

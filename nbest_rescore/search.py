@@ -27,7 +27,10 @@ class SearchConfig:
 
     `beam=1` is greedy search. Hypotheses have at most `max_len_a * source tokens + max_len_b`
     tokens before EOS. `length_penalty` is GNMT's alpha (0 = off, plain summed log-probs as in the
-    paper). `forbid_unk` masks UNK's log-prob to -inf. `batch_size` sentences share each step.
+    paper). `min_len`: EOS is forbidden before this many tokens for a non-empty source (summed
+    log-probs favour short output, and the empty hypothesis can win; 1 keeps every non-empty
+    source from getting an empty translation, 0 allows it). `forbid_unk` masks UNK's log-prob to
+    -inf. `batch_size` sentences share each step.
     """
 
     beam: int = 12
@@ -35,10 +38,15 @@ class SearchConfig:
     max_len_a: float = 2.0
     max_len_b: int = 10
     length_penalty: float = 0.0
+    min_len: int = 1
     forbid_unk: bool = False
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        if self.min_len < 0:
+            raise InputError(f"min_len ({self.min_len}) must be >= 0")
+        if not math.isfinite(self.length_penalty) or self.length_penalty < 0:
+            raise InputError(f"length penalty ({self.length_penalty}) must be a number >= 0")
         if self.beam < 1 or self.nbest < 1 or self.batch_size < 1:
             raise InputError(
                 f"beam ({self.beam}), nbest ({self.nbest}) and batch size ({self.batch_size}) must be >= 1"
@@ -148,7 +156,12 @@ def search_batch(
         return []
     k, m, dev = cfg.beam, len(ensemble), ensemble.device
     alpha = cfg.length_penalty
-    max_lens = [cfg.max_len(max(len(ids) for ids in src)) for src in sources]
+    src_lens = [max(len(ids) for ids in src) for src in sources]
+    max_lens = [cfg.max_len(n) for n in src_lens]
+    min_len_t = torch.tensor(
+        [min(cfg.min_len, mx) if n > 0 else 0 for n, mx in zip(src_lens, max_lens, strict=True)],
+        device=dev,
+    )
 
     # The beam starts with one empty hypothesis per sentence and widens to (up to) k as it steps.
     states = ensemble.encode(sources)
@@ -168,6 +181,9 @@ def search_batch(
         # In place is safe even when `logp` aliases `per_model`: banned entries are never chosen.
         logp = logp.view(na, width_in, -1)
         logp[..., banned] = float("-inf")
+        too_short = min_len_t > t
+        if bool(too_short.any()):
+            logp[too_short, :, EOS] = float("-inf")
         force = max_len_t <= t
         if bool(force.any()):
             eos_col = logp[force, :, EOS]
@@ -228,7 +244,7 @@ def search_batch(
             scores, model_scores, history = scores[idx], model_scores[idx], history[idx]
             prev = prev[flat_keep]
             states = ensemble.select(states, flat_keep)
-            max_len_t = max_len_t[idx]
+            max_len_t, min_len_t = max_len_t[idx], min_len_t[idx]
             alive = [alive[i] for i in keep]
 
     return [fin[: cfg.nbest] for fin in finished]

@@ -36,8 +36,8 @@ from nbest_rescore.data import (
 )
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.fileio import atomic_write
+from nbest_rescore.model import ATTENTION, ModelConfig, Seq2Seq, shift_right
 from nbest_rescore.model import PRESETS as MODEL_PRESETS
-from nbest_rescore.model import ModelConfig, Seq2Seq, shift_right
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.text import TokenizerConfig
 from nbest_rescore.vocab import PAD, Vocab
@@ -74,6 +74,25 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.3,
         vocab_min_count=2,
         valid_every=200,
+    ),
+    # Small data (Multi30k, 29k pairs): train to convergence instead of a fixed schedule. The lr
+    # halves whenever a validation brings no new best, and training stops after `patience`
+    # validations without one (or at `epochs`). Attention, dropout, Adam: not in the paper.
+    "multi30k": dict(
+        optimizer="adam",
+        lr=2e-3,
+        batch_size=64,
+        epochs=40.0,
+        lr_schedule="plateau",
+        lr_decay_factor=0.5,
+        plateau_patience=1,
+        min_lr=6e-5,
+        patience=4,
+        clip_norm=5.0,
+        dropout=0.3,
+        vocab_min_count=2,
+        valid_every=0,
+        attention="luong",
     ),
     # Unit tests.
     "tiny": dict(
@@ -124,6 +143,10 @@ class TrainConfig:
     preset: str = "paper"
     """Model preset (`paper`, `small`, `tiny`); `TrainConfig.preset()` also sets training fields."""
     reverse_source: bool = True
+    reverse_target: bool = False
+    """Train a right-to-left model (targets reversed), a rescoring feature beside the usual one."""
+    attention: str = "none"
+    """`none` (the paper), `luong` or `bahdanau` (see `model.ModelConfig`)."""
     emb_dim: int | None = None
     hidden: int | None = None
     layers: int | None = None
@@ -148,6 +171,12 @@ class TrainConfig:
     """Epoch at which the lr is first multiplied by `lr_decay_factor`; None: constant lr."""
     lr_decay_every: float = 0.5
     lr_decay_factor: float = 0.5
+    lr_schedule: str = "epochs"
+    """`epochs`: the paper's fixed schedule (`lr_decay_start`, `lr_decay_every`); `plateau`: multiply
+    by `lr_decay_factor` after `plateau_patience` validations without a new best."""
+    plateau_patience: int = 1
+    min_lr: float = 0.0
+    """With `plateau`: stop once the lr has decayed below this."""
     clip_norm: float | None = 5.0
     dropout: float = 0.0
     label_smoothing: float = 0.0
@@ -174,7 +203,12 @@ class TrainConfig:
         return cls(**{"preset": name, **TRAIN_PRESETS[name], **overrides})
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> ModelConfig:
-        over: dict[str, Any] = {"reverse_source": self.reverse_source, "dropout": self.dropout}
+        over: dict[str, Any] = {
+            "reverse_source": self.reverse_source,
+            "reverse_target": self.reverse_target,
+            "attention": self.attention,
+            "dropout": self.dropout,
+        }
         for name in ("emb_dim", "hidden", "layers"):
             if getattr(self, name) is not None:
                 over[name] = getattr(self, name)
@@ -207,6 +241,15 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
     return cfg.lr * cfg.lr_decay_factor**n
 
 
+def current_lr(cfg: TrainConfig, progress: float, plateau_scale: float) -> float:
+    """The lr of the configured schedule: `lr_at` by epochs, or the lr times the plateau decays."""
+    if cfg.lr_schedule == "plateau":
+        return cfg.lr * plateau_scale
+    if cfg.lr_schedule != "epochs":
+        raise InputError(f"unknown lr schedule {cfg.lr_schedule!r}; choose epochs or plateau")
+    return lr_at(cfg, progress)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a run produced."""
@@ -235,6 +278,9 @@ class _State:
     best_valid_ppl: float = math.inf
     last_valid_ppl: float = math.inf
     bad_validations: int = 0
+    lr_scale: float = 1.0
+    """Product of the plateau decays so far (`lr_schedule="plateau"`)."""
+    plateau_bad: int = 0
     elapsed_s: float = 0.0
     stopped_early: bool = False
 
@@ -309,6 +355,9 @@ def _load_data(
             ]
         dist.barrier()
     tr_src, tr_tgt, va_src, va_tgt = sides
+    if cfg.reverse_target:
+        tr_tgt = [t[::-1] for t in tr_tgt]
+        va_tgt = [t[::-1] for t in va_tgt]
     keep, stats = filter_by_length(tr_src, tr_tgt, cfg.max_len)
     if not keep:
         raise InputError(
@@ -461,6 +510,9 @@ def _train(
         device = torch.device("cpu")
     if cfg.batch_size < 1 or (cfg.batch_tokens is not None and cfg.batch_tokens < 1):
         raise InputError("batch size must be positive")
+    if cfg.attention not in ATTENTION:
+        raise InputError(f"unknown attention {cfg.attention!r}; choose from {ATTENTION}")
+    current_lr(cfg, 0.0, 1.0)  # rejects an unknown schedule before any work
     out = Path(cfg.out_dir)
     last_path, best_path, log_path = out / LAST, out / BEST, out / LOG
     if info.is_main:
@@ -497,7 +549,7 @@ def _train(
         try:
             raw_model.load_state_dict(saved["model"])
             ts = saved["train_state"]
-            st = _State(**{k: ts["loop"][k] for k in asdict(_State())})
+            st = _State(**{k: ts["loop"].get(k, v) for k, v in asdict(_State()).items()})
         except (KeyError, RuntimeError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint does not fit this run: {exc}", str(last_path)
@@ -550,7 +602,7 @@ def _train(
             "optimizer": optimizer.state_dict(),
             "loop": asdict(st),
             "rng": rngs,
-            "lr": lr_at(cfg, st.epoch + st.batch_index / n_batches0),
+            "lr": current_lr(cfg, st.epoch + st.batch_index / n_batches0, st.lr_scale),
             "data_position": {"epoch": st.epoch, "next_batch": st.batch_index},
             "world_size": info.world_size,
         }
@@ -580,6 +632,14 @@ def _train(
                 save_checkpoint(best_path, payload)
         else:
             st.bad_validations += 1
+            st.plateau_bad += 1
+            if cfg.lr_schedule == "plateau" and st.plateau_bad >= cfg.plateau_patience:
+                st.lr_scale *= cfg.lr_decay_factor
+                st.plateau_bad = 0
+                if cfg.lr * st.lr_scale < cfg.min_lr:
+                    st.stopped_early = True
+        if improved:
+            st.plateau_bad = 0
         log.write(
             {
                 "event": "valid",
@@ -613,7 +673,7 @@ def _train(
             while st.batch_index < limit and not st.stopped_early:
                 t0 = time.perf_counter()
                 epoch_progress = st.epoch + st.batch_index / len(batches)
-                lr = lr_at(cfg, epoch_progress)
+                lr = current_lr(cfg, epoch_progress, st.lr_scale)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 global_idx = batches[st.batch_index]

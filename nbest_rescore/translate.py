@@ -143,12 +143,14 @@ def _result(
     ens: Ensemble, p: _Prepared, hyps: list[BeamHypothesis], copy_unk: bool
 ) -> TranslationResult:
     itos = ens.tgt_vocab.itos
+    r2l = ens.bundles[0].config.reverse_target
     out: list[Translation] = []
     for h in hyps:
-        toks = [itos[i] for i in h.tokens]
+        ids = h.tokens[::-1] if r2l else h.tokens
+        toks = [itos[i] for i in ids]
         if copy_unk:
-            toks = copy_unknowns(toks, h.tokens, p.oov)
-        out.append(Translation(tuple(toks), h.tokens, h.score, h.model_scores))
+            toks = copy_unknowns(toks, ids, p.oov)
+        out.append(Translation(tuple(toks), ids, h.score, h.model_scores))
     text = detokenize(list(out[0].tokens), ens.tgt_tok) if out else ""
     return TranslationResult(p.index, p.source, p.tokens, tuple(out), text)
 

@@ -236,3 +236,63 @@ def test_trie_nodes_are_exactly_the_distinct_prefixes(rows: list) -> None:
 def test_unk_id_is_counted(bundle: ModelBundle) -> None:
     ids = hypothesis_ids([("zzzunseen", "un")], bundle, escaped=False)
     assert ids[0][0] == UNK
+
+
+KINDS = {
+    "plain": {},
+    "luong": {"attention": "luong"},
+    "bahdanau": {"attention": "bahdanau"},
+    "r2l": {"reverse_target": True},
+    "luong-r2l-forward": {"attention": "luong", "reverse_target": True, "reverse_source": False},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def kind_bundle(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, bundle: ModelBundle
+) -> ModelBundle:
+    """A model of every kind (attention, right-to-left), same vocabularies, through a checkpoint."""
+    torch.manual_seed(2)
+    config = ModelConfig.preset(
+        "tiny",
+        src_vocab_size=len(bundle.src_vocab),
+        tgt_vocab_size=len(bundle.tgt_vocab),
+        layers=2,
+        init_range=0.2,
+        **KINDS[request.param],
+    )
+    path = tmp_path_factory.mktemp("kinds") / f"{request.param}.pt"
+    payload = model_payload(
+        Seq2Seq(config), bundle.src_vocab, bundle.tgt_vocab, bundle.src_tok, bundle.tgt_tok
+    )
+    save_checkpoint(path, payload)
+    return load_model(path)
+
+
+@pytest.mark.parametrize("share_prefixes", [True, False])
+def test_every_model_kind_scores_like_teacher_forcing(
+    kind_bundle: ModelBundle, slice_data: tuple, share_prefixes: bool
+) -> None:
+    """Attention keys computed once per source and the prefix trie give the same log-probs as
+    plain teacher forcing; a right-to-left model scores the hypothesis read backwards."""
+    sources, hyps, owner = slice_data
+    cfg = ScoringConfig(max_tokens=300, share_prefixes=share_prefixes)
+    res = score_hypotheses(kind_bundle, sources, hyps, owner, cfg, escaped=False)
+    src_ids = [
+        kind_bundle.src_vocab.encode(t)
+        for t in source_tokens(sources, kind_bundle, tokenized=False)
+    ]
+    left_to_right = [kind_bundle.tgt_vocab.encode(list(h)) for h in hyps]
+    read = [r[::-1] for r in left_to_right] if kind_bundle.config.reverse_target else left_to_right
+    ref = naive_scores(kind_bundle.model, src_ids, read, owner)
+    np.testing.assert_allclose(res.logprob, ref, rtol=0, atol=1e-5)
+    if kind_bundle.config.reverse_target:
+        forward = naive_scores(kind_bundle.model, src_ids, left_to_right, owner)
+        assert np.abs(forward - ref).max() > 1e-3  # the direction really matters
+
+
+def test_checkpoint_of_every_kind_reports_its_kind(kind_bundle: ModelBundle) -> None:
+    c = kind_bundle.config
+    assert ("attention" in c.kind) == (c.attention != "none")
+    assert ("r2l" in c.kind) == c.reverse_target
+    assert c.kind.startswith("reversed-source" if c.reverse_source else "forward")

@@ -87,10 +87,17 @@ def teacher_forced(model: Seq2Seq, src: list[int], hyps: list[tuple[int, ...]]) 
 
 
 def brute_force(
-    model: Seq2Seq, src: list[int], max_len: int, tokens: list[int], alpha: float = 0.0
+    model: Seq2Seq,
+    src: list[int],
+    max_len: int,
+    tokens: list[int],
+    alpha: float = 0.0,
+    min_len: int = 0,
 ) -> list[tuple[float, tuple[int, ...], float]]:
-    """Every sequence of <= max_len `tokens` then EOS, as (rank score, tokens, score), best first."""
-    seqs = [s for n in range(max_len + 1) for s in itertools.product(tokens, repeat=n)]
+    """Every sequence of <= max_len `tokens` then EOS (at least `min_len` tokens for a non-empty
+    source), as (rank score, tokens, score), best first."""
+    shortest = min_len if src else 0
+    seqs = [s for n in range(shortest, max_len + 1) for s in itertools.product(tokens, repeat=n)]
     scores = teacher_forced(model, src, seqs).sum(1).tolist()
     ranked = [
         (sc / length_penalty(len(s) + 1, alpha), s, sc) for s, sc in zip(seqs, scores, strict=True)
@@ -125,20 +132,24 @@ def test_beam_step_matches_sorted_candidates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("forbid_unk", "alpha"), [(False, 0.0), (True, 0.0), (False, 1.0), (False, 3.0)]
-)
-def test_large_beam_is_exact(bundle: ModelBundle, forbid_unk: bool, alpha: float) -> None:
+    ("forbid_unk", "alpha", "min_len"),
+    [(False, 0.0, 0), (True, 0.0, 0), (False, 1.0, 0), (False, 3.0, 0), (False, 0.0, 1),
+     (False, 1.0, 2)],
+)  # fmt: skip
+def test_large_beam_is_exact(
+    bundle: ModelBundle, forbid_unk: bool, alpha: float, min_len: int
+) -> None:
     max_len = 4
     cfg = SearchConfig(
         beam=800, nbest=5, max_len_a=0, max_len_b=max_len, forbid_unk=forbid_unk,
-        length_penalty=alpha,
+        length_penalty=alpha, min_len=min_len,
     )  # fmt: skip
     srcs = sources(4, seed=3)
     results = beam_search(Ensemble([bundle]), srcs, cfg)
     tokens = [t for t in EMITTABLE if not (forbid_unk and t == UNK)]
     longest = 0
     for (src,), hyps in zip(srcs, results, strict=True):
-        exact = brute_force(bundle.model, src, max_len, tokens, alpha)[:5]
+        exact = brute_force(bundle.model, src, max_len, tokens, alpha, min_len)[:5]
         assert [h.tokens for h in hyps] == [s for _, s, _ in exact]
         assert [h.score for h in hyps] == pytest.approx([sc for _, _, sc in exact], abs=1e-5)
         assert [h.rank_score for h in hyps] == pytest.approx([r for r, _, _ in exact], abs=1e-5)

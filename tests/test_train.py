@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -53,8 +54,12 @@ def _greedy_accuracy(checkpoint: str, task: str, n: int = 200) -> float:
     return correct / total
 
 
-@pytest.mark.parametrize(("task", "reverse"), [("copy", True), ("reverse", False)])
-def test_tiny_model_learns_task(tmp_path: Path, task: str, reverse: bool) -> None:
+@pytest.mark.parametrize(
+    ("task", "reverse", "attention"),
+    [("copy", True, "none"), ("reverse", False, "none"), ("copy", True, "luong"),
+     ("reverse", False, "bahdanau")],
+)  # fmt: skip
+def test_tiny_model_learns_task(tmp_path: Path, task: str, reverse: bool, attention: str) -> None:
     paths = write_task(tmp_path / "data", task, n_train=3000)
     cfg = TrainConfig.preset_config(
         "tiny",
@@ -65,8 +70,10 @@ def test_tiny_model_learns_task(tmp_path: Path, task: str, reverse: bool) -> Non
         epochs=5,
         lr=0.01,
         reverse_source=reverse,
+        attention=attention,
     )
     result = train(cfg)
+    assert load_model(result.best_checkpoint).config.attention == attention
     assert result.best_valid_ppl < 1.2
     assert _greedy_accuracy(result.best_checkpoint, task) >= 0.95
 
@@ -289,3 +296,59 @@ def test_options_beyond_the_paper_run(tmp_path: Path) -> None:
     assert train_recs and all(math.isfinite(r["train_loss"]) for r in train_recs)
     n_batches = records[0]["batches_per_epoch"]
     assert 96 * 8 // 100 <= n_batches < 96  # batches of several sentences each
+
+
+def test_plateau_schedule_halves_then_stops(tmp_path: Path) -> None:
+    """`lr_schedule=plateau`: a validation without a new best halves the lr; training stops once
+    `patience` validations brought none, or the lr fell below `min_lr`; resume keeps the decay."""
+    paths = write_task(tmp_path / "data", "copy", n_train=200, n_valid=20)
+    cfg = TrainConfig.preset_config(
+        "tiny",
+        **paths,
+        out_dir=str(tmp_path / "run"),
+        tokenized=True,
+        epochs=40,
+        lr=0.5,  # far too high for Adam: validation perplexity stalls, so the lr must decay
+        lr_schedule="plateau",
+        plateau_patience=1,
+        lr_decay_factor=0.5,
+        min_lr=0.02,
+        patience=20,
+        valid_every=3,
+    )
+    result = train(cfg)
+    valid = [
+        json.loads(line)
+        for line in Path(result.log).read_text().splitlines()
+        if '"valid"' in line and json.loads(line).get("event") == "valid"
+    ]
+    assert result.stopped_early and result.epochs_done < 40
+    for prev, cur in itertools.pairwise(valid):
+        expected = prev["lr"] if prev["improved"] else prev["lr"] * 0.5
+        assert cur["lr"] == pytest.approx(expected)
+    assert valid[-1]["lr"] * 0.5 < 0.02 or not valid[-1]["improved"]
+    ckpt = read_checkpoint(result.last_checkpoint)
+    assert ckpt["train_state"]["loop"]["lr_scale"] < 1.0
+
+
+def test_right_to_left_model_reads_reversed_targets(tmp_path: Path) -> None:
+    """An R2L model trained on the copy task emits, read left to right, the reversed source."""
+    paths = write_task(tmp_path / "data", "copy", n_train=3000)
+    cfg = TrainConfig.preset_config(
+        "tiny", **paths, out_dir=str(tmp_path / "run"), tokenized=True, hidden=128, epochs=5,
+        lr=0.01, reverse_target=True, attention="luong",
+    )  # fmt: skip
+    result = train(cfg)
+    bundle = load_model(result.best_checkpoint)
+    assert bundle.config.reverse_target and "r2l" in bundle.config.kind
+    assert _greedy_accuracy(result.best_checkpoint, "reverse") >= 0.95
+
+
+def test_unknown_attention_and_schedule_are_input_errors(tmp_path: Path) -> None:
+    paths = write_task(tmp_path / "data", "copy", n_train=16, n_valid=4)
+    for bad in ({"attention": "dot"}, {"lr_schedule": "cosine"}):
+        cfg = TrainConfig.preset_config(
+            "tiny", **paths, out_dir=str(tmp_path / "r"), tokenized=True, **bad
+        )
+        with pytest.raises(InputError):
+            train(cfg)

@@ -60,11 +60,14 @@ def _pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, torch.tensor([len(s) for s in seqs])
 
 
-def train_copy_model(seed: int, steps: int, src_vocab: Vocab) -> Seq2Seq:
-    """A tiny reversed-source LSTM trained to copy 1-6 word sentences (10% of words are UNK)."""
+def train_copy_model(seed: int, steps: int, src_vocab: Vocab, **config: object) -> Seq2Seq:
+    """A tiny reversed-source LSTM trained to copy 1-6 word sentences (10% of words are UNK);
+    `config` overrides model settings (attention, a right-to-left target)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    cfg = ModelConfig.preset("tiny", src_vocab_size=len(src_vocab), tgt_vocab_size=len(VOCAB))
+    cfg = ModelConfig.preset(
+        "tiny", src_vocab_size=len(src_vocab), tgt_vocab_size=len(VOCAB), **config
+    )
     model = Seq2Seq(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(steps):
@@ -73,7 +76,10 @@ def train_copy_model(seed: int, steps: int, src_vocab: Vocab) -> Seq2Seq:
             for n in (rng.randint(1, 6) for _ in range(64))
         ]
         src, src_len = _pad([[UNK if w is None else src_vocab.stoi[w] for w in s] for s in seqs])
-        tgt, _ = _pad([[UNK if w is None else VOCAB.stoi[w] for w in s] + [EOS] for s in seqs])
+        order = -1 if cfg.reverse_target else 1
+        tgt, _ = _pad(
+            [[*[UNK if w is None else VOCAB.stoi[w] for w in s][::order], EOS] for s in seqs]
+        )
         loss = -model.token_logprobs(src, src_len, tgt).sum() / (tgt != PAD).sum()
         opt.zero_grad()
         loss.backward()
@@ -216,3 +222,36 @@ def test_default_model_paths(tmp_path: Path) -> None:
     (tmp_path / "b.pt").write_bytes(b"")
     (tmp_path / "a.pt").write_bytes(b"")
     assert default_model_paths(tmp_path) == [tmp_path / "a.pt", tmp_path / "b.pt"]
+
+
+def test_attention_r2l_and_mixed_ensembles_translate(
+    checkpoints: list[Path], tmp_path: Path
+) -> None:
+    """An attention model, a right-to-left one (output put back in reading order), and an
+    ensemble mixing attention and plain models all copy their input."""
+    att = tmp_path / "luong.pt"
+    r2l = tmp_path / "r2l.pt"
+    for path, over in ((att, {"attention": "luong"}), (r2l, {"reverse_target": True})):
+        model = train_copy_model(3, 500, VOCAB, **over)
+        save_checkpoint(path, model_payload(model, VOCAB, VOCAB, SRC_TOK, TGT_TOK))
+    rng = random.Random(7)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))) for _ in range(20)]
+    cfg = TranslateConfig(SearchConfig(beam=4))
+    for paths in ([att], [r2l], [checkpoints[0], att]):
+        results = list(translate_lines(load_ensemble(paths), lines, cfg))
+        exact = sum(" ".join(r.best.tokens) == line for r, line in zip(results, lines, strict=True))
+        assert exact >= 17, (paths, exact)
+    with pytest.raises(CheckpointError, match="opposite directions"):
+        load_ensemble([checkpoints[0], r2l])
+
+
+def test_no_empty_translation_for_a_non_empty_source(checkpoints: list[Path]) -> None:
+    """A model that prefers stopping at once: empty output only with --min-len 0."""
+    bundle = load_model(checkpoints[0])
+    with torch.no_grad():
+        bundle.model.out.bias[EOS] += 50.0
+    lines = ["cat dog", "the man runs", "", "a"]
+    default = list(translate_lines([bundle], lines, TranslateConfig(SearchConfig(beam=3))))
+    assert [r.text == "" for r in default] == [False, False, True, False]
+    allowed = TranslateConfig(SearchConfig(beam=3, min_len=0))
+    assert all(r.text == "" for r in translate_lines([bundle], lines, allowed))
