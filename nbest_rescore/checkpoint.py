@@ -108,26 +108,66 @@ def file_sha256(path: PathLike) -> str:
 def bundle_from_payload(
     payload: dict[str, Any], *, path: str = "", sha256: str = "", device: str | torch.device = "cpu"
 ) -> ModelBundle:
-    """Build a ready-to-use (eval mode, fp32) model bundle from a checkpoint dict."""
+    """Build a ready-to-use (eval mode, fp32) model bundle from a checkpoint dict, after checking
+    that its config, vocabularies and weights agree (see `check_consistency`)."""
+    where = path or None
     try:
         config = ModelConfig.from_dict(dict(payload["model_config"]))
-        model = Seq2Seq(config)
+        src_vocab = Vocab.from_list(payload["src_vocab"])
+        tgt_vocab = Vocab.from_list(payload["tgt_vocab"])
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
-        model.load_state_dict(state)
-        bundle = ModelBundle(
-            model=model.to(device).eval(),
-            src_vocab=Vocab.from_list(payload["src_vocab"]),
-            tgt_vocab=Vocab.from_list(payload["tgt_vocab"]),
-            src_tok=TokenizerConfig.from_dict(dict(payload["src_tok"])),
-            tgt_tok=TokenizerConfig.from_dict(dict(payload["tgt_tok"])),
-            path=path,
-            sha256=sha256,
-        )
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"checkpoint is incomplete or inconsistent: {exc}", path or None
-        ) from exc
-    return bundle
+        src_tok = TokenizerConfig.from_dict(dict(payload["src_tok"]))
+        tgt_tok = TokenizerConfig.from_dict(dict(payload["tgt_tok"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint is incomplete or inconsistent: {exc}", where) from exc
+    model = Seq2Seq(config)
+    check_consistency(config, src_vocab, tgt_vocab, state, model, where)
+    model.load_state_dict(state)
+    return ModelBundle(
+        model=model.to(device).eval(),
+        src_vocab=src_vocab,
+        tgt_vocab=tgt_vocab,
+        src_tok=src_tok,
+        tgt_tok=tgt_tok,
+        path=path,
+        sha256=sha256,
+    )
+
+
+def check_consistency(
+    config: ModelConfig,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    state: dict[str, torch.Tensor],
+    model: Seq2Seq,
+    path: str | None,
+) -> None:
+    """Raise `CheckpointError` saying what disagrees: vocabulary sizes against the config, weight
+    names and shapes against the architecture, non-finite weights."""
+    problems = []
+    for side, vocab, size in (
+        ("source", src_vocab, config.src_vocab_size),
+        ("target", tgt_vocab, config.tgt_vocab_size),
+    ):
+        if len(vocab) != size:
+            problems.append(f"the {side} vocabulary has {len(vocab)} entries, the model {size}")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing:
+        problems.append(f"weights missing: {', '.join(missing[:5])}")
+    if extra:
+        problems.append(f"unexpected weights: {', '.join(extra[:5])}")
+    for name in sorted(set(expected) & set(state)):
+        if tuple(state[name].shape) != tuple(expected[name].shape):
+            problems.append(
+                f"{name} has shape {tuple(state[name].shape)}, the config implies "
+                f"{tuple(expected[name].shape)}"
+            )
+        elif state[name].is_floating_point() and not bool(torch.isfinite(state[name]).all()):
+            problems.append(f"{name} holds NaN or infinite values")
+    if problems:
+        raise CheckpointError("inconsistent checkpoint: " + "; ".join(problems), path)
 
 
 def load_model(path: PathLike, device: str | torch.device = "cpu") -> ModelBundle:

@@ -79,21 +79,28 @@ def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> 
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        if use_gz:
-            # mtime=0 keeps gzip output byte-identical across runs.
-            raw = gzip.GzipFile(tmp, "wb", compresslevel=6, mtime=0)
-            fh: Any = (
-                io.TextIOWrapper(raw, encoding="utf-8", newline="\n") if "b" not in mode else raw
-            )
-        else:
-            fh = open(
-                tmp,
-                mode,
-                encoding=None if "b" in mode else "utf-8",
-                newline=None if "b" in mode else "\n",
-            )
-        with fh:
-            yield fh
+        with contextlib.ExitStack() as stack:
+            if use_gz:
+                # No file name and mtime 0 in the header: byte-identical output across runs (the
+                # temp file's random name would otherwise be stored).
+                base = stack.enter_context(open(tmp, "wb"))
+                raw = stack.enter_context(
+                    gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=base, mtime=0)
+                )
+                fh: Any = (
+                    io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+                    if "b" not in mode
+                    else raw
+                )
+            else:
+                fh = open(
+                    tmp,
+                    mode,
+                    encoding=None if "b" in mode else "utf-8",
+                    newline=None if "b" in mode else "\n",
+                )
+            with fh:
+                yield fh
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:

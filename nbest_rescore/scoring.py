@@ -494,6 +494,46 @@ def score_hypotheses(
     )
 
 
+def score_source_given_hypotheses(
+    bundle: ModelBundle,
+    sources: Sequence[str],
+    hyps: Sequence[Sequence[str]],
+    hyp_src: Sequence[int] | np.ndarray,
+    cfg: ScoringConfig,
+    *,
+    escaped: bool,
+    src_escaped: bool = False,
+) -> HypScores:
+    """log P(source | hypothesis) under a target-to-source model (trained with the languages
+    swapped): each hypothesis is encoded as the model's source and the sentence's source is
+    decoded. Counts (`n_tokens`, `n_unk`) are of the decoded source, one row per hypothesis."""
+    as_src = [
+        bundle.src_vocab.encode(to_model_tokens(h, bundle.src_tok, escaped=escaped)) for h in hyps
+    ]
+    if cfg.src_tokenized:
+        tgt_tok = [
+            to_model_tokens(line.split(), bundle.tgt_tok, escaped=src_escaped) for line in sources
+        ]
+    else:
+        tgt_tok = [tokenize(line, bundle.tgt_tok) for line in sources]
+    tgt_ids = [bundle.tgt_vocab.encode(t) for t in tgt_tok]
+    if bundle.config.reverse_target:
+        tgt_ids = [t[::-1] for t in tgt_ids]
+    owner = np.asarray(hyp_src, dtype=np.int64)
+    targets = [tgt_ids[int(i)] for i in owner]
+    logprob, stats = score_ids(bundle.model, as_src, targets, np.arange(len(hyps)), cfg)
+    n_tokens = np.fromiter((len(t) + 1 for t in targets), dtype=np.int64, count=len(targets))
+    n_unk = np.fromiter((sum(1 for t in r if t == UNK) for r in targets), np.int64, len(targets))
+    return HypScores(
+        logprob=logprob,
+        n_tokens=n_tokens,
+        n_unk=n_unk,
+        src_tokens=sum(len(s) for s in as_src),
+        src_unk=sum(1 for s in as_src for t in s if t == UNK),
+        stats=stats,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # References and checks.
 

@@ -22,6 +22,7 @@ from nbest_rescore.scoring import (
     naive_scores,
     resolve_escaped,
     score_hypotheses,
+    score_source_given_hypotheses,
     source_tokens,
     trie_nodes,
 )
@@ -296,3 +297,35 @@ def test_checkpoint_of_every_kind_reports_its_kind(kind_bundle: ModelBundle) -> 
     assert ("attention" in c.kind) == (c.attention != "none")
     assert ("r2l" in c.kind) == c.reverse_target
     assert c.kind.startswith("reversed-source" if c.reverse_source else "forward")
+
+
+def test_target_to_source_scores_equal_teacher_forcing(
+    tmp_path: Path, bundle: ModelBundle, slice_data: tuple
+) -> None:
+    """A French->English model scores p(source | hypothesis): the hypothesis is its source."""
+    sources, hyps, owner = slice_data
+    torch.manual_seed(3)
+    config = ModelConfig.preset(
+        "tiny",
+        src_vocab_size=len(bundle.tgt_vocab),
+        tgt_vocab_size=len(bundle.src_vocab),
+        attention="luong",
+        init_range=0.2,
+    )
+    path = tmp_path / "t2s.pt"
+    payload = model_payload(
+        Seq2Seq(config), bundle.tgt_vocab, bundle.src_vocab, bundle.tgt_tok, bundle.src_tok
+    )
+    save_checkpoint(path, payload)
+    t2s = load_model(path)
+    res = score_source_given_hypotheses(
+        t2s, sources, hyps, owner, ScoringConfig(max_tokens=500), escaped=False
+    )
+    as_src = [t2s.src_vocab.encode(list(h)) for h in hyps]
+    decoded = [t2s.tgt_vocab.encode(tokenize(sources[i], t2s.tgt_tok)) for i in owner]
+    ref = naive_scores(t2s.model, as_src, decoded, list(range(len(hyps))))
+    np.testing.assert_allclose(res.logprob, ref, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(res.n_tokens, [len(d) + 1 for d in decoded])
+    # Hypotheses of one sentence differ in how well they explain the same source.
+    first = np.asarray(owner) == owner[0]
+    assert np.ptp(res.logprob[first]) > 0

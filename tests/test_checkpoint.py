@@ -1,0 +1,86 @@
+"""Checkpoints: safe loading, and config, vocabularies and weights checked against each other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nbest_rescore.checkpoint import load_model, read_checkpoint, save_checkpoint
+from nbest_rescore.errors import CheckpointError
+
+
+def _cut_target_vocab(p: dict[str, Any]) -> None:
+    p["tgt_vocab"] = p["tgt_vocab"][:-5]
+
+
+def _wider_config(p: dict[str, Any]) -> None:
+    p["model_config"]["hidden"] *= 2
+
+
+def _nan_weight(p: dict[str, Any]) -> None:
+    p["model"]["out.bias"][3] = float("nan")
+
+
+def _missing_weight(p: dict[str, Any]) -> None:
+    del p["model"]["out.weight"]
+
+
+def _unknown_attention(p: dict[str, Any]) -> None:
+    p["model_config"]["attention"] = "dot"
+
+
+BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "cut vocabulary": (_cut_target_vocab, r"target vocabulary has \d+ entries, the model \d+"),
+    "wider config": (_wider_config, r"has shape .* the config implies"),
+    "NaN weight": (_nan_weight, r"out\.bias holds NaN"),
+    "missing weight": (_missing_weight, r"weights missing: out\.weight"),
+    "unknown attention": (_unknown_attention, r"unknown attention 'dot'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_inconsistent_checkpoint_is_refused_with_what_disagrees(
+    slice_checkpoint: Path, tmp_path: Path, case: str
+) -> None:
+    mutate, message = BROKEN[case]
+    payload = read_checkpoint(slice_checkpoint)
+    mutate(payload)
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, payload)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_model(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_cli_exits_2_on_a_cut_vocabulary(slice_checkpoint: Path, tmp_path: Path) -> None:
+    payload = read_checkpoint(slice_checkpoint)
+    _cut_target_vocab(payload)
+    bad = tmp_path / "cut.pt"
+    save_checkpoint(bad, payload)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbest_rescore", "translate", "-m", str(bad), "--quiet"],
+        input="a man .\n",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "cut.pt" in proc.stderr and "target vocabulary" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_pickled_code_never_runs(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (Path(tmp_path / "pwned").touch, ())
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "nbest_rescore/checkpoint/1", "x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_model(path)
+    assert not (tmp_path / "pwned").exists()
