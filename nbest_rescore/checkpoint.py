@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,49 @@ class ModelBundle:
     tgt_tok: TokenizerConfig
     path: str = ""
     sha256: str = ""
+    direction: str = "s2t"
+    """`s2t` scores p(hypothesis | source); `t2s` (a model trained with the languages swapped)
+    scores p(source | hypothesis). Set by `assign_directions` for rescoring."""
 
     @property
     def config(self) -> ModelConfig:
         return self.model.config
+
+    @property
+    def kind(self) -> str:
+        """What the model is, for reports: its config's kind plus `target-to-source`."""
+        return self.config.kind + (" target-to-source" if self.direction == "t2s" else "")
+
+
+def assign_directions(bundles: Sequence[ModelBundle], src_lang: str | None) -> list[ModelBundle]:
+    """Mark each model source-to-target or target-to-source for rescoring a list whose sources are
+    in `src_lang` (default: the first model's source language).
+
+    A model whose source language is the list's source language is source-to-target; one whose
+    target language is it (trained with the languages swapped) is target-to-source. Anything
+    else, or a list with no source-to-target model, is a `CheckpointError`.
+    """
+    if not bundles:
+        return []
+    lang = src_lang or bundles[0].src_tok.lang
+    out = []
+    for b in bundles:
+        if b.src_tok.lang == lang:
+            out.append(replace(b, direction="s2t"))
+        elif b.tgt_tok.lang == lang:
+            out.append(replace(b, direction="t2s"))
+        else:
+            raise CheckpointError(
+                f"model translates {b.src_tok.lang}->{b.tgt_tok.lang}, which neither reads nor "
+                f"writes the list's source language {lang!r}",
+                b.path or None,
+            )
+    if all(b.direction == "t2s" for b in out):
+        raise CheckpointError(
+            f"no source-to-target model (source language {lang!r}): a target-to-source model "
+            "can only add a feature beside one"
+        )
+    return out
 
 
 def model_payload(

@@ -40,6 +40,7 @@ from nbest_rescore.scoring import (
     hypothesis_ids,
     resolve_escaped,
     score_hypotheses,
+    score_source_given_hypotheses,
     source_tokens,
 )
 
@@ -88,9 +89,10 @@ class _Scan:
 
 def model_key(bundle: ModelBundle) -> str:
     """The model's identity for cache keys: the checkpoint's SHA-256, else a hash of its content."""
+    suffix = "" if bundle.direction == "s2t" else f"-{bundle.direction}"
     if bundle.sha256:
-        return bundle.sha256
-    h = hashlib.sha256()
+        return bundle.sha256 + suffix
+    h = hashlib.sha256(suffix.encode())
     h.update(repr(bundle.config.to_dict()).encode())
     h.update("\n".join(bundle.src_vocab.itos).encode())
     h.update(b"\0")
@@ -298,7 +300,8 @@ def score_nbest(
             chunk_sources = [sources[i] for i in ids]
             for m in todo[k]:
                 b = bundles[m]
-                res = score_hypotheses(
+                score = score_source_given_hypotheses if b.direction == "t2s" else score_hypotheses
+                res = score(
                     b,
                     chunk_sources,
                     hyps,
@@ -321,6 +324,8 @@ def score_nbest(
 
     n_hyps = int(scan.counts.sum())
     n_models = len(bundles)
+    # Target-token counts come from a source-to-target model (a t2s model counts source tokens).
+    first_s2t = next((m for m, b in enumerate(bundles) if b.direction == "s2t"), 0)
     logprob = np.empty((n_hyps, n_models), dtype=np.float64)
     n_unk = np.empty((n_hyps, n_models), dtype=np.int64)
     n_tokens = np.empty(n_hyps, dtype=np.int64)
@@ -336,7 +341,7 @@ def score_nbest(
                 raise RuntimeError(f"chunk {k} of model {m} is missing from the cache: {path}")
             logprob[pos:end, m] = data["logprob"]
             n_unk[pos:end, m] = data["n_unk"]
-            if m == 0:
+            if m == first_s2t:
                 n_tokens[pos:end] = data["n_tokens"]
             src_tok[m] += int(data["src_counts"][0])
             src_unk[m] += int(data["src_counts"][1])

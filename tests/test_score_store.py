@@ -288,3 +288,39 @@ def test_torchrun_two_ranks_match_one_process(
         _assert_identical(res, reference_run)
         assert res["timing"]["world_size"] == 2
         assert res["timing"]["chunk_files_scored"] == 10  # 5 chunks x 2 models per rank
+
+
+def test_target_to_source_model_through_the_store(
+    tmp_path: Path, model_paths: list[Path], sources: list[str], groups: list
+) -> None:
+    """A model trained fr->en beside an en->fr one: it is recognised as target-to-source by its
+    languages, scores p(source | hypothesis) through the cache, and keeps its own cache key."""
+    from nbest_rescore.checkpoint import assign_directions
+    from nbest_rescore.errors import CheckpointError
+    from nbest_rescore.scoring import score_source_given_hypotheses
+
+    s2t = load_model(model_paths[0])
+    torch.manual_seed(5)
+    config = ModelConfig.preset(
+        "tiny", src_vocab_size=len(s2t.tgt_vocab), tgt_vocab_size=len(s2t.src_vocab)
+    )
+    path = tmp_path / "t2s.pt"
+    save_checkpoint(
+        path,
+        model_payload(Seq2Seq(config), s2t.tgt_vocab, s2t.src_vocab, s2t.tgt_tok, s2t.src_tok),
+    )
+    bundles = assign_directions([s2t, load_model(path)], None)
+    assert [b.direction for b in bundles] == ["s2t", "t2s"]
+    assert "target-to-source" in bundles[1].kind
+    with pytest.raises(CheckpointError, match="no source-to-target model"):
+        assign_directions(bundles[1:], "en")
+    cfg = ScoringConfig(chunk_sentences=CHUNK)
+    res = score_nbest(NBEST, sources, bundles, cfg, tmp_path / "cache")
+    hyps = [h for g in groups for h in g]
+    owner = [i for i, g in enumerate(groups) for _ in g]
+    direct = score_source_given_hypotheses(
+        bundles[1], sources, hyps, owner, cfg, escaped=res.escaped
+    )
+    np.testing.assert_allclose(res.logprob[:, 1], direct.logprob, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(res.n_tokens, [len(h) + 1 for h in hyps])
+    assert res.model_sha256[1].endswith("-t2s")
