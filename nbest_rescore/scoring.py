@@ -238,19 +238,48 @@ def encode_sources(
 READOUT_FLOATS = 1 << 24
 """Cap on attention memory gathered in one call (rows x source length x hidden floats)."""
 
+DENSE_ATTENTION_COLUMNS = 2048
+"""Up to this many encoder positions in all (sources x longest), bilinear attention scores every
+row against all of them in one matmul and masks other sources' positions, instead of gathering
+each row's memory (a copy of rows x length x hidden floats)."""
+
 
 def readout_rows(model: Seq2Seq, h: torch.Tensor, enc: State, rows: torch.Tensor) -> torch.Tensor:
     """The output layer's input for top-layer states `h` (n, hidden) whose sources are rows
-    `rows` of `enc`; attention memory is gathered in slices to bound memory."""
+    `rows` of `enc`, in slices that bound memory."""
     if not model.has_attention:
         return h
-    per_row = max(1, int(enc[2].size(1)) * int(enc[2].size(2)))
-    step = max(1, READOUT_FLOATS // per_row)
+    memory, keys, mask = enc[2], enc[3], enc[4]
+    n_src, width, hidden = memory.shape
+    dense = model.config.attention == "luong" and n_src * width <= DENSE_ATTENTION_COLUMNS
+    per_row = n_src * width if dense else width * hidden
+    step = max(1, READOUT_FLOATS // max(1, per_row))
     out = torch.empty_like(h)
     for s in range(0, h.size(0), step):
         sl = slice(s, min(s + step, h.size(0)))
-        out[sl] = model.readout(h[sl].unsqueeze(1), enc, rows[sl]).squeeze(1)
+        if dense:
+            out[sl] = _dense_luong(model, h[sl], memory, keys, mask, rows[sl])
+        else:
+            out[sl] = model.readout(h[sl].unsqueeze(1), enc, rows[sl]).squeeze(1)
     return out
+
+
+def _dense_luong(
+    model: Seq2Seq,
+    h: torch.Tensor,
+    memory: torch.Tensor,
+    keys: torch.Tensor,
+    mask: torch.Tensor,
+    rows: torch.Tensor,
+) -> torch.Tensor:
+    """`model.readout` for bilinear attention, scoring against every source's positions at once."""
+    n_src, width, hidden = memory.shape
+    scores = (h @ keys.reshape(n_src * width, hidden).t()).float()
+    col_src = torch.arange(n_src * width, device=h.device) // width
+    own = (col_src.unsqueeze(0) == rows.unsqueeze(1)) & mask.reshape(1, -1)
+    weights = torch.softmax(scores.masked_fill(~own, float("-inf")), dim=-1).to(memory.dtype)
+    context = weights @ memory.reshape(n_src * width, hidden)
+    return torch.tanh(model.att_out(torch.cat([context, h], dim=-1)))
 
 
 OUTPUT_ROWS_FLOATS = 1 << 25
