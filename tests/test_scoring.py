@@ -329,3 +329,18 @@ def test_target_to_source_scores_equal_teacher_forcing(
     # Hypotheses of one sentence differ in how well they explain the same source.
     first = np.asarray(owner) == owner[0]
     assert np.ptp(res.logprob[first]) > 0
+
+
+def test_bilinear_attention_gather_path_equals_dense_path(
+    kind_bundle: ModelBundle, slice_data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `DENSE_ATTENTION_COLUMNS` encoder positions the scorer gathers each row's memory
+    instead; both paths give the same log-probs."""
+    import nbest_rescore.scoring as scoring
+
+    sources, hyps, owner = slice_data
+    cfg = ScoringConfig(max_tokens=300)
+    dense = score_hypotheses(kind_bundle, sources, hyps, owner, cfg, escaped=False).logprob
+    monkeypatch.setattr(scoring, "DENSE_ATTENTION_COLUMNS", 0)
+    gathered = score_hypotheses(kind_bundle, sources, hyps, owner, cfg, escaped=False).logprob
+    np.testing.assert_allclose(dense, gathered, rtol=0, atol=1e-5)
