@@ -80,31 +80,127 @@ def test_final_bleu_matches_sacrebleu_cli(run_out: Path, slice_paths: dict[str, 
     assert float(out.stdout) == pytest.approx(s["systems"][s["final_system"]]["bleu"], abs=1e-3)
 
 
-def test_augmented_nbest_round_trips_with_lstm_feature(
+def test_augmented_nbest_carries_one_column_per_feature_and_the_new_total(
     run_out: Path, slice_paths: dict[str, Path]
 ) -> None:
     orig = [h for g in read_nbest(slice_paths["nbest"]) for h in g.hyps]
     aug = [h for g in read_nbest(run_out / "nbest.with-lstm.gz") for h in g.hyps]
+    weights = json.loads((run_out / "weights.json").read_text())["weights"]
+    assert set(weights) == {"Baseline0", "LSTM0", "Length0"}
     assert len(aug) == len(orig)
     for a, o in zip(aug, orig, strict=True):
-        assert a.tokens == o.tokens and a.total == o.total
-        assert [f.name for f in a.features] == [*(f.name for f in o.features), "LSTM0"]
-        lp = a.feature("LSTM0")
-        assert len(lp) == 2 and lp[0] < 0 and lp[1] == pytest.approx(lp[0], abs=1e-4)
+        assert a.tokens == o.tokens and a.extra == o.extra
+        assert [f.name for f in a.features] == [
+            *(f.name for f in o.features),
+            "LSTM0",
+            "Length0",
+            "Baseline0",
+        ]
+        assert a.feature("Baseline0") == (o.total,)
+        assert a.feature("Length0") == (len(o.tokens),)
+        (lp,) = a.feature("LSTM0")  # one value per model, no duplicated ensemble mean
+        assert lp < 0
+        # The 4th field is the rescored total: the final weights applied to the features.
+        new = sum(w * a.feature(n)[0] for n, w in weights.items())
+        assert a.total == pytest.approx(new, rel=1e-6, abs=1e-5)
+
+
+def test_rerank_with_the_runs_weights_reproduces_its_one_best(
+    run_out: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "best.tok.txt"
+    code, _, err = run_cli(
+        "rerank", "--nbest", str(run_out / "nbest.with-lstm.gz"), "--weights",
+        str(run_out / "weights.json"), "--tokenized-output", "-o", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.read_text() == (run_out / "best.tok.txt").read_text()
+    detok = tmp_path / "best.detok.txt"
+    code, _, err = run_cli(
+        "rerank", "--nbest", str(run_out / "nbest.with-lstm.gz"), "--weights",
+        str(run_out / "weights.json"), "-o", str(detok), "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    assert detok.read_text() == (run_out / "best.detok.txt").read_text()
+
+
+def test_weights_file_names_the_final_system_and_how_it_was_tuned(
+    run_out: Path, slice_paths: dict[str, Path]
+) -> None:
+    w = json.loads((run_out / "weights.json").read_text())
+    s = json.loads((run_out / "summary.json").read_text())
+    assert w["system"] == s["final_system"] == "tuned"
+    assert w["weights"] == s["weights"]["tuned"]
+    assert s["tuning"]["dev_bleu"] == w["tuning"]["dev_bleu"]
+    # A file name and its hash, not a path that only exists on the machine that made it.
+    assert w["tuning"]["tune_nbest"]["name"] == slice_paths["nbest"].name
+    assert len(w["tuning"]["tune_nbest"]["sha256"]) == 64
+
+
+def test_reports_stand_alone(run_out: Path) -> None:
+    s = json.loads((run_out / "summary.json").read_text())
+    test = s["significance_test"]
+    assert test["resamples"] == 1000 and test["against"] == "baseline"
+    assert "two-sided" in test["direction"] and test["p_floor"] == pytest.approx(1 / 1001)
+    md = (run_out / "report.md").read_text()
+    html = (run_out / "report.html").read_text()
+    p = s["significance"]["tuned"]["p_value"]
+    for page in (md, html):
+        assert "p_value" in page and f"{p:.4f}" in page and "1/1001" in page
+        for system in ("baseline", "oracle", "oracle_sentence", "anti_oracle", "even_average",
+                       "even_average_raw", "lstm", "tuned"):  # fmt: skip
+            assert system in page
+        assert "upper bound" in page and "a floor" in page  # the definitions
+    # The list is 20 deep: oracle@k and the rank histogram stop there.
+    assert max(int(k) for k in s["oracle_at_k"]) == 20
+    ranks = (run_out / "tables" / "rank_histogram.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in ranks[1:]] == ["1", "2-5", "6-10", "11-20"]
+    # Pictures inside the page; full hashes where sha256 is written.
+    assert 'src="data:image/png;base64,' in html and '.png"' not in html
+    for inp in s["provenance"]["inputs"].values():
+        assert inp["sha256"] is None or len(inp["sha256"]) == 64
+    assert all(len(m["sha256"]) == 64 for m in s["models"])
 
 
 def test_rerun_is_identical_and_uses_the_cache(
     run_out: Path, slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
 ) -> None:
     again = tmp_path / "again"
-    shutil.copytree(run_out / "cache", again / "cache")
-    code, _, err = run_cli(*run_args(slice_paths, slice_checkpoint, again))
+    cache = tmp_path / "shared-cache"
+    shutil.copytree(run_out / "cache", cache)
+    args = run_args(slice_paths, slice_checkpoint, again)
+    code, _, err = run_cli(*args, "--cache-dir", str(cache))
     assert code == 0, err
+    assert not (again / "cache").exists()
+    timing = json.loads((again / "summary.json").read_text())["scoring"]["timing"]
+    assert timing["chunk_files_scored"] == 0 and timing["chunk_files"] > 0  # nothing re-scored
     for name in ("best.tok.txt", "weights.json"):
         assert (again / name).read_bytes() == (run_out / name).read_bytes(), name
     a = gzip.decompress((again / "nbest.with-lstm.gz").read_bytes())
     b = gzip.decompress((run_out / "nbest.with-lstm.gz").read_bytes())
     assert a == b
+
+
+def test_no_prefix_sharing_is_honoured_and_scores_the_same(
+    slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    runs = {}
+    for flag in ("--prefix-sharing", "--no-prefix-sharing"):
+        out = tmp_path / flag
+        code, _, err = run_cli(
+            "run", "--nbest", str(slice_paths["nbest"]), "--src", str(slice_paths["src"]),
+            "-m", str(slice_checkpoint), "--out", str(out), "-q", flag,
+        )  # fmt: skip
+        assert code == 0, err
+        runs[flag] = (json.loads((out / "summary.json").read_text()), out)
+    (shared, a_out), (flat, b_out) = runs.values()
+    assert flat["scoring"]["config"]["share_prefixes"] is False
+    assert flat["provenance"]["scoring"]["share_prefixes"] is False
+    # Without the trie every target token is a softmax row; with it, shared prefixes count once.
+    assert flat["scoring"]["timing"]["softmax_rows"] > shared["scoring"]["timing"]["softmax_rows"]
+    a = [h.feature("LSTM0")[0] for g in read_nbest(a_out / "nbest.with-lstm.gz") for h in g.hyps]
+    b = [h.feature("LSTM0")[0] for g in read_nbest(b_out / "nbest.with-lstm.gz") for h in g.hyps]
+    assert a == pytest.approx(b, abs=1e-3)
 
 
 def test_input_mismatches_are_clear_errors(

@@ -1,0 +1,30 @@
+"""The names of the features `rescore run` adds to an n-best list.
+
+One name per feature column, the same everywhere: in `weights.json`, as the label of the
+augmented n-best list (`LSTM0= -9.83`) and in the report. Labels follow Moses' convention (a
+CamelCase name and an index, no `_`: Moses' tuners read a label with `_` as a sparse feature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+BASELINE = "Baseline0"
+"""The decoder's own total (the 4th field of the input list), kept as a feature because the
+augmented list's 4th field becomes the rescored total."""
+LENGTH = "Length0"
+"""Target words of the hypothesis (a length reward or penalty, as MERT sets its weight)."""
+
+MODEL_PREFIX = {"lstm": "LSTM"}
+"""Label prefix of each model kind; models of one kind are numbered in command-line order."""
+
+
+def model_features(kinds: Sequence[str]) -> list[str]:
+    """One feature name per model: `LSTM0`, `LSTM1`, ... (numbered within each kind)."""
+    seen: dict[str, int] = {}
+    names = []
+    for kind in kinds:
+        i = seen.get(kind, 0)
+        seen[kind] = i + 1
+        names.append(f"{MODEL_PREFIX[kind]}{i}")
+    return names
