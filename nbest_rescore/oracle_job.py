@@ -15,7 +15,7 @@ from nbest_rescore.bleu_report import (
 )
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
-from nbest_rescore.outputs import write_selection
+from nbest_rescore.outputs import check_out_dir, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.report import Report, provenance, write_report
 from nbest_rescore.table import read_table
@@ -37,6 +37,7 @@ class OracleJob:
 
 def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[str, Any]:
     """Compute and write the oracle analysis report; returns `summary.json`'s content."""
+    check_out_dir(job.out)
     refs = read_lines(job.ref)
     table = read_table(job.nbest, max_hyps=job.max_hyps)
     check_parallel("reference", job.ref, len(refs), table.n_sentences)

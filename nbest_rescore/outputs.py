@@ -9,9 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import atomic_write
 from nbest_rescore.metrics import BleuConfig, detokenize
 from nbest_rescore.table import NBestTable
+
+
+def check_out_dir(out: Path) -> None:
+    """Create the `--out` directory; a path that exists as a file is a user error (exit 2)."""
+    if out.exists() and not out.is_dir():
+        raise InputError("--out must name a directory, but this is a file", str(out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the --out directory: {exc.strerror}", str(out)) from exc
 
 
 def write_selection(out_dir: Path, stem: str, surfaces: Sequence[str], config: BleuConfig) -> None:

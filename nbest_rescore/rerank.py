@@ -146,10 +146,3 @@ def within_list_scale(x: np.ndarray, offsets: np.ndarray) -> float:
         return 1.0
     var = float(((x - means) ** 2).sum() / dof)
     return math.sqrt(var) if var > 0 else 1.0
-
-
-def even_average_weights(table: NBestTable, names: Sequence[str]) -> Weights:
-    """The paper's even average of scores, made scale-aware: each score divided by its within-list
-    spread (`within_list_scale`), then weighted equally, so neither dominates by range alone."""
-    w = 1.0 / len(names)
-    return {n: w / within_list_scale(table.column(n), table.offsets) for n in names}

@@ -4,11 +4,11 @@
 2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), then the
    list read once into an `NBestTable` whose columns are the decoder's features, `Baseline0` (the
    decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
-3. weigh (`weight_sets`): the baseline, the models alone, the even averages, the `--weights`
+3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
    file (`given`) and MERT on the dev list (`tuned`);
 4. select: every system's 1-best (`rerank.rerank`);
-5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list,
-   the per-hypothesis scores;
+5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list
+   (`--out` must be a directory; checked before scoring too), the per-hypothesis scores;
 6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models.
 
 The paper's "even average" of the baseline and LSTM scores assumes one scale. Moses' total is on
@@ -46,7 +46,7 @@ from nbest_rescore.features import BASELINE, LENGTH, model_features
 from nbest_rescore.fileio import atomic_write, read_lines, sha256_file
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
-from nbest_rescore.outputs import write_scores_table, write_selection
+from nbest_rescore.outputs import check_out_dir, write_scores_table, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.report import Report, provenance, to_json, write_report
 from nbest_rescore.rerank import (
@@ -325,52 +325,77 @@ def write_run_report(
     write_report(report, job.out)
 
 
+def weigh(
+    job: RunJob, test: ScoredList, dev: ScoredList | None, names: Sequence[str]
+) -> tuple[dict[str, Weights], dict[str, Any]]:
+    """Stage 3: every system's weights, and the record of how the given/tuned ones came about."""
+    sets = weight_sets(test.table, names)
+    tuning: dict[str, Any] = {}
+    if job.weights is not None:
+        sets["given"], tuning = given_weights(job.weights, test.table)
+    if dev is not None and job.tune_nbest is not None:
+        sets["tuned"], tuning = tune_weights(dev, names, job.mert)
+        tuning["tune_nbest"] = {
+            "name": Path(job.tune_nbest).name,
+            "sha256": sha256_file(job.tune_nbest),
+        }
+    return sets, tuning
+
+
+def write_outputs(
+    job: RunJob,
+    test: ScoredList,
+    sets: dict[str, Weights],
+    choices: dict[str, np.ndarray],
+    tuning: dict[str, Any],
+    names: Sequence[str],
+) -> list[str]:
+    """Stage 5: the final system's 1-best and weights, the augmented list, the scores table;
+    returns the notes the report gives about them."""
+    final = final_system(sets)
+    table = test.table
+    write_selection(job.out, "best", table.chosen_surfaces(choices[final]), job.bleu)
+    write_weights(job.out / "weights.json", final, sets[final], tuning)
+    added = [*names, LENGTH, BASELINE]
+    augmented = job.out / "nbest.with-lstm.gz"
+    write_augmented(job.nbest, augmented, table, added, sets[final], job.max_hyps)
+    n_unk = {f"n_unk.{n}": test.scores.n_unk[:, i] for i, n in enumerate(names)}
+    scores_path = write_scores_table(job.out / "scores", table, choices, n_unk)
+    return [
+        f"{table.n_sentences} sentences, {table.n_hypotheses} hypotheses, {len(names)} "
+        f"model(s) ({', '.join(names)}); best.*.txt hold the '{final}' system's choices; "
+        f"weights.json holds its weights.",
+        f"{augmented.name}: the input list with {', '.join(f'{n}=' for n in added)} appended "
+        f"and its total replaced by the '{final}' system's score.",
+        f"per-hypothesis scores: {scores_path.name}",
+    ]
+
+
 def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
     """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0)."""
     job = resolve_job(job)
+    check_out_dir(job.out)  # before any scoring
     bundles = [load_model(m, device=job.scoring.device) for m in job.models]
     names = model_features(["lstm"] * len(bundles))
 
     dev = None
-    if job.tune_nbest is not None:
-        assert job.tune_src is not None
+    if job.tune_nbest is not None and job.tune_src is not None:
         dev = score_list(job.tune_nbest, job.tune_src, job.tune_ref, bundles, job, progress)
     test = score_list(job.nbest, job.src, job.ref, bundles, job, progress)
     if test is None:
         return None
-    table = test.table
 
-    sets = weight_sets(table, names)
-    tuning: dict[str, Any] = {}
-    if job.weights is not None:
-        sets["given"], tuning = given_weights(job.weights, table)
-    if dev is not None:
-        sets["tuned"], tuning = tune_weights(dev, names, job.mert)
-        tuning["tune_nbest"] = {
-            "name": Path(job.tune_nbest or "").name,
-            "sha256": sha256_file(job.tune_nbest or ""),
-        }
-    final = final_system(sets)
-
-    choices = {name: rerank(table, w) for name, w in sets.items()}
-
-    job.out.mkdir(parents=True, exist_ok=True)
-    write_selection(job.out, "best", table.chosen_surfaces(choices[final]), job.bleu)
-    write_weights(job.out / "weights.json", final, sets[final], tuning)
-    added = [*names, LENGTH, BASELINE]
-    write_augmented(
-        job.nbest, job.out / "nbest.with-lstm.gz", table, added, sets[final], job.max_hyps
-    )
-    n_unk = {f"n_unk.{n}": test.scores.n_unk[:, i] for i, n in enumerate(names)}
-    scores_path = write_scores_table(job.out / "scores", table, choices, n_unk)
+    sets, tuning = weigh(job, test, dev, names)
+    choices = {name: rerank(test.table, w) for name, w in sets.items()}
+    notes = write_outputs(job, test, sets, choices, tuning, names)
 
     summary: dict[str, Any] = {
-        "n_sentences": table.n_sentences,
-        "n_hypotheses": table.n_hypotheses,
-        "n_missing": int(table.missing.sum()),
+        "n_sentences": test.table.n_sentences,
+        "n_hypotheses": test.table.n_hypotheses,
+        "n_missing": int(test.table.missing.sum()),
         "signature": signature(job.bleu),
-        "final_system": final,
-        "features": added,
+        "final_system": final_system(sets),
+        "features": [*names, LENGTH, BASELINE],
         "weights": sets,
         "tuning": tuning,
         "models": model_info(bundles, names),
@@ -381,14 +406,6 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
         summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
             job.nbest, read_lines(job.src), bundles, job.scoring
         )
-    notes = [
-        f"{table.n_sentences} sentences, {table.n_hypotheses} hypotheses, {len(bundles)} "
-        f"model(s) ({', '.join(names)}); best.*.txt hold the '{final}' system's choices; "
-        f"weights.json holds its weights.",
-        f"nbest.with-lstm.gz: the input list with {', '.join(f'{n}=' for n in added)} appended "
-        f"and its total replaced by the '{final}' system's score.",
-        f"per-hypothesis scores: {scores_path.name}",
-    ]
     write_run_report(job, test, sets, choices, summary, notes)
     return summary
 

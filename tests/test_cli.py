@@ -203,3 +203,11 @@ def test_defaults_follow_the_library_and_the_hardware() -> None:
     code, out, _ = cli("run", "--help")
     assert code == 0
     assert f"[default: {ScoringConfig().max_tokens}]" in " ".join(out.split())
+
+
+def test_out_naming_a_file_is_a_clear_error(slice_paths: dict[str, Path], tmp_path: Path) -> None:
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    code, _, err = cli("oracle", "--nbest", str(slice_paths["nbest"]), "--ref",
+                       str(slice_paths["ref"]), "--out", str(afile), "-q")  # fmt: skip
+    assert code == 2 and str(afile) in err and "directory" in err

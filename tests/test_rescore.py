@@ -252,6 +252,12 @@ def test_input_mismatches_are_clear_errors(
     )
     assert code == 2 and "missing.pt" in err
     assert not (tmp_path / "o" / "best.tok.txt").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run_cli("run", "--nbest", str(slice_paths["nbest"]), "--src",
+                           str(slice_paths["src"]), "-m", str(slice_checkpoint), "--out",
+                           str(afile), "-q")  # fmt: skip
+    assert code == 2 and str(afile) in err and "directory" in err
 
 
 def test_torchrun_two_processes_give_identical_outputs(
