@@ -6,7 +6,7 @@
    decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
 3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
    file (`given`) and MERT on the dev list (`tuned`);
-4. select: every system's 1-best (`rerank.rerank`);
+4. select: every system's 1-best (`rerank.rerank`, also in `weigh`);
 5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list
    (`--out` must be a directory; checked before scoring too), the per-hypothesis scores;
 6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models.
@@ -92,6 +92,24 @@ class RunJob:
 
 
 @dataclass
+class Weighed:
+    """Every system's weights and 1-best choices, and how the given/tuned weights came about."""
+
+    sets: dict[str, Weights]
+    choices: dict[str, np.ndarray]
+    tuning: dict[str, Any]
+
+    @property
+    def final(self) -> str:
+        """The system whose choices are the run's output: tuned, else given, else even average."""
+        return next(s for s in ("tuned", "given", "even_average") if s in self.sets)
+
+    @property
+    def final_weights(self) -> Weights:
+        return self.sets[self.final]
+
+
+@dataclass
 class ScoredList:
     """One n-best list as a table with the model features, and with a reference its BLEU stats."""
 
@@ -174,7 +192,7 @@ def score_list(
     return ScoredList(table=table, scores=scores, stats=stats)
 
 
-# ------------------------------------------------------------------------------------ 3. weigh
+# ---------------------------------------------------------------------------- 3. weigh, 4. select
 
 
 def even_average(table: NBestTable, names: Sequence[str]) -> Weights:
@@ -227,9 +245,21 @@ def given_weights(path: str, table: NBestTable) -> tuple[Weights, dict[str, Any]
     return weights, record
 
 
-def final_system(sets: dict[str, Weights]) -> str:
-    """The system whose choices are the run's output: tuned, else given, else the even average."""
-    return next(s for s in ("tuned", "given", "even_average") if s in sets)
+def weigh(job: RunJob, test: ScoredList, dev: ScoredList | None, names: Sequence[str]) -> Weighed:
+    """Stages 3 and 4: every system's weights (with the record of how the given/tuned ones came
+    about), and every system's 1-best."""
+    sets = weight_sets(test.table, names)
+    tuning: dict[str, Any] = {}
+    if job.weights is not None:
+        sets["given"], tuning = given_weights(job.weights, test.table)
+    if dev is not None and job.tune_nbest is not None:
+        sets["tuned"], tuning = tune_weights(dev, names, job.mert)
+        tuning["tune_nbest"] = {
+            "name": Path(job.tune_nbest).name,
+            "sha256": sha256_file(job.tune_nbest),
+        }
+    choices = {name: rerank(test.table, w) for name, w in sets.items()}
+    return Weighed(sets, choices, tuning)
 
 
 # ------------------------------------------------------------------------------------ 5. write
@@ -270,6 +300,28 @@ def write_weights(path: Path, system: str, weights: Weights, tuning: dict[str, A
         fh.write(to_json({"system": system, "weights": weights, "tuning": tuning}))
 
 
+def write_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence[str]) -> list[str]:
+    """Stage 5: the final system's 1-best and weights, the augmented list, the scores table;
+    returns the notes the report gives about them."""
+    final = w.final
+    table = test.table
+    write_selection(job.out, "best", table.chosen_surfaces(w.choices[final]), job.bleu)
+    write_weights(job.out / "weights.json", final, w.final_weights, w.tuning)
+    added = [*names, LENGTH, BASELINE]
+    augmented = job.out / "nbest.with-lstm.gz"
+    write_augmented(job.nbest, augmented, table, added, w.final_weights, job.max_hyps)
+    n_unk = {f"n_unk.{n}": test.scores.n_unk[:, i] for i, n in enumerate(names)}
+    scores_path = write_scores_table(job.out / "scores", table, w.choices, n_unk)
+    return [
+        f"{table.n_sentences} sentences, {table.n_hypotheses} hypotheses, {len(names)} "
+        f"model(s) ({', '.join(names)}); best.*.txt hold the '{final}' system's choices; "
+        f"weights.json holds its weights.",
+        f"{augmented.name}: the input list with {', '.join(f'{n}=' for n in added)} appended "
+        f"and its total replaced by the '{final}' system's score.",
+        f"per-hypothesis scores: {scores_path.name}",
+    ]
+
+
 # ------------------------------------------------------------------------------------ 6. report
 
 
@@ -281,15 +333,9 @@ def model_info(bundles: Sequence[ModelBundle], names: Sequence[str]) -> list[dic
 
 
 def write_run_report(
-    job: RunJob,
-    test: ScoredList,
-    sets: dict[str, Weights],
-    choices: dict[str, np.ndarray],
-    summary: dict[str, Any],
-    notes: list[str],
+    job: RunJob, test: ScoredList, w: Weighed, summary: dict[str, Any], notes: list[str]
 ) -> None:
-    """report.md/html, summary.json, tables and plots of the run."""
-    final = summary["final_system"]
+    """Stage 6: report.md/html, summary.json, tables and plots of the run."""
     report = Report(
         title=f"Rescoring {job.nbest} with {len(summary['models'])} LSTM model(s)",
         summary=summary,
@@ -310,65 +356,19 @@ def write_run_report(
         ),
         notes=notes,
     )
-    features = list(dict.fromkeys(n for w in sets.values() for n in w))
+    features = list(dict.fromkeys(n for ws in w.sets.values() for n in ws))
     report.tables["weights"] = pd.DataFrame(
-        [{"system": s, **{n: w.get(n, 0.0) for n in features}} for s, w in sets.items()]
+        [{"system": s, **{n: ws.get(n, 0.0) for n in features}} for s, ws in w.sets.items()]
     )
     if test.stats is not None:
         selections = {
-            **choices,
+            **w.choices,
             **{n: s for n, s in model_free_selections(test.stats).items() if n != "baseline"},
         }
         src_len = source_lengths(job.src, test.table.n_sentences, job.src_lang)
         section = bleu_section(test.stats, selections, src_len)
-        add_bleu_section(report, section, ["baseline", final, LSTM, "oracle"])
+        add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"])
     write_report(report, job.out)
-
-
-def weigh(
-    job: RunJob, test: ScoredList, dev: ScoredList | None, names: Sequence[str]
-) -> tuple[dict[str, Weights], dict[str, Any]]:
-    """Stage 3: every system's weights, and the record of how the given/tuned ones came about."""
-    sets = weight_sets(test.table, names)
-    tuning: dict[str, Any] = {}
-    if job.weights is not None:
-        sets["given"], tuning = given_weights(job.weights, test.table)
-    if dev is not None and job.tune_nbest is not None:
-        sets["tuned"], tuning = tune_weights(dev, names, job.mert)
-        tuning["tune_nbest"] = {
-            "name": Path(job.tune_nbest).name,
-            "sha256": sha256_file(job.tune_nbest),
-        }
-    return sets, tuning
-
-
-def write_outputs(
-    job: RunJob,
-    test: ScoredList,
-    sets: dict[str, Weights],
-    choices: dict[str, np.ndarray],
-    tuning: dict[str, Any],
-    names: Sequence[str],
-) -> list[str]:
-    """Stage 5: the final system's 1-best and weights, the augmented list, the scores table;
-    returns the notes the report gives about them."""
-    final = final_system(sets)
-    table = test.table
-    write_selection(job.out, "best", table.chosen_surfaces(choices[final]), job.bleu)
-    write_weights(job.out / "weights.json", final, sets[final], tuning)
-    added = [*names, LENGTH, BASELINE]
-    augmented = job.out / "nbest.with-lstm.gz"
-    write_augmented(job.nbest, augmented, table, added, sets[final], job.max_hyps)
-    n_unk = {f"n_unk.{n}": test.scores.n_unk[:, i] for i, n in enumerate(names)}
-    scores_path = write_scores_table(job.out / "scores", table, choices, n_unk)
-    return [
-        f"{table.n_sentences} sentences, {table.n_hypotheses} hypotheses, {len(names)} "
-        f"model(s) ({', '.join(names)}); best.*.txt hold the '{final}' system's choices; "
-        f"weights.json holds its weights.",
-        f"{augmented.name}: the input list with {', '.join(f'{n}=' for n in added)} appended "
-        f"and its total replaced by the '{final}' system's score.",
-        f"per-hypothesis scores: {scores_path.name}",
-    ]
 
 
 def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
@@ -385,19 +385,18 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
     if test is None:
         return None
 
-    sets, tuning = weigh(job, test, dev, names)
-    choices = {name: rerank(test.table, w) for name, w in sets.items()}
-    notes = write_outputs(job, test, sets, choices, tuning, names)
+    weighed = weigh(job, test, dev, names)
+    notes = write_outputs(job, test, weighed, names)
 
     summary: dict[str, Any] = {
         "n_sentences": test.table.n_sentences,
         "n_hypotheses": test.table.n_hypotheses,
         "n_missing": int(test.table.missing.sum()),
         "signature": signature(job.bleu),
-        "final_system": final_system(sets),
+        "final_system": weighed.final,
         "features": [*names, LENGTH, BASELINE],
-        "weights": sets,
-        "tuning": tuning,
+        "weights": weighed.sets,
+        "tuning": weighed.tuning,
         "models": model_info(bundles, names),
         "scoring": scoring_info(test.scores, job.scoring),
         "systems": {},
@@ -406,7 +405,7 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
         summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
             job.nbest, read_lines(job.src), bundles, job.scoring
         )
-    write_run_report(job, test, sets, choices, summary, notes)
+    write_run_report(job, test, weighed, summary, notes)
     return summary
 
 

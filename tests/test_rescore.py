@@ -206,57 +206,26 @@ def test_no_prefix_sharing_is_honoured_and_scores_the_same(
 def test_input_mismatches_are_clear_errors(
     slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
 ) -> None:
+    def bare(src: Path, model: Path, out: Path, *extra: str) -> tuple[int, str]:
+        code, _, err = run_cli("run", "--nbest", str(slice_paths["nbest"]), "--src", str(src),
+                               "-m", str(model), "--out", str(out), "-q", *extra)  # fmt: skip
+        return code, err
+
+    out = tmp_path / "o"
     short_src = tmp_path / "short.en"
     short_src.write_text("\n".join(read_lines(slice_paths["src"])[:10]) + "\n")
-    code, _, err = run_cli(
-        "run",
-        "--nbest",
-        str(slice_paths["nbest"]),
-        "--src",
-        str(short_src),
-        "-m",
-        str(slice_checkpoint),
-        "--out",
-        str(tmp_path / "o"),
-        "-q",
-    )
+    code, err = bare(short_src, slice_checkpoint, out)
     assert code == 2 and "short.en" in err and "10 lines" in err
     short_ref = tmp_path / "short.fr"
     short_ref.write_text("x\n")
-    code, _, err = run_cli(
-        "run",
-        "--nbest",
-        str(slice_paths["nbest"]),
-        "--src",
-        str(slice_paths["src"]),
-        "--ref",
-        str(short_ref),
-        "-m",
-        str(slice_checkpoint),
-        "--out",
-        str(tmp_path / "o"),
-        "-q",
-    )
+    code, err = bare(slice_paths["src"], slice_checkpoint, out, "--ref", str(short_ref))
     assert code == 2 and "short.fr" in err
-    code, _, err = run_cli(
-        "run",
-        "--nbest",
-        str(slice_paths["nbest"]),
-        "--src",
-        str(slice_paths["src"]),
-        "-m",
-        str(tmp_path / "missing.pt"),
-        "--out",
-        str(tmp_path / "o"),
-        "-q",
-    )
+    code, err = bare(slice_paths["src"], tmp_path / "missing.pt", out)
     assert code == 2 and "missing.pt" in err
-    assert not (tmp_path / "o" / "best.tok.txt").exists()
+    assert not (out / "best.tok.txt").exists()
     afile = tmp_path / "afile"
     afile.write_text("x")
-    code, _, err = run_cli("run", "--nbest", str(slice_paths["nbest"]), "--src",
-                           str(slice_paths["src"]), "-m", str(slice_checkpoint), "--out",
-                           str(afile), "-q")  # fmt: skip
+    code, err = bare(slice_paths["src"], slice_checkpoint, afile)
     assert code == 2 and str(afile) in err and "directory" in err
 
 
