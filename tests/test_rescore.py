@@ -137,6 +137,26 @@ def test_weights_file_names_the_final_system_and_how_it_was_tuned(
     assert len(w["tuning"]["tune_nbest"]["sha256"]) == 64
 
 
+def test_a_given_weights_file_is_the_given_system_with_its_tuning_record(
+    run_out: Path, slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "given"
+    code, stdout, err = run_cli(
+        "run", "--nbest", str(slice_paths["nbest"]), "--src", str(slice_paths["src"]), "--ref",
+        str(slice_paths["ref"]), "-m", str(slice_checkpoint), "--weights",
+        str(run_out / "weights.json"), "--cache-dir", str(run_out / "cache"), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    tuned = json.loads((run_out / "summary.json").read_text())
+    assert s["final_system"] == "given" and "given" in stdout
+    assert s["weights"]["given"] == tuned["weights"]["tuned"]
+    assert s["systems"]["given"]["bleu"] == tuned["systems"]["tuned"]["bleu"]
+    assert s["tuning"]["dev_bleu"] == tuned["tuning"]["dev_bleu"]
+    assert s["tuning"]["weights_file"]["name"] == "weights.json"
+    assert (out / "best.tok.txt").read_text() == (run_out / "best.tok.txt").read_text()
+
+
 def test_reports_stand_alone(run_out: Path) -> None:
     s = json.loads((run_out / "summary.json").read_text())
     test = s["significance_test"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ def test_the_checkout_ships_the_models_of_data_models() -> None:
     found = shipped_models()
     assert found.models == tuple(sorted((REPO / "data" / "models").glob("*.pt")))
     assert found.weights == REPO / "data" / "models" / "weights.json"
+    shipped = json.loads(found.weights.read_text())
+    assert shipped["system"] == "tuned" and set(shipped["weights"]) == {
+        "Baseline0", "LSTM0", "Length0"
+    }  # fmt: skip
+    assert "/" not in json.dumps(shipped["tuning"])  # no path of the machine that tuned them
 
 
 def test_any_directory_of_models_in_name_order(
