@@ -29,7 +29,8 @@ DEFINITIONS = {
     "scale-aware: each score divided by its pooled within-list standard deviation, then weighted "
     "equally",
     "even_average_raw": "the literal 0.5 x baseline total + 0.5 x LSTM log-prob",
-    "given": "the weights of the --weights file",
+    "given": "the weights of a weights file: --weights, or without -m the shipped model's "
+    "weights.json (summary.json's tuning says how they were found)",
     "tuned": "weights tuned by MERT (Och 2003) on the --tune-* dev list, starting from the even "
     "average",
     "oracle": "the selection with the highest corpus BLEU (greedy hill-climbing on BLEU "

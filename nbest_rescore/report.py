@@ -80,11 +80,14 @@ def to_json(obj: Any) -> str:
 
 
 def format_cell(column: str, v: Any) -> str:
-    """A table cell: p-values with 4 decimals, other floats with 2, missing values blank."""
+    """A table cell: p-values with 4 decimals, floats with 2 (4 significant digits below 1, so
+    weights like 0.0263 stay readable), missing values blank."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:.4f}" if column == "p_value" else f"{v:.2f}"
+        if column == "p_value":
+            return f"{v:.4f}"
+        return f"{v:.4g}" if 0 < abs(v) < 1 else f"{v:.2f}"
     return str(v)
 
 

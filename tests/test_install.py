@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv (seeing the system's torch etc.) with the package installed from a wheel built from
     a copy of the sources, so the checkout is left untouched; returns its bin directory."""
+    pytest.importorskip("setuptools")  # the build backend, used without build isolation
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     src.mkdir()
@@ -31,14 +32,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", str(src), "-w", str(tmp / "w")]
     subprocess.run(build, check=True, cwd=tmp, capture_output=True)
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
     (wheel,) = (tmp / "w").glob("nbest_rescore-*.whl")
     bin_dir = venv / "bin"
-    subprocess.run(
-        [bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True,
-        capture_output=True,
-    )
+    install = [*pip, "--python", str(bin_dir / "python"), "install", "--no-deps", "--no-index"]
+    subprocess.run([*install, str(wheel)], check=True, capture_output=True)
     return bin_dir
 
 
