@@ -8,6 +8,10 @@ CamelCase name and an index, no `_`: Moses' tuners read a label with `_` as a sp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbest_rescore.checkpoint import ModelBundle
 
 BASELINE = "Baseline0"
 """The decoder's own total (the 4th field of the input list), kept as a feature because the
@@ -17,6 +21,12 @@ LENGTH = "Length0"
 
 MODEL_PREFIX = {"lstm": "LSTM"}
 """Label prefix of each model kind; models of one kind are numbered in command-line order."""
+
+
+def model_kind(bundle: ModelBundle) -> str:
+    """The kind of scorer a checkpoint holds (a key of MODEL_PREFIX). Every checkpoint today is a
+    left-to-right LSTM encoder-decoder; other kinds get their own label prefix here."""
+    return "lstm"
 
 
 def model_features(kinds: Sequence[str]) -> list[str]:

@@ -246,6 +246,7 @@ class HypStats:
     selection is an int array of per-sentence ranks (0 = the decoder's 1-best). A sentence without
     any hypothesis (a missing id) gets one synthetic row, the empty hypothesis (hyp_len 0, ref_len
     counted, no n-grams), and ``missing[i]`` is True: its only possible selection is rank 0.
+    This is the layout of `table.NBestTable`, so a table's choices index these rows directly.
     """
 
     stats: IntArray

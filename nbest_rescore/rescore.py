@@ -42,7 +42,7 @@ from nbest_rescore.bleu_report import (
 )
 from nbest_rescore.checkpoint import ModelBundle, load_model
 from nbest_rescore.errors import InputError
-from nbest_rescore.features import BASELINE, LENGTH, model_features
+from nbest_rescore.features import BASELINE, LENGTH, model_features, model_kind
 from nbest_rescore.fileio import atomic_write, read_lines, sha256_file
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
@@ -157,6 +157,7 @@ def score_list(
     src: str,
     ref: str | None,
     bundles: Sequence[ModelBundle],
+    names: Sequence[str],
     job: RunJob,
     progress: ProgressSettings,
 ) -> ScoredList | None:
@@ -182,7 +183,6 @@ def score_list(
     if not distributed.is_main():
         return None
     table = read_table(nbest, n_sentences=len(sources), max_hyps=job.max_hyps)
-    names = model_features(["lstm"] * len(bundles))
     table = add_model_features(table, scores, names)
     stats = None
     if refs is not None:
@@ -376,12 +376,12 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
     job = resolve_job(job)
     check_out_dir(job.out)  # before any scoring
     bundles = [load_model(m, device=job.scoring.device) for m in job.models]
-    names = model_features(["lstm"] * len(bundles))
+    names = model_features([model_kind(b) for b in bundles])
 
     dev = None
     if job.tune_nbest is not None and job.tune_src is not None:
-        dev = score_list(job.tune_nbest, job.tune_src, job.tune_ref, bundles, job, progress)
-    test = score_list(job.nbest, job.src, job.ref, bundles, job, progress)
+        dev = score_list(job.tune_nbest, job.tune_src, job.tune_ref, bundles, names, job, progress)
+    test = score_list(job.nbest, job.src, job.ref, bundles, names, job, progress)
     if test is None:
         return None
 
