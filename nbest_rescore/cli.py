@@ -238,7 +238,12 @@ def run(
     ] = None,
     model: Models = None,
     weights: Annotated[
-        str | None, typer.Option(help="Weights file (JSON, e.g. a saved weights.json).")
+        str | None,
+        typer.Option(
+            help="Weights file (a run's weights.json, or Moses 'Name= v' lines) over Baseline0 "
+            "(decoder total), LSTM0.. (one per -m), Length0 and the list's features: the "
+            "'given' system."
+        ),
     ] = None,
     tune_nbest: Annotated[str | None, typer.Option(help="Dev n-best list for MERT tuning.")] = None,
     tune_src: Annotated[str | None, typer.Option(help="Dev source.")] = None,
