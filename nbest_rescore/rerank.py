@@ -107,7 +107,8 @@ def group_ids(offsets: np.ndarray) -> np.ndarray:
 def select_best(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Per sentence, the rank (0-based, within its list) of the highest score; ties -> best rank.
 
-    Empty lists (sentences the decoder produced nothing for) get -1.
+    An empty range gets -1; an `NBestTable` has none (a sentence without hypotheses is one
+    synthetic empty row there, so every choice is a real row index).
     """
     n_sent = len(offsets) - 1
     choice = np.full(n_sent, -1, dtype=np.int64)
