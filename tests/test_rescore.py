@@ -249,6 +249,7 @@ def test_input_mismatches_are_clear_errors(
     assert code == 2 and str(afile) in err and "directory" in err
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_identical_outputs(
     run_out: Path, slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
 ) -> None:
