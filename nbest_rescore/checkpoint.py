@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nbest_rescore.errors import CheckpointError
-from nbest_rescore.fileio import PathLike, atomic_write
+from nbest_rescore.fileio import PathLike, atomic_write, sha256_file
 from nbest_rescore.model import ModelConfig, Seq2Seq
 from nbest_rescore.text import TokenizerConfig
 from nbest_rescore.vocab import Vocab
@@ -137,14 +137,6 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     return payload
 
 
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def bundle_from_payload(
     payload: dict[str, Any], *, path: str = "", sha256: str = "", device: str | torch.device = "cpu"
 ) -> ModelBundle:
@@ -213,4 +205,4 @@ def check_consistency(
 def load_model(path: PathLike, device: str | torch.device = "cpu") -> ModelBundle:
     """Load a checkpoint file as a `ModelBundle` (its SHA-256 recorded for reports)."""
     payload = read_checkpoint(path)
-    return bundle_from_payload(payload, path=str(path), sha256=file_sha256(path), device=device)
+    return bundle_from_payload(payload, path=str(path), sha256=sha256_file(path), device=device)

@@ -9,7 +9,7 @@ import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -41,7 +41,7 @@ Models = Annotated[
         "--model", "-m", help="Model checkpoint (repeat for an ensemble). Default: shipped model."
     ),
 ]
-Device = Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu or cuda[:N].")]
 
 
 def _fail(code: int, message: str) -> None:
@@ -95,7 +95,7 @@ def stats(
 ) -> None:
     """Sentences, hypotheses per sentence, feature labels, distinct ratio, missing ids.
 
-    Example: rescore stats data/multi30k/test2016.moses.100best.gz
+    Example: rescore stats data/multi30k/test2016.moses.top100.nbest.gz
     """
     from dataclasses import asdict
 
@@ -108,7 +108,16 @@ def stats(
         typer.echo(to_json(d), nl=False)
         return
     for k, v in d.items():
-        typer.echo(f"{k:>20}: {v}")
+        typer.echo(f"{k:>24}: {_plain(v)}")
+
+
+def _plain(v: Any) -> str:
+    """A value for the terminal: sequences as comma-separated items, floats with 3 decimals."""
+    if isinstance(v, tuple | list):
+        return ", ".join(map(str, v)) if v else "none"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "none" if v is None else str(v)
 
 
 @app.command()
@@ -127,8 +136,8 @@ def oracle(
 
     Example: rescore oracle --nbest val.1000best.gz --ref val.fr.gz --src val.en.gz --out rep/
     """
-    from nbest_rescore.analysis import OracleJob, run_oracle_job
     from nbest_rescore.metrics import BleuConfig
+    from nbest_rescore.oracle_job import OracleJob, run_oracle_job
 
     job = OracleJob(
         nbest=nbest,
@@ -145,11 +154,17 @@ def oracle(
 
 def summary_table(summary: dict[str, Any]) -> str:
     """The systems' BLEU as an aligned text table for the terminal."""
-    lines = [f"{'system':<22} {'BLEU':>7}  p-value vs baseline"]
+    test = summary.get("significance_test", {})
+    lines = [f"{'system':<22} {'BLEU':>7}  p-value vs {test.get('against', 'baseline')}"]
     sig = summary.get("significance", {})
     for name, sysd in summary["systems"].items():
         p = sig.get(name, {}).get("p_value")
         lines.append(f"{name:<22} {sysd['bleu']:>7.2f}  {'' if p is None else f'{p:.4f}'}")
+    if test:
+        lines.append(
+            f"p: paired bootstrap, {test['resamples']} resamples, two-sided (smallest possible "
+            f"{test['p_floor']:.4f})"
+        )
     lines.append(summary.get("signature", ""))
     return "\n".join(lines)
 
@@ -159,23 +174,38 @@ def summary_table(summary: dict[str, Any]) -> str:
 def rerank(
     nbest: Annotated[str, typer.Option(help="Moses n-best list.")],
     weights: Annotated[
-        Path | None, typer.Option(help="Weights file: JSON or Moses '[weight]' lines.")
+        Path | None,
+        typer.Option(
+            help="Weights file: JSON (e.g. a run's weights.json) or Moses 'Name= v ...' lines; "
+            "features it does not name weigh 0."
+        ),
     ] = None,
     weight: Annotated[
-        list[str] | None, typer.Option(help="NAME=VALUE[,VALUE..] (repeatable), e.g. LM0=0.5.")
+        list[str] | None,
+        typer.Option(
+            help="NAME=VALUE[,VALUE..] (repeatable): sets that one weight on top of --weights "
+            "(or of the default total=1), e.g. --weight LM0=0.5."
+        ),
     ] = None,
     ref: Annotated[str | None, typer.Option(help="Reference: print BLEU of the selection.")] = None,
-    output: Annotated[str, typer.Option(help="Where the 1-best goes (- = stdout).")] = "-",
-    detok: Annotated[bool, typer.Option(help="Write detokenized text.")] = False,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where the 1-best goes (- = stdout).")
+    ] = "-",
+    tokenized_output: Annotated[
+        bool,
+        typer.Option("--tokenized-output", help="Write the n-best tokens, not detokenized text."),
+    ] = False,
     tokenize: Tokenize = "13a",
     tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
     quiet: Quiet = False,
 ) -> None:
     """1-best of every list by a linear combination of features (default: the decoder's total).
 
-    Example: rescore rerank --nbest test.1000best.gz --weight total=1 --weight LM0=0.1 > best.txt
+    Example: rescore rerank --nbest rescore-out/nbest.with-lstm.gz --weights
+    rescore-out/weights.json -o best.txt
     """
-    from nbest_rescore.analysis import RerankJob, run_rerank_job
+    from nbest_rescore.metrics import BleuConfig
+    from nbest_rescore.rerank_job import RerankJob, run_rerank_job
 
     job = RerankJob(
         nbest=nbest,
@@ -183,13 +213,14 @@ def rerank(
         weight_options=tuple(weight or ()),
         ref=ref,
         output=output,
-        detok=detok,
-        tokenize=tokenize,
-        tgt_lang=tgt_lang,
+        tokenized_output=tokenized_output,
+        bleu=BleuConfig(tokenize=tokenize, tgt_lang=tgt_lang),
     )
-    bleu = run_rerank_job(job, _progress(quiet))
-    if bleu is not None:
-        typer.echo(bleu, err=True)
+    result = run_rerank_job(job, _progress(quiet))
+    used = " ".join(f"{n}={w:g}" for n, w in result.weights.items())
+    _say(quiet, f"weights: {used}")
+    if result.bleu is not None:
+        typer.echo(result.bleu, err=True)
 
 
 def main() -> None:
@@ -207,17 +238,24 @@ def run(
     ] = None,
     model: Models = None,
     weights: Annotated[
-        str | None, typer.Option(help="Weights file (JSON, e.g. a saved weights.json).")
+        str | None,
+        typer.Option(
+            help="Weights file (a run's weights.json, or Moses 'Name= v' lines) over Baseline0 "
+            "(decoder total), LSTM0.. (one per -m), Length0 and the list's features: the "
+            "'given' system."
+        ),
     ] = None,
     tune_nbest: Annotated[str | None, typer.Option(help="Dev n-best list for MERT tuning.")] = None,
     tune_src: Annotated[str | None, typer.Option(help="Dev source.")] = None,
     tune_ref: Annotated[str | None, typer.Option(help="Dev reference.")] = None,
     tokenize: Tokenize = "13a",
-    device: Device = "cpu",
+    device: Device = "auto",
     bf16: Annotated[
         bool, typer.Option(help="bf16 autocast on CUDA (reports max diff vs fp32).")
     ] = False,
-    max_tokens: Annotated[int, typer.Option(help="Target tokens per scoring batch.")] = 8000,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Target tokens per scoring batch [default: 8192].")
+    ] = None,
     max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
     prefix_sharing: Annotated[
         bool, typer.Option(help="Score each list's shared prefixes once (prefix trie).")
@@ -240,6 +278,9 @@ def run(
 ) -> None:
     """Score every hypothesis with the LSTM ensemble, interpolate, pick the 1-best, report.
 
+    Without -m: the shipped model, weighed by its shipped weights.json unless --weights or a dev
+    list is given.
+
     Example: rescore run --nbest test.1000best.gz --src test.en --ref test.fr -m a.pt -m b.pt
     --tune-nbest val.1000best.gz --tune-src val.en --tune-ref val.fr --out out/
     """
@@ -249,12 +290,12 @@ def run(
     from nbest_rescore.scoring import ScoringConfig
     from nbest_rescore.tune import MertConfig
 
-    models = [str(m) for m in model] if model else [str(p) for p in _default_models()]
+    device = distributed.resolve_device(device)
     job = RunJob(
         nbest=nbest,
         src=src,
         ref=ref,
-        models=tuple(models),
+        models=tuple(str(m) for m in model or ()),
         out=out,
         weights=weights,
         tune_nbest=tune_nbest,
@@ -262,15 +303,17 @@ def run(
         tune_ref=tune_ref,
         bleu=BleuConfig(tokenize=tokenize, tgt_lang=tgt_lang),
         scoring=ScoringConfig(
-            max_tokens=max_tokens,
+            **({} if max_tokens is None else {"max_tokens": max_tokens}),
             device=device,
             bf16=bf16,
             escaped=escaped,
             src_tokenized=src_tokenized,
+            share_prefixes=prefix_sharing,
         ),
         mert=MertConfig(restarts=restarts, seed=seed),
         max_hyps=max_hyps,
         src_lang=src_lang,
+        cache_dir=cache_dir,
     )
     with distributed.process_group(device) as info:
         summary = run_rescore_job(job, _progress(quiet or not info.is_main))
@@ -294,10 +337,11 @@ def train(
     preset: Annotated[
         str,
         typer.Option(
-            help="paper (the paper's SGD recipe) | multi30k (attention, trains to convergence on "
-            "small data) | small | tiny: model and training recipe."
+            help="multi30k (attention, trains to convergence: the recipe for small data on a CPU) "
+            "| paper (the paper's SGD recipe, 384M parameters, for GPUs) | small | tiny: model "
+            "and training recipe."
         ),
-    ] = "paper",
+    ] = "multi30k",
     attention: Annotated[
         str | None, typer.Option(help="none | luong | bahdanau (overrides the preset).")
     ] = None,
@@ -354,7 +398,7 @@ def train(
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (init and batch order).")] = 1,
-    device: Device = "cpu",
+    device: Device = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint_last.pt.")] = False,
@@ -411,12 +455,12 @@ def train(
         reverse_target=reverse_target,
         tokenized=tokenized,
         seed=seed,
-        device=device,
+        device=distributed.resolve_device(device),
         bf16=bf16,
         resume=resume,
         **overrides,
     )
-    with distributed.process_group(device) as info:
+    with distributed.process_group(cfg.device) as info:
         result = run_training(cfg, _progress(quiet or not info.is_main))
     if info.is_main:
         typer.echo(
@@ -429,8 +473,12 @@ def train(
 @handle_errors
 def translate(
     model: Models = None,
-    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = 12,
-    nbest: Annotated[int | None, typer.Option(help="Write an N-best list in Moses format.")] = None,
+    beam: Annotated[
+        int | None, typer.Option(help="Beam size (1 = greedy) [default: 12, or --nbest if larger].")
+    ] = None,
+    nbest: Annotated[
+        int | None, typer.Option(help="Write an N-best list in Moses format (N <= --beam).")
+    ] = None,
     input: Annotated[str, typer.Option("--input", "-i", help="Raw source text (- = stdin).")] = "-",
     output: Annotated[
         str, typer.Option("--output", "-o", help="Where translations go (- = stdout).")
@@ -471,28 +519,18 @@ def translate(
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Sentences decoded together.")] = 32,
     tokenize: Tokenize = "13a",
-    device: Device = "cpu",
+    device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
     """Translate raw text with an LSTM (ensemble) by beam search; default model when no -m.
 
     Example: echo "A man in an orange hat." | rescore translate --beam 12
     """
-    import sys
-
+    from nbest_rescore.distributed import resolve_device
     from nbest_rescore.ensemble import EnsembleConfig
-    from nbest_rescore.fileio import atomic_write, open_text, read_lines
-    from nbest_rescore.metrics import BleuConfig, corpus_bleu
     from nbest_rescore.search import SearchConfig
-    from nbest_rescore.translate import (
-        TranslateConfig,
-        TranslationResult,
-        load_ensemble,
-        translate_lines,
-        write_outputs,
-    )
+    from nbest_rescore.translate import TranslateConfig, TranslateJob, run_translate_job
 
-    paths = [str(m) for m in model] if model else [str(p) for p in _default_models()]
     weights = None
     if ensemble_weights:
         try:
@@ -501,9 +539,11 @@ def translate(
             raise InputError(f"--ensemble-weights {ensemble_weights!r}: expected numbers") from None
     if combine not in ("prob", "logprob"):
         raise InputError(f"--combine {combine!r}: choose prob or logprob")
+    if beam is not None and nbest is not None and nbest > beam:
+        raise InputError(f"--nbest {nbest} needs a beam at least as wide (--beam is {beam})")
     cfg = TranslateConfig(
         search=SearchConfig(
-            beam=max(beam, nbest or 1),
+            beam=beam if beam is not None else max(12, nbest or 1),
             nbest=nbest or 1,
             length_penalty=length_penalty,
             min_len=min_len,
@@ -516,37 +556,16 @@ def translate(
         src_tokenized=src_tokenized,
         copy_unk=copy_unk,
     )
-    ens = load_ensemble(paths, cfg.ensemble, device=device)
-    mode = "nbest" if nbest else "tokens" if tokenized_output else "text"
-    lines = read_lines(input) if input != "-" else (ln.rstrip("\n") for ln in open_text("-"))
-    total = len(lines) if isinstance(lines, list) else None
-    done: list[TranslationResult] = []
-
-    def keep(results: Iterator[TranslationResult]) -> Iterator[TranslationResult]:
-        for r in results:
-            if ref is not None:
-                done.append(r)
-            yield r
-
-    results = keep(translate_lines(ens, lines, cfg, _progress(quiet), total=total))
-    if output == "-":
-        best = write_outputs(results, sys.stdout, mode)  # type: ignore[arg-type]
-        sys.stdout.flush()
-    else:
-        with atomic_write(output) as fh:
-            write_outputs(results, fh, mode)  # type: ignore[arg-type]
-    if ref is not None:
-        refs = read_lines(ref)
-        if len(refs) != len(best):
-            raise InputError(
-                f"has {len(refs)} lines but {len(best)} sentences were translated", ref
-            )
-        bleu_cfg = BleuConfig(tokenize=tokenize, tgt_lang=ens.tgt_tok.lang)
-        score = corpus_bleu(best, refs, bleu_cfg)
-        typer.echo(f"{score} ({bleu_cfg.tokenize})", err=True)
-
-
-def _default_models() -> list[Path]:
-    from nbest_rescore.translate import default_model_paths
-
-    return default_model_paths()
+    job = TranslateJob(
+        models=tuple(str(m) for m in model or ()),
+        config=cfg,
+        input=input,
+        output=output,
+        mode="nbest" if nbest else "tokens" if tokenized_output else "text",
+        ref=ref,
+        tokenize=tokenize,
+        device=resolve_device(device),
+    )
+    bleu = run_translate_job(job, _progress(quiet))
+    if bleu is not None:
+        typer.echo(bleu, err=True)

@@ -42,12 +42,6 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def env_rank() -> int:
-    """This process's global rank from torchrun's environment (0 without torchrun); usable
-    before or after the process group exists, e.g. to print only on rank 0."""
-    return int(os.environ.get("RANK", "0"))
-
-
 def init_from_env(device: str = "cpu", *, timeout_s: float = 7200.0) -> DistInfo:
     """Join the process group described by torchrun's env vars; a world of 1 without them.
 
@@ -65,6 +59,13 @@ def init_from_env(device: str = "cpu", *, timeout_s: float = 7200.0) -> DistInfo
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA when torch sees a GPU, else the CPU; other names are returned unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def teardown() -> None:
@@ -110,13 +111,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum `tensor` over all ranks in place (no-op in a single process); returns it."""
     if active():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """Element-wise max over ranks in place; returns it."""
-    if active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 

@@ -116,8 +116,8 @@ def _umask() -> int:
     return mask
 
 
-def sha256_file(path: PathLike, *, length: int = 16) -> str:
-    """Hex SHA-256 of a file's bytes (first `length` hex digits), for provenance records."""
+def sha256_file(path: PathLike, *, length: int = 64) -> str:
+    """Hex SHA-256 of a file's bytes (the full 64 digits unless `length` says fewer)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

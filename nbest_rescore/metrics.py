@@ -27,10 +27,10 @@ from typing import Protocol
 import numpy as np
 from sacrebleu.metrics.bleu import BLEU, BLEUScore
 from sacrebleu.metrics.chrf import CHRF, CHRFScore
-from sacremoses import MosesDetokenizer
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.progress import QUIET, ProgressSettings, progress
+from nbest_rescore.text import moses_detokenizer
 
 MAX_ORDER = 4
 STATS_WIDTH = 2 + 2 * MAX_ORDER
@@ -62,14 +62,9 @@ class BleuConfig:
 # --------------------------------------------------------------------------- text preparation
 
 
-@functools.lru_cache(maxsize=16)
-def _detokenizer(lang: str) -> MosesDetokenizer:
-    return MosesDetokenizer(lang=lang)
-
-
 @functools.lru_cache(maxsize=1 << 16)
 def _detokenize_cached(tokens: tuple[str, ...], lang: str) -> str:
-    return str(_detokenizer(lang).detokenize(list(tokens)))
+    return str(moses_detokenizer(lang).detokenize(list(tokens)))
 
 
 def detokenize(tokens: Sequence[str], lang: str) -> str:
@@ -213,7 +208,7 @@ def _surface_stats(surfaces: Sequence[str], ref: str, config: BleuConfig) -> Int
     uniq: dict[str, int] = {}
     inverse = [uniq.setdefault(s, len(uniq)) for s in surfaces]
     if config.detokenizes:
-        det = _detokenizer(config.tgt_lang)
+        det = moses_detokenizer(config.tgt_lang)
         texts = [str(det.detokenize(s.split(" "))) if s else "" for s in uniq]
     else:
         texts = list(uniq)
@@ -251,6 +246,7 @@ class HypStats:
     selection is an int array of per-sentence ranks (0 = the decoder's 1-best). A sentence without
     any hypothesis (a missing id) gets one synthetic row, the empty hypothesis (hyp_len 0, ref_len
     counted, no n-grams), and ``missing[i]`` is True: its only possible selection is rank 0.
+    This is the layout of `table.NBestTable`, so a table's choices index these rows directly.
     """
 
     stats: IntArray

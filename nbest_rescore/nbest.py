@@ -1,6 +1,6 @@
 """Moses n-best list I/O: a streaming, validating reader, a writer that round-trips, and stats.
 
-Format (see NBEST.md): ``ID ||| SURFACE ||| FEATURES ||| TOTAL [||| EXTRA]...``, one hypothesis per
+Moses format: ``ID ||| SURFACE ||| FEATURES ||| TOTAL [||| EXTRA]...``, one hypothesis per
 line, the lines of a sentence contiguous and ids increasing. The reader keeps one sentence in memory
 at a time, reports every malformed line as an `NBestFormatError` naming the file and 1-based line,
 and yields an empty group for every sentence id missing from the file (the decoder failed on it).

@@ -1,10 +1,16 @@
 """Reports: tables built once as pandas DataFrames, written as Markdown, CSV, JSON and an HTML page
-with PNG plots, plus the machine-readable `summary.json` whose keys are fixed by the CLI spec."""
+with PNG plots, plus the machine-readable `summary.json` whose keys are stable (README.md).
+
+`report.html` carries its plots inside it (data URIs), so it can be moved or mailed alone;
+`report.md` links the PNG files next to it."""
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
+import math
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,13 +79,46 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
 
 
+def format_cell(column: str, v: Any) -> str:
+    """A table cell: p-values with 4 decimals, floats with 2 (4 significant digits below 1, so
+    weights like 0.0263 stay readable), missing values blank."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        if column == "p_value":
+            return f"{v:.4f}"
+        return f"{v:.4g}" if 0 < abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
 def _markdown_table(df: pd.DataFrame) -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
     for row in df.itertuples(index=False):
-        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row]
+        cells = [format_cell(c, v) for c, v in zip(cols, row, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = [
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(format_cell(c, v))}</td>" for c, v in zip(cols, row, strict=True)
+        )
+        + "</tr>"
+        for row in df.itertuples(index=False)
+    ]
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
@@ -100,11 +139,11 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
                     else df.to_json(orient="records", indent=2)
                 )
             written.append(path)
-    for name, fig in report.figures.items():
+    pngs = {name: _png(fig) for name, fig in report.figures.items()}
+    for name, data in pngs.items():
         path = out_dir / f"{name}.png"
         with atomic_write(path, "wb", gz=False) as fh:
-            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+            fh.write(data)
         written.append(path)
 
     md = [f"# {report.title}", ""]
@@ -123,10 +162,11 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     for name, df in report.tables.items():
         body += [
             f"<h2>{html.escape(name.replace('_', ' '))}</h2>",
-            df.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0),
+            _html_table(df),
         ]
-    for name in report.figures:
-        body.append(f'<p><img src="{html.escape(name)}.png" alt="{html.escape(name)}"></p>')
+    for name, data in pngs.items():
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        body.append(f'<p><img src="{uri}" alt="{html.escape(name)}"></p>')
     body += ["<h2>Provenance</h2>", f"<pre>{html.escape(to_json(report.provenance))}</pre>"]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -1,89 +1,20 @@
 """Reranking: linear combinations of per-hypothesis features and the 1-best of every n-best list.
 
-Everything here is pure maths over a `FeatureTable` (CSR layout: the hypotheses of sentence i are
-rows offsets[i]:offsets[i+1]); reading files happens at the edges.
+Everything here is pure maths over a `table.NBestTable` (CSR layout: the hypotheses of sentence i
+are rows offsets[i]:offsets[i+1]); reading weight files is the only I/O.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike, read_lines
-from nbest_rescore.nbest import NBestGroup
-
-TOTAL = "total"
-"""Column name of the decoder's own total score."""
-
-
-@dataclass(frozen=True)
-class FeatureTable:
-    """Per-hypothesis feature values (n_hyps, d) with column names, in n-best file order."""
-
-    names: tuple[str, ...]
-    values: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def n_sentences(self) -> int:
-        return len(self.offsets) - 1
-
-    def column(self, name: str) -> np.ndarray:
-        try:
-            return self.values[:, self.names.index(name)]
-        except ValueError:
-            raise KeyError(name) from None
-
-    def with_columns(self, names: Sequence[str], columns: np.ndarray) -> FeatureTable:
-        """A new table with extra columns (n_hyps, k) appended."""
-        cols = np.asarray(columns, dtype=np.float64).reshape(len(self.values), -1)
-        return FeatureTable(
-            self.names + tuple(names), np.concatenate([self.values, cols], axis=1), self.offsets
-        )
-
-    def select(self, names: Sequence[str]) -> FeatureTable:
-        """A table restricted to the named columns, in that order."""
-        idx = [self.names.index(n) for n in names]
-        return FeatureTable(tuple(names), self.values[:, idx], self.offsets)
-
-
-def column_names(group_names: Sequence[tuple[str, int]]) -> tuple[str, ...]:
-    """Flat column names for labelled dense groups: `LM0` for one value, `TM0.0 TM0.1 ..` for more."""
-    out: list[str] = []
-    for name, n in group_names:
-        out.extend([name] if n == 1 else [f"{name}.{i}" for i in range(n)])
-    return tuple(out)
-
-
-def nbest_feature_table(groups: Iterable[NBestGroup]) -> FeatureTable:
-    """The decoder's total and every dense feature of an n-best list (layout from its first line).
-
-    Lines whose dense layout differs from the first line's are an error: a linear model needs the
-    same columns on every line (Moses' tuners require this too).
-    """
-    layout: tuple[tuple[str, int], ...] | None = None
-    rows: list[tuple[float, ...]] = []
-    offsets = [0]
-    for g in groups:
-        for h in g.hyps:
-            this = tuple((f.name, len(f.values)) for f in h.features)
-            if layout is None:
-                layout = this
-            elif this != layout:
-                raise InputError(
-                    f"sentence {h.sent_id}: dense features {this} differ from the first line's {layout}"
-                )
-            rows.append((h.total, *h.dense_vector()))
-        offsets.append(len(rows))
-    names = (TOTAL, *column_names(layout or ()))
-    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
-    return FeatureTable(names, values, np.asarray(offsets, dtype=np.int64))
-
+from nbest_rescore.table import NBestTable
 
 # ---------------------------------------------------------------------------------------------
 # Weights
@@ -176,7 +107,8 @@ def group_ids(offsets: np.ndarray) -> np.ndarray:
 def select_best(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Per sentence, the rank (0-based, within its list) of the highest score; ties -> best rank.
 
-    Empty lists (sentences the decoder produced nothing for) get -1.
+    An empty range gets -1; an `NBestTable` has none (a sentence without hypotheses is one
+    synthetic empty row there, so every choice is a real row index).
     """
     n_sent = len(offsets) - 1
     choice = np.full(n_sent, -1, dtype=np.int64)
@@ -193,7 +125,7 @@ def select_best(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return choice
 
 
-def rerank(table: FeatureTable, weights: Mapping[str, float]) -> np.ndarray:
+def rerank(table: NBestTable, weights: Mapping[str, float]) -> np.ndarray:
     """1-best rank per sentence under a linear model of `table`'s features."""
     return select_best(table.values @ weight_vector(weights, table.names), table.offsets)
 
@@ -215,10 +147,3 @@ def within_list_scale(x: np.ndarray, offsets: np.ndarray) -> float:
         return 1.0
     var = float(((x - means) ** 2).sum() / dof)
     return math.sqrt(var) if var > 0 else 1.0
-
-
-def even_average_weights(table: FeatureTable, names: Sequence[str]) -> Weights:
-    """The paper's even average of scores, made scale-aware: each score divided by its within-list
-    spread (`within_list_scale`), then weighted equally, so neither dominates by range alone."""
-    w = 1.0 / len(names)
-    return {n: w / within_list_scale(table.column(n), table.offsets) for n in names}

@@ -1,17 +1,32 @@
-"""The rescoring job behind `rescore run`: score every hypothesis with an LSTM ensemble, combine
-with the baseline's total, optionally tune the weights on a dev list, pick the 1-best, report.
+"""The job behind `rescore run`, in stages that read top to bottom in `run_rescore_job`:
 
-The paper's "even average" of the baseline and LSTM scores assumes the two are on one scale. Moses'
-total is on MERT's scale (around -2) while an LSTM log-prob is around -20, so a literal average lets
-the LSTM dominate (FINDINGS.md: -4.4 BLEU). Our `even_average` therefore divides each score by its
-pooled within-list standard deviation before averaging (`rerank.even_average_weights`); the literal
-average is reported too, as `even_average_raw`.
+1. load the models (the shipped ones, with their tuned weights, when none is given);
+2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), then the
+   list read once into an `NBestTable` whose columns are the decoder's features, `Baseline0` (the
+   decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
+3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
+   file (`given`) and MERT on the dev list (`tuned`);
+4. select: every system's 1-best (`rerank.rerank`, also in `weigh`);
+5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list
+   (`--out` must be a directory; checked before scoring too), the per-hypothesis scores;
+6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models.
+
+The paper's "even average" of the baseline and LSTM scores assumes one scale. Moses' total is on
+MERT's scale (around -2) while an LSTM log-prob is around -20, so a literal average lets the LSTM
+dominate. Our `even_average` therefore divides each score by its pooled within-list standard
+deviation before averaging (`rerank.within_list_scale`); the literal average is reported too, as
+`even_average_raw`.
+
+Feature names round-trip: `weights.json`, the labels of `nbest.with-lstm.gz` and the report use
+the same names (`features.py`), and the numbers the run weighs are rounded as the list writes
+them, so `rescore rerank --nbest OUT/nbest.with-lstm.gz --weights OUT/weights.json` reproduces
+the run's 1-best exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,54 +34,49 @@ import numpy as np
 import pandas as pd
 
 from nbest_rescore import distributed
-from nbest_rescore.analysis import (
-    build_bleu_tables,
-    oracle_selections,
-    selected_surfaces,
+from nbest_rescore.bleu_report import (
+    add_bleu_section,
+    bleu_section,
+    model_free_selections,
     source_lengths,
-    write_selection,
 )
-from nbest_rescore.checkpoint import ModelBundle, load_model
+from nbest_rescore.checkpoint import ModelBundle, assign_directions, load_model
 from nbest_rescore.errors import InputError
-from nbest_rescore.fileio import atomic_write, read_lines
-from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
-from nbest_rescore.nbest import Feature, Hypothesis, read_nbest, write_nbest
-from nbest_rescore.progress import QUIET, ProgressSettings
-from nbest_rescore.report import (
-    Report,
-    plot_bleu_by_length,
-    plot_oracle_at_k,
-    plot_rank_histogram,
-    provenance,
-    to_json,
-    write_report,
+from nbest_rescore.features import (
+    BASELINE,
+    LENGTH,
+    ensemble_features,
+    model_features,
+    model_kind,
 )
+from nbest_rescore.fileio import atomic_write, read_lines, sha256_file
+from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
+from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
+from nbest_rescore.outputs import check_out_dir, write_scores_table, write_selection
+from nbest_rescore.progress import QUIET, ProgressSettings
+from nbest_rescore.report import Report, provenance, to_json, write_report
 from nbest_rescore.rerank import (
-    TOTAL,
-    FeatureTable,
-    even_average_weights,
+    Weights,
     expand_weights,
-    nbest_feature_table,
     read_weights,
-    select_best,
+    rerank,
     weight_vector,
+    within_list_scale,
 )
 from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig
-from nbest_rescore.tune import MertConfig, MertResult, mert
+from nbest_rescore.shipped import shipped_models
+from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table
+from nbest_rescore.tune import MertConfig, mert
 
 LSTM = "lstm"
-LENGTH = "length"
-NEW_FEATURE = "LSTM0"
-
-
-def lstm_column(i: int) -> str:
-    return f"{LSTM}.{i}"
+"""The system that ranks by the models' mean log-prob alone."""
 
 
 @dataclass(frozen=True)
 class RunJob:
-    """Settings of `rescore run`."""
+    """Settings of `rescore run`. No `models`: the shipped ones, and (without `weights` or a dev
+    list) the shipped `weights.json` tuned for them."""
 
     nbest: str
     src: str
@@ -88,30 +98,64 @@ class RunJob:
 
 
 @dataclass
-class ScoredList:
-    """One n-best list with its features (decoder total + LSTM scores + length) and, with a
-    reference, its BLEU statistics."""
+class Weighed:
+    """Every system's weights and 1-best choices, and how the given/tuned weights came about."""
 
-    table: FeatureTable
+    sets: dict[str, Weights]
+    choices: dict[str, np.ndarray]
+    tuning: dict[str, Any]
+
+    @property
+    def final(self) -> str:
+        """The system whose choices are the run's output: tuned, else given, else even average."""
+        return next(s for s in ("tuned", "given", "even_average") if s in self.sets)
+
+    @property
+    def final_weights(self) -> Weights:
+        return self.sets[self.final]
+
+
+@dataclass
+class ScoredList:
+    """One n-best list as a table with the model features, and with a reference its BLEU stats."""
+
+    table: NBestTable
     scores: NBestScores
     stats: HypStats | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
-def feature_table(
-    nbest: str, n_sentences: int, scores: NBestScores, max_hyps: int | None
-) -> FeatureTable:
-    """Decoder total, each model's log-prob, the ensemble mean, and the target length."""
-    table = nbest_feature_table(read_nbest(nbest, n_sentences=n_sentences, max_hyps=max_hyps))
-    if not np.array_equal(table.offsets, scores.offsets):
-        raise InputError("n-best list changed while it was being scored", nbest)
-    k = scores.logprob.shape[1]
-    cols = np.concatenate(
-        [scores.logprob, scores.logprob.mean(axis=1, keepdims=True), scores.n_tokens[:, None] - 1],
-        axis=1,
-    )
-    names = [lstm_column(i) for i in range(k)] + [LSTM, LENGTH]
-    return table.select([TOTAL]).with_columns(names, cols)
+# ------------------------------------------------------------------------------------ 1. models
+
+
+def resolve_job(job: RunJob) -> RunJob:
+    """Check options that go together; fill in the shipped models (and their weights)."""
+    if job.tune_nbest is not None and (job.tune_src is None or job.tune_ref is None):
+        raise InputError("--tune-nbest needs --tune-src and --tune-ref")
+    if job.models:
+        return job
+    shipped = shipped_models()
+    weights = job.weights
+    if weights is None and job.tune_nbest is None and shipped.weights is not None:
+        weights = str(shipped.weights)
+    return replace(job, models=tuple(str(p) for p in shipped.models), weights=weights)
+
+
+# ------------------------------------------------------------------------------------ 2. score
+
+
+def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[str]) -> NBestTable:
+    """`Baseline0` (the decoder's total), one log-prob column per model, `Length0` (words), all
+    rounded as the augmented list writes them."""
+    real = table.real
+    if not np.array_equal(np.diff(scores.offsets), table.counts - table.missing):
+        raise InputError("n-best list changed while it was being scored")
+    logprob = np.zeros((len(table.values), len(names)))
+    logprob[real] = scores.logprob
+    length = np.asarray([len(s.split()) for s in table.surfaces], dtype=np.float64)
+    added = np.column_stack([table.column(TOTAL), logprob, length])
+    rounded = np.column_stack([as_written(c) for c in added.T])
+    others = [n for n in table.names if n != TOTAL]
+    return table.select(others).with_columns([BASELINE, *names, LENGTH], rounded)
 
 
 def score_list(
@@ -119,17 +163,19 @@ def score_list(
     src: str,
     ref: str | None,
     bundles: Sequence[ModelBundle],
+    names: Sequence[str],
     job: RunJob,
-    cache_dir: Path,
     progress: ProgressSettings,
 ) -> ScoredList | None:
-    """Check the inputs line up, score the list (sharded under torchrun); None on non-main ranks."""
+    """Score a list (sharded under torchrun), read it once, compute its BLEU statistics against
+    `ref`; None on non-main ranks."""
     sources = read_lines(src)
     refs = None
     if ref is not None:
         refs = read_lines(ref)
         if len(refs) != len(sources):
             raise InputError(f"has {len(refs)} lines but the source {src} has {len(sources)}", ref)
+    cache_dir = job.cache_dir or job.out / "cache"
     scores = score_nbest(
         nbest,
         sources,
@@ -142,198 +188,171 @@ def score_list(
     )
     if not distributed.is_main():
         return None
-    table = feature_table(nbest, len(sources), scores, job.max_hyps)
+    table = read_table(nbest, n_sentences=len(sources), max_hyps=job.max_hyps)
+    table = add_model_features(table, scores, names)
     stats = None
     if refs is not None:
         stats = compute_hyp_stats(
-            read_nbest(nbest, n_sentences=len(sources), max_hyps=job.max_hyps),
-            refs,
-            job.bleu,
-            progress_settings=progress,
-            workers=job.workers,
+            table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers
         )
     return ScoredList(table=table, scores=scores, stats=stats)
 
 
-def real_rows(hs: HypStats) -> tuple[np.ndarray, np.ndarray]:
-    """BLEU statistics of real hypotheses only (FeatureTable layout) and the constant row sum of
-    sentences without hypotheses (whose only choice is the empty translation)."""
-    keep = np.ones(len(hs.stats), dtype=bool)
-    keep[hs.offsets[:-1][hs.missing]] = False
-    base = hs.stats[~keep].sum(axis=0) if (~keep).any() else np.zeros(hs.stats.shape[1], np.int64)
-    return hs.stats[keep], base
+# ---------------------------------------------------------------------------- 3. weigh, 4. select
 
 
-def as_selection(choice: np.ndarray) -> np.ndarray:
-    """FeatureTable choices (-1 = empty list) as HypStats ranks (the empty row is rank 0)."""
-    return np.maximum(choice, 0)
-
-
-def start_weights(table: FeatureTable, n_models: int) -> dict[str, float]:
-    """Scale-aware even average of the decoder total and the ensemble's mean log-prob, spread
-    over the individual model columns (their mean is the ensemble score)."""
-    even = even_average_weights(table, [TOTAL, LSTM])
-    weights = {TOTAL: even[TOTAL], LENGTH: 0.0}
-    weights.update({lstm_column(i): even[LSTM] / n_models for i in range(n_models)})
+def even_average(table: NBestTable, names: Sequence[str]) -> Weights:
+    """Scale-aware even average of `Baseline0` and the left-to-right models' mean log-prob (the
+    paper's ensemble; other model kinds get weight 0): each divided by its within-list spread,
+    weighted 1/2; the mean's weight is spread over the model columns."""
+    names = ensemble_features(names)
+    mean = table.values[:, [table.names.index(n) for n in names]].mean(axis=1)
+    w_mean = 0.5 / within_list_scale(mean, table.offsets)
+    weights = {BASELINE: 0.5 / within_list_scale(table.column(BASELINE), table.offsets)}
+    weights.update({n: w_mean / len(names) for n in names})
     return weights
 
 
-def tune_weights(
-    dev: ScoredList, n_models: int, cfg: MertConfig
-) -> tuple[dict[str, float], MertResult]:
-    """MERT on the dev list over total, each model's log-prob and length, from the even average."""
+def tune_weights(dev: ScoredList, names: Sequence[str], cfg: MertConfig) -> tuple[Weights, dict]:
+    """MERT on the dev list over `Baseline0`, each model and `Length0`, from the even average;
+    returns the weights and the record of the tuning."""
     assert dev.stats is not None
-    names = [TOTAL, *[lstm_column(i) for i in range(n_models)], LENGTH]
-    table = dev.table.select(names)
-    stats, base = real_rows(dev.stats)
-    result = mert(table, stats, start_weights(dev.table, n_models), cfg, base=base)
-    return result.weights, result
+    table = dev.table.select([BASELINE, *names, LENGTH])
+    result = mert(table, dev.stats.stats, even_average(dev.table, names), cfg)
+    return result.weights, {
+        "dev_bleu": result.dev_bleu,
+        "dev_bleu_even_average": result.start_bleu,
+        "mert": asdict(cfg),
+    }
 
 
-def lstm_features(scores: NBestScores) -> list[list[Feature]]:
-    """Per hypothesis, `LSTM0= <model 1> .. <model k> <ensemble mean>` for the augmented n-best."""
-    lp = scores.logprob
-    comb = lp.mean(axis=1)
-    return [[Feature(NEW_FEATURE, (*lp[i].tolist(), float(comb[i])))] for i in range(len(lp))]
+def weight_sets(table: NBestTable, names: Sequence[str]) -> dict[str, Weights]:
+    """The systems every run reports: the baseline, the models alone and the two even averages."""
+    ens = ensemble_features(names)
+    sets: dict[str, Weights] = {
+        "baseline": {BASELINE: 1.0},
+        LSTM: {n: 1.0 / len(ens) for n in ens},
+        "even_average": even_average(table, names),
+        "even_average_raw": {BASELINE: 0.5, **{n: 0.5 / len(ens) for n in ens}},
+    }
+    if len(names) > 1:
+        sets.update({n: {n: 1.0} for n in names})
+    return sets
+
+
+def given_weights(path: str, table: NBestTable) -> tuple[Weights, dict[str, Any]]:
+    """A `--weights` file over the table's features, and its tuning record if it has one."""
+    import json
+
+    weights = expand_weights(read_weights(path), table.names)
+    record: dict[str, Any] = {
+        "weights_file": {"name": Path(path).name, "sha256": sha256_file(path)}
+    }
+    text = "\n".join(read_lines(path)).strip()
+    if text.startswith("{"):
+        record.update(json.loads(text).get("tuning") or {})
+    return weights, record
+
+
+def weigh(job: RunJob, test: ScoredList, dev: ScoredList | None, names: Sequence[str]) -> Weighed:
+    """Stages 3 and 4: every system's weights (with the record of how the given/tuned ones came
+    about), and every system's 1-best."""
+    sets = weight_sets(test.table, names)
+    tuning: dict[str, Any] = {}
+    if job.weights is not None:
+        sets["given"], tuning = given_weights(job.weights, test.table)
+    if dev is not None and job.tune_nbest is not None:
+        sets["tuned"], tuning = tune_weights(dev, names, job.mert)
+        tuning["tune_nbest"] = {
+            "name": Path(job.tune_nbest).name,
+            "sha256": sha256_file(job.tune_nbest),
+        }
+    choices = {name: rerank(test.table, w) for name, w in sets.items()}
+    return Weighed(sets, choices, tuning)
+
+
+# ------------------------------------------------------------------------------------ 5. write
 
 
 def write_augmented(
-    nbest: str, out: Path, scores: NBestScores, n_sentences: int, max_hyps: int | None
+    nbest: str,
+    out: Path,
+    table: NBestTable,
+    added: Sequence[str],
+    weights: Weights,
+    max_hyps: int | None,
 ) -> None:
-    """The n-best list with `LSTM0=` appended to every line (Moses tuners read it as dense)."""
-    feats = lstm_features(scores)
-    counter = iter(range(len(feats)))
+    """The input list with the run's features appended (`LSTM0= ... Length0= ... Baseline0= ...`)
+    and its 4th field replaced by the run's total under the final weights."""
+    rows = iter(np.flatnonzero(table.real).tolist())
+    totals = table.values @ weight_vector(weights, table.names)
+    cols = table.select(added).values
+    feats: list[list[Feature]] = []
 
-    def extra(_h: Hypothesis) -> list[Feature]:
-        return feats[next(counter)]
+    def groups() -> Any:
+        for g in read_nbest(nbest, n_sentences=table.n_sentences, max_hyps=max_hyps):
+            hyps = []
+            for h in g.hyps:
+                r = next(rows)
+                feats.append([Feature(n, (float(v),)) for n, v in zip(added, cols[r], strict=True)])
+                hyps.append(replace(h, total=float(totals[r])))
+            yield NBestGroup(g.sent_id, tuple(hyps))
 
-    write_nbest(out, read_nbest(nbest, n_sentences=n_sentences, max_hyps=max_hyps), extra)
-
-
-def write_scores_table(path_stem: Path, data: ScoredList, choices: dict[str, np.ndarray]) -> Path:
-    """Every hypothesis with its features, to parquet (pyarrow installed) or CSV."""
-    t = data.table
-    gid = np.repeat(np.arange(t.n_sentences), np.diff(t.offsets))
-    df = pd.DataFrame({"sent_id": gid, "rank": np.arange(len(gid)) - t.offsets[gid]})
-    for i, n in enumerate(t.names):
-        df[n] = t.values[:, i]
-    for k in range(data.scores.n_unk.shape[1]):
-        df[f"n_unk.{k}"] = data.scores.n_unk[:, k]
-    for name, choice in choices.items():
-        chosen = np.zeros(len(gid), dtype=bool)
-        ok = choice >= 0
-        chosen[t.offsets[:-1][ok] + choice[ok]] = True
-        df[f"chosen.{name}"] = chosen
-    try:
-        import pyarrow  # noqa: F401
-
-        path = path_stem.with_suffix(".parquet")
-        with atomic_write(path, "wb", gz=False) as fh:
-            df.to_parquet(fh, index=False)
-    except ImportError:
-        path = path_stem.with_suffix(".csv")
-        with atomic_write(path) as fh:
-            df.to_csv(fh, index=False)
-    return path
+    extras = iter(feats)
+    write_nbest(out, groups(), lambda _h: next(extras))
 
 
-def scoring_info(scores: NBestScores) -> dict[str, Any]:
-    """What the report says about scoring: OOV rates, escaping, timings."""
-    return {
-        "model_sha256": list(scores.model_sha256),
-        "tgt_oov_rate": list(scores.tgt_oov_rate),
-        "src_oov_rate": list(scores.src_oov_rate),
-        "nbest_escaped": scores.escaped,
-        "timing": scores.timing,
-    }
+def write_weights(path: Path, system: str, weights: Weights, tuning: dict[str, Any]) -> None:
+    """`weights.json`: the final system's weights by feature name (reusable with `--weights` in
+    `run`, or in `rerank` on the augmented list) and how they were obtained."""
+    with atomic_write(path) as fh:
+        fh.write(to_json({"system": system, "weights": weights, "tuning": tuning}))
 
 
-def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
-    """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0)."""
-    if not job.models:
-        raise InputError("no model given (-m CKPT)")
-    if job.tune_nbest is not None and (job.tune_src is None or job.tune_ref is None):
-        raise InputError("--tune-nbest needs --tune-src and --tune-ref")
-    bundles = [load_model(m, device=job.scoring.device) for m in job.models]
-    cache_dir = job.cache_dir or job.out / "cache"
-
-    dev: ScoredList | None = None
-    if job.tune_nbest is not None:
-        assert job.tune_src is not None
-        dev = score_list(
-            job.tune_nbest, job.tune_src, job.tune_ref, bundles, job, cache_dir, progress
-        )
-    test = score_list(job.nbest, job.src, job.ref, bundles, job, cache_dir, progress)
-    if test is None:
-        return None
-    k = len(bundles)
+def write_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence[str]) -> list[str]:
+    """Stage 5: the final system's 1-best and weights, the augmented list, the scores table;
+    returns the notes the report gives about them."""
+    final = w.final
     table = test.table
+    write_selection(job.out, "best", table.chosen_surfaces(w.choices[final]), job.bleu)
+    write_weights(job.out / "weights.json", final, w.final_weights, w.tuning)
+    added = [*names, LENGTH, BASELINE]
+    augmented = job.out / "nbest.with-lstm.gz"
+    write_augmented(job.nbest, augmented, table, added, w.final_weights, job.max_hyps)
+    n_unk = {f"n_unk.{n}": test.scores.n_unk[:, i] for i, n in enumerate(names)}
+    scores_path = write_scores_table(job.out / "scores", table, w.choices, n_unk)
+    return [
+        f"{table.n_sentences} sentences, {table.n_hypotheses} hypotheses, {len(names)} "
+        f"model(s) ({', '.join(names)}); best.*.txt hold the '{final}' system's choices; "
+        f"weights.json holds its weights.",
+        f"{augmented.name}: the input list with {', '.join(f'{n}=' for n in added)} appended "
+        f"and its total replaced by the '{final}' system's score.",
+        f"per-hypothesis scores: {scores_path.name}",
+    ]
 
-    weight_sets: dict[str, dict[str, float]] = {
-        "baseline": {TOTAL: 1.0},
-        LSTM: {LSTM: 1.0},
-        "even_average": even_average_weights(table, [TOTAL, LSTM]),
-        "even_average_raw": {TOTAL: 0.5, LSTM: 0.5},
-    }
-    if k > 1:
-        for i in range(k):
-            weight_sets[f"lstm_model{i}"] = {lstm_column(i): 1.0}
-    tuning: dict[str, Any] = {}
-    if job.weights is not None:
-        raw = read_weights(job.weights)
-        weight_sets["weights"] = expand_weights(raw, table.names)
-    if dev is not None:
-        tuned, result = tune_weights(dev, k, job.mert)
-        weight_sets["tuned"] = tuned
-        tuning = {
-            "dev_bleu": result.dev_bleu,
-            "dev_bleu_even_average": result.start_bleu,
-            "weights": tuned,
-            "mert": asdict(job.mert),
-            "tune_nbest": job.tune_nbest,
-        }
-        with atomic_write(job.out / "weights.json") as fh:
-            fh.write(to_json({"weights": tuned, "tuning": tuning}))
 
-    choices = {
-        name: select_best(table.values @ weight_vector(w, table.names), table.offsets)
-        for name, w in weight_sets.items()
-    }
-    final = "tuned" if "tuned" in choices else "weights" if "weights" in choices else "even_average"
+# ------------------------------------------------------------------------------------ 6. report
 
-    job.out.mkdir(parents=True, exist_ok=True)
-    n_sent = table.n_sentences
-    write_augmented(job.nbest, job.out / "nbest.with-lstm.gz", test.scores, n_sent, job.max_hyps)
-    surfaces = selected_surfaces(job.nbest, choices[final], n_sent)
-    write_selection(job.out, "best", surfaces, job.bleu)
-    scores_path = write_scores_table(job.out / "scores", test, choices)
 
-    model_info = [
+def model_info(bundles: Sequence[ModelBundle], names: Sequence[str]) -> list[dict[str, Any]]:
+    return [
         {
+            "feature": n,
+            "kind": b.kind,
             "path": b.path,
             "sha256": b.sha256,
             "config": b.config.to_dict(),
-            "reverse_source": b.config.reverse_source,
         }
-        for b in bundles
+        for n, b in zip(names, bundles, strict=True)
     ]
-    summary: dict[str, Any] = {
-        "n_sentences": n_sent,
-        "n_hypotheses": len(table.values),
-        "signature": signature(job.bleu),
-        "final_system": final,
-        "weights": weight_sets,
-        "tuning": tuning,
-        "models": model_info,
-        "scoring": scoring_info(test.scores),
-        "systems": {},
-    }
-    if job.scoring.bf16:
-        summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
-            job.nbest, read_lines(job.src), bundles, job.scoring
-        )
+
+
+def write_run_report(
+    job: RunJob, test: ScoredList, w: Weighed, summary: dict[str, Any], notes: list[str]
+) -> None:
+    """Stage 6: report.md/html, summary.json, tables and plots of the run."""
     report = Report(
-        title=f"Rescoring {job.nbest} with {k} LSTM model(s)",
+        title=f"Rescoring {job.nbest} with {len(summary['models'])} LSTM model(s)",
         summary=summary,
         provenance=provenance(
             {
@@ -345,48 +364,76 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
                 "tune_ref": job.tune_ref,
                 "weights": job.weights,
             },
-            models=model_info,
+            models=summary["models"],
             signature=signature(job.bleu),
             scoring=asdict(job.scoring),
             max_hyps=job.max_hyps,
         ),
-        notes=[
-            f"{n_sent} sentences, {len(table.values)} hypotheses, {k} model(s); "
-            f"best.*.txt hold the '{final}' system's choices.",
-            "even_average: baseline total and LSTM log-prob each divided by its pooled within-list "
-            "standard deviation, then averaged (scale-aware version of the paper's even average); "
-            "even_average_raw: the literal 0.5/0.5 average.",
-        ],
+        notes=notes,
     )
-    weights_df = pd.DataFrame(
-        [{"system": s, **{n: w.get(n, 0.0) for n in table.names}} for s, w in weight_sets.items()]
+    features = list(dict.fromkeys(n for ws in w.sets.values() for n in ws))
+    report.tables["weights"] = pd.DataFrame(
+        [{"system": s, **{n: ws.get(n, 0.0) for n in features}} for s, ws in w.sets.items()]
     )
-    report.tables["weights"] = weights_df
     if test.stats is not None:
-        hs = test.stats
-        model_sel = {n: as_selection(c) for n, c in choices.items()}
-        oracle_sel, at_k = oracle_selections(hs)
-        selections = {**model_sel, **{n: s for n, s in oracle_sel.items() if n != "baseline"}}
-        src_len = source_lengths(job.src, n_sent, job.src_lang)
-        systems, sig, by_len, hist = build_bleu_tables(hs, selections, src_len)
-        summary["systems"] = {r["system"]: {"bleu": r["bleu"]} for r in systems.to_dict("records")}
-        summary["oracle_at_k"] = at_k
-        summary["significance"] = sig
-        report.tables["systems"] = systems
-        report.tables["oracle_at_k"] = pd.DataFrame(
-            {"k": [int(x) for x in at_k], "bleu": list(at_k.values())}
-        )
-        report.tables["rank_histogram"] = hist
-        report.figures["oracle_at_k"] = plot_oracle_at_k(
-            {int(x): v for x, v in at_k.items()}, summary["systems"]["baseline"]["bleu"]
-        )
-        shown = [s for s in ("baseline", final, LSTM, "oracle") if s in hist.columns]
-        report.figures["chosen_ranks"] = plot_rank_histogram(hist[["rank", *dict.fromkeys(shown)]])
-        if by_len is not None:
-            report.tables["bleu_by_length"] = by_len
-            report.figures["bleu_by_length"] = plot_bleu_by_length(
-                by_len, list(dict.fromkeys(["baseline", final, "oracle"]))
-            )
-    report.notes.append(f"per-hypothesis scores: {scores_path.name}")
+        selections = {
+            **w.choices,
+            **{n: s for n, s in model_free_selections(test.stats).items() if n != "baseline"},
+        }
+        src_len = source_lengths(job.src, test.table.n_sentences, job.src_lang)
+        section = bleu_section(test.stats, selections, src_len)
+        add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"])
     write_report(report, job.out)
+
+
+def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
+    """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0)."""
+    job = resolve_job(job)
+    check_out_dir(job.out)  # before any scoring
+    # The first model's source language is the list's: models that read the other side score
+    # p(source | hypothesis).
+    loaded = [load_model(m, device=job.scoring.device) for m in job.models]
+    bundles = assign_directions(loaded, None)
+    names = model_features([model_kind(b) for b in bundles])
+
+    dev = None
+    if job.tune_nbest is not None and job.tune_src is not None:
+        dev = score_list(job.tune_nbest, job.tune_src, job.tune_ref, bundles, names, job, progress)
+    test = score_list(job.nbest, job.src, job.ref, bundles, names, job, progress)
+    if test is None:
+        return None
+
+    weighed = weigh(job, test, dev, names)
+    notes = write_outputs(job, test, weighed, names)
+
+    summary: dict[str, Any] = {
+        "n_sentences": test.table.n_sentences,
+        "n_hypotheses": test.table.n_hypotheses,
+        "n_missing": int(test.table.missing.sum()),
+        "signature": signature(job.bleu),
+        "final_system": weighed.final,
+        "features": [*names, LENGTH, BASELINE],
+        "weights": weighed.sets,
+        "tuning": weighed.tuning,
+        "models": model_info(bundles, names),
+        "scoring": scoring_info(test.scores, job.scoring),
+        "systems": {},
+    }
+    if job.scoring.bf16:
+        summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
+            job.nbest, read_lines(job.src), bundles, job.scoring
+        )
+    write_run_report(job, test, weighed, summary, notes)
     return summary
+
+
+def scoring_info(scores: NBestScores, cfg: ScoringConfig) -> dict[str, Any]:
+    """What the report says about scoring: settings, OOV rates, escaping, timings."""
+    return {
+        "config": asdict(cfg),
+        "model_sha256": list(scores.model_sha256),
+        "tgt_oov_rate": list(scores.tgt_oov_rate),
+        "src_oov_rate": list(scores.src_oov_rate),
+        "nbest_escaped": scores.escaped,
+        "timing": scores.timing,
+    }

@@ -230,6 +230,83 @@ def _ids(k: int, n: int, cfg: ScoringConfig) -> list[int]:
     return list(range(k * cfg.chunk_sentences, min((k + 1) * cfg.chunk_sentences, n)))
 
 
+def _assemble(
+    paths: list[list[tuple[Path, str]]], chunk_hyps: list[int], lengths_from: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every model's chunks from the cache, concatenated: log-probs and UNK counts (hyps, models),
+    target lengths (hyps,; from model `lengths_from`, a source-to-target one: a target-to-source
+    model counts source tokens), source tokens and source UNKs per model."""
+    n_hyps, n_models = sum(chunk_hyps), len(paths)
+    logprob = np.empty((n_hyps, n_models), dtype=np.float64)
+    n_unk = np.empty((n_hyps, n_models), dtype=np.int64)
+    n_tokens = np.empty(n_hyps, dtype=np.int64)
+    src_tok = np.zeros(n_models, dtype=np.int64)
+    src_unk = np.zeros(n_models, dtype=np.int64)
+    pos = 0
+    for k, size in enumerate(chunk_hyps):
+        end = pos + size
+        for m in range(n_models):
+            data = _load_chunk(*paths[m][k], size)
+            if data is None:
+                raise RuntimeError(
+                    f"chunk {k} of model {m} is missing from the cache: {paths[m][k][0]}"
+                )
+            logprob[pos:end, m] = data["logprob"]
+            n_unk[pos:end, m] = data["n_unk"]
+            if m == lengths_from:
+                n_tokens[pos:end] = data["n_tokens"]
+            src_tok[m] += int(data["src_counts"][0])
+            src_unk[m] += int(data["src_counts"][1])
+        pos = end
+    return logprob, n_unk, n_tokens, src_tok, src_unk
+
+
+def _score_missing(
+    nbest_path: PathLike,
+    sources: Sequence[str],
+    bundles: Sequence[ModelBundle],
+    cfg: ScoringConfig,
+    scan: _Scan,
+    paths: list[list[tuple[Path, str]]],
+    todo: dict[int, list[int]],
+    chunk_hyps: list[int],
+    progress: ProgressSettings,
+    *,
+    max_hyps: int | None,
+    on_chunk: Callable[[int], None] | None,
+) -> tuple[ScoreStats, int]:
+    """Pass 2: score the (chunk, models) of `todo` and write each result to its cache file;
+    returns the work counters and the number of files written."""
+    n_sent = len(sources)
+    stats = ScoreStats()
+    n_scored_files = 0
+    pbar = bar(progress, desc="scoring", total=sum(chunk_hyps[k] for k in todo), unit="hyp")
+    try:
+        for k, ids, hyps, owner in _iter_chunks(nbest_path, n_sent, cfg, max_hyps, set(todo)):
+            chunk_sources = [sources[i] for i in ids]
+            for m in todo[k]:
+                t2s = bundles[m].direction == "t2s"
+                score = score_source_given_hypotheses if t2s else score_hypotheses
+                res = score(
+                    bundles[m],
+                    chunk_sources,
+                    hyps,
+                    owner,
+                    cfg,
+                    escaped=scan.escaped,
+                    src_escaped=scan.src_escaped,
+                )
+                stats.add(res.stats)
+                _write_chunk(*paths[m][k], res)
+                n_scored_files += 1
+            pbar.update(len(hyps))
+            if on_chunk is not None:
+                on_chunk(k)
+    finally:
+        pbar.close()
+    return stats, n_scored_files
+
+
 def score_nbest(
     nbest_path: PathLike,
     sources: Sequence[str],
@@ -279,90 +356,62 @@ def score_nbest(
     mkeys = [model_key(b) for b in bundles]
     keys = [[_file_key(mk, ch, scan, cfg) for ch in scan.chunk_hashes] for mk in mkeys]
 
+    paths = [
+        [(_chunk_path(cache, mkeys[m], keys[m][k]), keys[m][k]) for k in range(len(chunks))]
+        for m in range(len(bundles))
+    ]
     todo: dict[int, list[int]] = {}  # chunk -> models still to score (this rank's share)
-    for k in range(len(chunks)):
-        if k % world != rank:
-            continue
+    for k in range(rank, len(chunks), world):
         missing = [
-            m
-            for m in range(len(bundles))
-            if _load_chunk(_chunk_path(cache, mkeys[m], keys[m][k]), keys[m][k], chunk_hyps[k])
-            is None
+            m for m in range(len(bundles)) if _load_chunk(*paths[m][k], chunk_hyps[k]) is None
         ]
         if missing:
             todo[k] = missing
 
-    stats = ScoreStats()
-    n_scored_files = 0
-    pbar = bar(progress, desc="scoring", total=sum(chunk_hyps[k] for k in todo), unit="hyp")
-    try:
-        for k, ids, hyps, owner in _iter_chunks(nbest_path, n_sent, cfg, max_hyps, set(todo)):
-            chunk_sources = [sources[i] for i in ids]
-            for m in todo[k]:
-                b = bundles[m]
-                score = score_source_given_hypotheses if b.direction == "t2s" else score_hypotheses
-                res = score(
-                    b,
-                    chunk_sources,
-                    hyps,
-                    owner,
-                    cfg,
-                    escaped=scan.escaped,
-                    src_escaped=scan.src_escaped,
-                )
-                stats.add(res.stats)
-                _write_chunk(_chunk_path(cache, mkeys[m], keys[m][k]), keys[m][k], res)
-                n_scored_files += 1
-            pbar.update(len(hyps))
-            if on_chunk is not None:
-                on_chunk(k)
-    finally:
-        pbar.close()
+    stats, n_scored_files = _score_missing(
+        nbest_path, sources, bundles, cfg, scan, paths, todo, chunk_hyps, progress,
+        max_hyps=max_hyps, on_chunk=on_chunk,
+    )  # fmt: skip
     t_score = time.perf_counter()
     distributed.barrier()
     t_barrier = time.perf_counter()
-
-    n_hyps = int(scan.counts.sum())
-    n_models = len(bundles)
-    # Target-token counts come from a source-to-target model (a t2s model counts source tokens).
     first_s2t = next((m for m, b in enumerate(bundles) if b.direction == "s2t"), 0)
-    logprob = np.empty((n_hyps, n_models), dtype=np.float64)
-    n_unk = np.empty((n_hyps, n_models), dtype=np.int64)
-    n_tokens = np.empty(n_hyps, dtype=np.int64)
-    src_tok = np.zeros(n_models, dtype=np.int64)
-    src_unk = np.zeros(n_models, dtype=np.int64)
-    pos = 0
-    for k in range(len(chunks)):
-        end = pos + chunk_hyps[k]
-        for m in range(n_models):
-            path = _chunk_path(cache, mkeys[m], keys[m][k])
-            data = _load_chunk(path, keys[m][k], chunk_hyps[k])
-            if data is None:
-                raise RuntimeError(f"chunk {k} of model {m} is missing from the cache: {path}")
-            logprob[pos:end, m] = data["logprob"]
-            n_unk[pos:end, m] = data["n_unk"]
-            if m == first_s2t:
-                n_tokens[pos:end] = data["n_tokens"]
-            src_tok[m] += int(data["src_counts"][0])
-            src_unk[m] += int(data["src_counts"][1])
-        pos = end
+    assembled = _assemble(paths, chunk_hyps, first_s2t)
     t_end = time.perf_counter()
 
-    words = int((n_tokens - 1).sum())
-    offsets = np.concatenate(([0], np.cumsum(scan.counts))).astype(np.int64)
-    score_s = t_score - t_scan
-    timing = {
+    times = {
         "wall_s": t_end - t_start,
         "scan_s": t_scan - t_start,
-        "score_s": score_s,
+        "score_s": t_score - t_scan,
         "barrier_s": t_barrier - t_score,
         "assemble_s": t_end - t_barrier,
+    }
+    return _result(scan, mkeys, assembled, stats, n_scored_files, len(chunks), times)
+
+
+def _result(
+    scan: _Scan,
+    mkeys: Sequence[str],
+    assembled: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    stats: ScoreStats,
+    n_scored_files: int,
+    n_chunks: int,
+    times: dict[str, float],
+) -> NBestScores:
+    """The assembled arrays with OOV rates and the timing record."""
+    logprob, n_unk, n_tokens, src_tok, src_unk = assembled
+    n_models = len(mkeys)
+    words = int((n_tokens - 1).sum())
+    offsets = np.concatenate(([0], np.cumsum(scan.counts))).astype(np.int64)
+    score_s = times["score_s"]
+    timing = {
+        **times,
         "encode_s": stats.encode_s,
         "decode_s": stats.decode_s,
-        "rank": float(rank),
-        "world_size": float(world),
-        "chunks": float(len(chunks)),
-        "chunk_files": float(len(chunks) * n_models),
+        "rank": float(distributed.get_rank()),
+        "world_size": float(distributed.get_world_size()),
+        "chunks": float(n_chunks),
+        "chunk_files": float(n_chunks * n_models),
         "chunk_files_scored": float(n_scored_files),
         "hyps_scored": float(stats.n_hyps),
         "hyps_unique_scored": float(stats.n_unique),

@@ -50,7 +50,8 @@ def _moses_tokenizer(lang: str) -> MosesTokenizer:
 
 
 @functools.lru_cache(maxsize=16)
-def _moses_detokenizer(lang: str) -> MosesDetokenizer:
+def moses_detokenizer(lang: str) -> MosesDetokenizer:
+    """One shared sacremoses detokenizer per language (model output and BLEU scoring)."""
     return MosesDetokenizer(lang=lang)
 
 
@@ -64,14 +65,9 @@ def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
     return tokens
 
 
-def tokenize_all(lines: Iterable[str], cfg: TokenizerConfig) -> list[list[str]]:
-    """Tokenise many lines with one settings object."""
-    return [tokenize(line, cfg) for line in lines]
-
-
 def detokenize(tokens: Sequence[str], cfg: TokenizerConfig) -> str:
     """Model tokens -> readable text (unescaping Moses XML entities when the model escapes)."""
-    return str(_moses_detokenizer(cfg.lang).detokenize(list(tokens), unescape=cfg.escape))
+    return str(moses_detokenizer(cfg.lang).detokenize(list(tokens), unescape=cfg.escape))
 
 
 def escape_token(token: str) -> str:

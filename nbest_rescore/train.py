@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -771,8 +771,3 @@ def _train(
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"event": "end", **asdict(result)}, sort_keys=True) + "\n")
     return result
-
-
-def with_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
-    """`cfg` with the given fields replaced, ignoring None values (CLI options left unset)."""
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

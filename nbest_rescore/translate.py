@@ -3,8 +3,8 @@
 Lines are read lazily in windows, sorted by length within a window so batches hold similar
 lengths, searched in batches, and yielded in input order as soon as the in-order prefix is done.
 Each model tokenises the source with its own saved settings and vocabulary. N-best lines are
-`ID ||| tokens ||| LSTM0= <one score per model> ||| <ensemble score>`, scores being summed
-log-probs including EOS. UNK copying pairs the i-th output UNK with the i-th source OOV token
+`ID ||| tokens ||| LSTM0= <model 1> LSTM1= <model 2> ... ||| <ensemble score>` (the feature names
+of `rescore run`, see `features.py`), scores being summed log-probs including EOS. UNK copying pairs the i-th output UNK with the i-th source OOV token
 (no attention means no alignment to follow).
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import IO, Literal
 
 import torch
@@ -21,18 +20,19 @@ import torch
 from nbest_rescore.checkpoint import ModelBundle, load_model
 from nbest_rescore.ensemble import Ensemble, EnsembleConfig, SourceIds
 from nbest_rescore.errors import InputError
-from nbest_rescore.fileio import PathLike
+from nbest_rescore.features import model_features
+from nbest_rescore.fileio import PathLike, atomic_write, open_text, read_lines
+from nbest_rescore.metrics import BleuConfig, corpus_bleu
+from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
+from nbest_rescore.scoring import source_tokens
 from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch
-from nbest_rescore.text import TokenizerConfig, detokenize, looks_escaped, to_model_tokens, tokenize
+from nbest_rescore.shipped import shipped_models
+from nbest_rescore.text import TokenizerConfig, detokenize, looks_escaped
 from nbest_rescore.vocab import UNK
 
 OutputMode = Literal["text", "tokens", "nbest"]
 OUTPUT_MODES: tuple[str, ...] = ("text", "tokens", "nbest")
-NBEST_FEATURE = "LSTM0="
-"""The dense feature label of our n-best lists: one value per model (no `_`, see NBEST.md)."""
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,6 @@ class TranslationResult:
         return self.hypotheses[0] if self.hypotheses else None
 
 
-def default_model_paths(root: PathLike | None = None) -> list[Path]:
-    """The shipped default models, `<repo root>/data/models/*.pt`; InputError when none is shipped."""
-    models_dir = Path(root) if root is not None else REPO_ROOT / "data" / "models"
-    paths = sorted(models_dir.glob("*.pt"))
-    if not paths:
-        raise InputError("no default model is shipped here; pass one with -m CKPT", str(models_dir))
-    return paths
-
-
 def load_ensemble(
     paths: Sequence[PathLike],
     config: EnsembleConfig | None = None,
@@ -92,14 +83,6 @@ def load_ensemble(
 ) -> Ensemble:
     """Load checkpoints onto `device` and check they can decode together."""
     return Ensemble([load_model(p, device=device) for p in paths], config)
-
-
-def source_tokens(line: str, tok: TokenizerConfig, *, tokenized: bool) -> list[str]:
-    """One input line as model tokens: tokenised with `tok`, or split and mapped when `tokenized`."""
-    if not tokenized:
-        return tokenize(line, tok)
-    tokens = line.split()
-    return to_model_tokens(tokens, tok, escaped=looks_escaped(tokens))
 
 
 def copy_unknowns(tokens: Sequence[str], ids: Sequence[int], src_oov: Sequence[str]) -> list[str]:
@@ -131,7 +114,10 @@ def _prepare(ens: Ensemble, index: int, line: str, cfg: TranslateConfig) -> _Pre
     ids: list[list[int]] = []
     for b in ens.bundles:
         if b.src_tok not in by_tok:
-            by_tok[b.src_tok] = source_tokens(line, b.src_tok, tokenized=cfg.src_tokenized)
+            escaped = cfg.src_tokenized and looks_escaped(line.split())
+            by_tok[b.src_tok] = source_tokens(
+                [line], b, tokenized=cfg.src_tokenized, escaped=escaped
+            )[0]
         ids.append(b.src_vocab.encode(by_tok[b.src_tok]))
     first = ens.bundles[0]
     toks = by_tok[first.src_tok]
@@ -190,14 +176,12 @@ def translate_lines(
                     pbar.update(1)
 
 
-def _score(x: float) -> str:
-    return f"{x:.6f}"
-
-
-def format_nbest_line(index: int, hyp: Translation) -> str:
-    """One Moses n-best line `ID ||| tokens ||| LSTM0= s1 .. sM ||| total` (no newline)."""
-    feats = " ".join(_score(s) for s in hyp.model_scores)
-    return f"{index} ||| {' '.join(hyp.tokens)} ||| {NBEST_FEATURE} {feats} ||| {_score(hyp.score)}"
+def nbest_hypothesis(index: int, hyp: Translation) -> Hypothesis:
+    """One translation as an n-best line: a feature per model (`LSTM0`, `LSTM1`, ...), the
+    ensemble score as the total."""
+    names = model_features(["lstm"] * len(hyp.model_scores))
+    feats = tuple(Feature(n, (s,)) for n, s in zip(names, hyp.model_scores, strict=True))
+    return Hypothesis(index, hyp.tokens, feats, (), hyp.score)
 
 
 def format_output(result: TranslationResult, mode: OutputMode = "text") -> str:
@@ -208,7 +192,9 @@ def format_output(result: TranslationResult, mode: OutputMode = "text") -> str:
         best = result.best
         return (" ".join(best.tokens) if best else "") + "\n"
     if mode == "nbest":
-        return "".join(format_nbest_line(result.index, h) + "\n" for h in result.hypotheses)
+        return "".join(
+            format_hypothesis(nbest_hypothesis(result.index, h)) + "\n" for h in result.hypotheses
+        )
     raise InputError(f"unknown output mode {mode!r}; choose from {OUTPUT_MODES}")
 
 
@@ -221,3 +207,46 @@ def write_outputs(
         out.write(format_output(r, mode))
         best.append(r.text)
     return best
+
+
+@dataclass(frozen=True)
+class TranslateJob:
+    """Settings of `rescore translate`; no `models`: the shipped ones."""
+
+    models: tuple[str, ...] = ()
+    config: TranslateConfig = field(default_factory=TranslateConfig)
+    input: str = "-"
+    output: str = "-"
+    mode: OutputMode = "text"
+    ref: str | None = None
+    tokenize: str = "13a"
+    """BLEU tokenisation against `ref` (see `metrics.BleuConfig`)."""
+    device: str = "cpu"
+
+
+def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> str | None:
+    """Translate `input` into `output` (`-`: stdin/stdout); returns a BLEU line with `ref`."""
+    import sys
+
+    paths = job.models or tuple(str(p) for p in shipped_models().models)
+    ens = load_ensemble(paths, job.config.ensemble, device=job.device)
+    refs = read_lines(job.ref) if job.ref is not None else None
+    lines = (
+        read_lines(job.input) if job.input != "-" else (ln.rstrip("\n") for ln in open_text("-"))
+    )
+    total = len(lines) if isinstance(lines, list) else None
+    results = translate_lines(ens, lines, job.config, progress, total=total)
+    if job.output == "-":
+        best = write_outputs(results, sys.stdout, job.mode)
+        sys.stdout.flush()
+    else:
+        with atomic_write(job.output) as fh:
+            best = write_outputs(results, fh, job.mode)
+    if refs is None:
+        return None
+    if len(refs) != len(best):
+        raise InputError(
+            f"has {len(refs)} lines but {len(best)} sentences were translated", job.ref
+        )
+    bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
+    return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"

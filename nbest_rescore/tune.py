@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nbest_rescore.metrics import corpus_bleu_many
-from nbest_rescore.rerank import FeatureTable, select_best, weight_vector
+from nbest_rescore.rerank import select_best, weight_vector
+from nbest_rescore.table import NBestTable
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,6 @@ class MertResult:
     dev_bleu: float
     start_bleu: float
     history: list[float] = field(default_factory=list)
-
-
-def selection_stats(choice: np.ndarray, stats: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Summed statistics of one hypothesis per sentence (`choice` = rank within list, -1 = none)."""
-    ok = choice >= 0
-    return stats[offsets[:-1][ok] + choice[ok]].sum(axis=0)
 
 
 def _envelope(a: list[float], b: list[float]) -> tuple[list[float], list[int]]:
@@ -75,15 +70,11 @@ def line_search(
     offsets: np.ndarray,
     w: np.ndarray,
     d: np.ndarray,
-    base: np.ndarray,
 ) -> tuple[float, float]:
-    """Exact best step gamma along direction `d` from `w`: (gamma, BLEU at w + gamma d).
-
-    `base` is a constant statistics row added for sentences without hypotheses.
-    """
+    """Exact best step gamma along direction `d` from `w`: (gamma, BLEU at w + gamma d)."""
     a_all = (x @ w).tolist()
     b_all = (x @ d).tolist()
-    start = base.astype(np.float64).copy()
+    start = np.zeros(stats.shape[1])
     gammas: list[float] = []
     deltas: list[np.ndarray] = []
     for s in range(len(offsets) - 1):
@@ -122,21 +113,18 @@ def _normalise(w: np.ndarray) -> np.ndarray:
     return w / n if n > 0 else w
 
 
-def corpus_bleu_of(
-    table: FeatureTable, w: np.ndarray, stats: np.ndarray, base: np.ndarray
-) -> float:
+def corpus_bleu_of(table: NBestTable, w: np.ndarray, stats: np.ndarray) -> float:
     """Corpus BLEU of the 1-best under weights `w` (same statistics as the line search)."""
     choice = select_best(table.values @ w, table.offsets)
-    return float(corpus_bleu_many(selection_stats(choice, stats, table.offsets) + base)[0])
+    return float(corpus_bleu_many(stats[table.rows_of(choice)].sum(axis=0))[0])
 
 
 def mert(
-    table: FeatureTable,
+    table: NBestTable,
     stats: np.ndarray,
     start: Mapping[str, float],
     config: MertConfig,
     *,
-    base: np.ndarray | None = None,
     extra_starts: Sequence[Mapping[str, float]] = (),
 ) -> MertResult:
     """Maximise dev corpus BLEU over the weights of `table`'s columns, starting from `start`.
@@ -146,7 +134,6 @@ def mert(
     """
     x = table.values
     d_dim = x.shape[1]
-    base_row = np.zeros(stats.shape[1]) if base is None else np.asarray(base, dtype=np.float64)
     rng = np.random.default_rng(config.seed)
     starts = [weight_vector(start, table.names)] + [
         weight_vector(s, table.names) for s in extra_starts
@@ -154,19 +141,19 @@ def mert(
     scale = np.abs(starts[0]) + 1e-12
     for _ in range(config.restarts):
         starts.append(starts[0] + rng.uniform(-1, 1, d_dim) * scale)
-    start_bleu = corpus_bleu_of(table, starts[0], stats, base_row)
+    start_bleu = corpus_bleu_of(table, starts[0], stats)
     best_w, best_bleu = starts[0], start_bleu
     history = [start_bleu]
     for w0 in starts:
         w = w0.copy()
-        cur = corpus_bleu_of(table, w, stats, base_row)
+        cur = corpus_bleu_of(table, w, stats)
         for _ in range(config.max_iterations):
             improved = False
             dirs = list(np.eye(d_dim) * scale) + [
                 rng.normal(size=d_dim) * scale for _ in range(config.random_directions)
             ]
             for d in dirs:
-                gamma, bleu = line_search(x, stats, table.offsets, w, d, base_row)
+                gamma, bleu = line_search(x, stats, table.offsets, w, d)
                 if gamma != 0.0 and bleu > cur + config.min_gain:
                     w = w + gamma * d
                     cur = bleu

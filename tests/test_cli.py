@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from nbest_rescore.cli import app
@@ -65,7 +66,7 @@ def test_oracle_report_matches_sacrebleu(slice_paths: dict[str, Path], tmp_path:
         "report.md",
         "report.html",
         "oracle_at_k.png",
-        "oracle_ranks.png",
+        "chosen_ranks.png",
         "bleu_by_length.png",
     ):
         assert (out / name).stat().st_size > 0
@@ -76,7 +77,9 @@ def test_rerank_by_total_is_the_moses_one_best(
     slice_paths: dict[str, Path], tmp_path: Path
 ) -> None:
     best = tmp_path / "best.txt"
-    code, _, err = cli("rerank", "--nbest", str(slice_paths["nbest"]), "--output", str(best))
+    code, _, err = cli(
+        "rerank", "--nbest", str(slice_paths["nbest"]), "--tokenized-output", "-o", str(best)
+    )
     assert code == 0, err
     moses = [
         line.rstrip()
@@ -85,10 +88,10 @@ def test_rerank_by_total_is_the_moses_one_best(
     assert read_lines(best) == moses
     code, _, err = cli("rerank", "--nbest", str(slice_paths["nbest"]), "--weight", "LM0=1",
                        "--ref", str(slice_paths["tok_ref"]), "--tokenize", "none",
-                       "--output", str(best))  # fmt: skip
+                       "--tokenized-output", "--output", str(best))  # fmt: skip
     assert code == 0 and "BLEU" in err
     ref = plain(slice_paths["tok_ref"], tmp_path)
-    assert float(err.split()[2]) == pytest.approx(
+    assert float(err.splitlines()[-1].split()[2]) == pytest.approx(
         sacrebleu_cli(ref, best, "-tok", "none"), abs=0.01
     )
 
@@ -141,3 +144,70 @@ def test_missing_file_and_help() -> None:
     for cmd in ("stats", "oracle", "rerank", "train", "translate", "run"):
         code, out, _ = cli(cmd, "--help")
         assert code == 0 and "Example" in out
+
+
+def test_rerank_writes_text_and_weight_options_adjust_one_weight(
+    slice_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    from nbest_rescore.metrics import detokenize
+
+    nbest = str(slice_paths["nbest"])
+    text = tmp_path / "text.txt"
+    code, _, err = cli("rerank", "--nbest", nbest, "-o", str(text))
+    assert code == 0 and "weights: total=1" in err
+    moses = read_lines(Path(nbest).parent / "test2016.head30.moses.1best.gz")
+    assert read_lines(text) == [detokenize(line.split(), "fr") for line in moses]
+    # --weight sets one weight on top of the default total=1 (or of --weights)...
+    both = tmp_path / "both.txt"
+    code, _, err = cli("rerank", "--nbest", nbest, "--weight", "LM0=0.5", "-o", str(both))
+    assert code == 0 and "weights: total=1 LM0=0.5" in err
+    weights = tmp_path / "w.json"
+    weights.write_text('{"LM0": 0.5}')
+    alone = tmp_path / "alone.txt"
+    code, _, err = cli("rerank", "--nbest", nbest, "--weights", str(weights), "-o", str(alone))
+    assert code == 0 and "weights: LM0=0.5" in err
+    # ...so the two models differ: LM0 alone is not total + 0.5 LM0.
+    assert read_lines(both) != read_lines(alone)
+    code, _, err = cli("rerank", "--nbest", nbest, "--weights", str(weights), "--weight",
+                       "total=2", "-o", str(alone))  # fmt: skip
+    assert code == 0 and "weights: LM0=0.5 total=2" in err
+
+
+def test_stats_prints_plain_text_and_its_help_example_exists(
+    slice_paths: dict[str, Path],
+) -> None:
+    code, out, _ = cli("stats", str(slice_paths["nbest"]))
+    assert code == 0
+    assert "(" not in out and "'" not in out
+    assert "LexicalReordering0, Distortion0, LM0" in out
+    code, out, _ = cli("stats", "--help")
+    example = out.split("Example: rescore stats ")[1].split()[0]
+    assert (Path(__file__).resolve().parent.parent / example).is_file()
+
+
+def test_defaults_follow_the_library_and_the_hardware() -> None:
+    import typer.main
+
+    from nbest_rescore.distributed import resolve_device
+    from nbest_rescore.scoring import ScoringConfig
+
+    group = typer.main.get_command(app)
+    params = {
+        name: {p.name: p for p in cmd.params}
+        for name, cmd in group.commands.items()  # type: ignore[attr-defined]
+    }
+    for cmd in ("run", "translate", "train"):
+        assert params[cmd]["device"].default == "auto"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert params["train"]["preset"].default == "multi30k"
+    code, out, _ = cli("run", "--help")
+    assert code == 0
+    assert f"[default: {ScoringConfig().max_tokens}]" in " ".join(out.split())
+
+
+def test_out_naming_a_file_is_a_clear_error(slice_paths: dict[str, Path], tmp_path: Path) -> None:
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    code, _, err = cli("oracle", "--nbest", str(slice_paths["nbest"]), "--ref",
+                       str(slice_paths["ref"]), "--out", str(afile), "-q")  # fmt: skip
+    assert code == 2 and str(afile) in err and "directory" in err

@@ -39,6 +39,7 @@ def _config(paths: dict[str, str], out: Path) -> TrainConfig:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+@pytest.mark.slow
 def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     paths = write_task(tmp_path / "data", "reverse", n_train=50, n_valid=20)

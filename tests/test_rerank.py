@@ -10,15 +10,14 @@ import pytest
 from nbest_rescore.errors import InputError
 from nbest_rescore.nbest import read_nbest
 from nbest_rescore.rerank import (
-    TOTAL,
     expand_weights,
-    nbest_feature_table,
     parse_weight_options,
     read_weights,
     rerank,
     select_best,
     within_list_scale,
 )
+from nbest_rescore.table import TOTAL, read_table
 
 DATA = Path(__file__).parent / "data"
 NBEST = DATA / "test2016.head30.top20.nbest.gz"
@@ -41,7 +40,7 @@ def test_select_best_matches_brute_force_with_ties_and_empty_lists() -> None:
 
 
 def test_decoder_total_reproduces_moses_one_best_on_real_list() -> None:
-    table = nbest_feature_table(read_nbest(NBEST))
+    table = read_table(NBEST)
     assert table.names[0] == TOTAL
     assert "LM0" in table.names and "TranslationModel0.3" in table.names
     # Moses writes its lists best first, so reranking by its own total keeps rank 0.
@@ -50,7 +49,7 @@ def test_decoder_total_reproduces_moses_one_best_on_real_list() -> None:
 
 def test_reranking_by_one_feature_picks_its_maximum() -> None:
     groups = list(read_nbest(NBEST))
-    table = nbest_feature_table(groups)
+    table = read_table(NBEST)
     choice = rerank(table, {"LM0": 1.0})
     for g, c in zip(groups, choice, strict=True):
         lm = [h.feature("LM0")[0] for h in g.hyps]
@@ -58,7 +57,7 @@ def test_reranking_by_one_feature_picks_its_maximum() -> None:
 
 
 def test_weight_options_and_files(tmp_path: Path) -> None:
-    table = nbest_feature_table(read_nbest(NBEST))
+    table = read_table(NBEST)
     raw = parse_weight_options(["LM0=0.5", "TranslationModel0=0.1,0.2,0.3,0.4"])
     w = expand_weights(raw, table.names)
     assert w["LM0"] == 0.5 and w["TranslationModel0.2"] == 0.3

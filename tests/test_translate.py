@@ -12,14 +12,14 @@ import torch
 
 from nbest_rescore.checkpoint import load_model, model_payload, save_checkpoint
 from nbest_rescore.ensemble import EnsembleConfig
-from nbest_rescore.errors import CheckpointError, InputError
+from nbest_rescore.errors import CheckpointError
+from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
 from nbest_rescore.nbest import read_nbest
 from nbest_rescore.search import SearchConfig
 from nbest_rescore.text import TokenizerConfig, tokenize
 from nbest_rescore.translate import (
     TranslateConfig,
-    default_model_paths,
     format_output,
     load_ensemble,
     translate_lines,
@@ -184,7 +184,8 @@ def test_nbest_output_reads_back_with_teacher_forced_scores(
         else:
             total = (per_pos * log_w.exp()).sum(0).sum(1)
         for i, h in enumerate(group.hyps):
-            assert h.feature("LSTM0") == pytest.approx(per_pos[:, i].sum(1).tolist(), abs=1e-4)
+            scores = [h.feature(f"LSTM{m}")[0] for m in range(len(ens.bundles))]
+            assert scores == pytest.approx(per_pos[:, i].sum(1).tolist(), abs=1e-4)
             assert h.total == pytest.approx(total[i].item(), abs=1e-4)
         assert [h.total for h in group.hyps] == sorted((h.total for h in group.hyps), reverse=True)
     assert best[3] == "cat"
@@ -216,12 +217,20 @@ def test_mismatched_checkpoints_name_both_files(checkpoints: list[Path], tmp_pat
     assert "target vocabularies differ" in str(err.value)
 
 
-def test_default_model_paths(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no default model"):
-        default_model_paths(tmp_path)
-    (tmp_path / "b.pt").write_bytes(b"")
-    (tmp_path / "a.pt").write_bytes(b"")
-    assert default_model_paths(tmp_path) == [tmp_path / "a.pt", tmp_path / "b.pt"]
+def test_cli_translates_to_a_file_with_a_reference(checkpoints: list[Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nbest_rescore.cli import app
+
+    src = tmp_path / "src.txt"
+    src.write_text("the cat sits\nA big dog runs\n")
+    out = tmp_path / "out.txt"
+    args = ["translate", "-m", str(checkpoints[0]), "-i", str(src), "-o", str(out), "--beam", "2"]
+    res = CliRunner().invoke(app, [*args, "--ref", str(src), "-q"])
+    assert res.exit_code == 0, res.stderr
+    assert len(read_lines(out)) == 2 and "BLEU" in res.stderr
+    res = CliRunner().invoke(app, [*args, "--nbest", "5"])
+    assert res.exit_code == 2 and "--nbest 5" in res.stderr and "--beam is 2" in res.stderr
 
 
 def test_attention_r2l_and_mixed_ensembles_translate(

@@ -8,8 +8,8 @@ import numpy as np
 
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, bleu_of_selection, compute_hyp_stats
-from nbest_rescore.nbest import read_nbest
-from nbest_rescore.rerank import TOTAL, nbest_feature_table, select_best, weight_vector
+from nbest_rescore.rerank import select_best, weight_vector
+from nbest_rescore.table import TOTAL, read_table
 from nbest_rescore.tune import MertConfig, corpus_bleu_of, line_search, mert
 
 DATA = Path(__file__).parent / "data"
@@ -18,8 +18,8 @@ REF = DATA / "test2016.head30.tok.fr.gz"
 
 
 def real_list():  # type: ignore[no-untyped-def]
-    table = nbest_feature_table(read_nbest(NBEST))
-    hs = compute_hyp_stats(read_nbest(NBEST), read_lines(REF), BleuConfig(tokenize="none"))
+    table = read_table(NBEST)
+    hs = compute_hyp_stats(table.groups(), read_lines(REF), BleuConfig(tokenize="none"))
     return table, hs
 
 
@@ -27,15 +27,14 @@ def test_line_search_is_exact_against_a_dense_grid() -> None:
     table, hs = real_list()
     x = table.values
     rng = np.random.default_rng(3)
-    base = np.zeros(10)
     for _ in range(3):
         w = weight_vector({TOTAL: 1.0}, table.names)
         d = rng.normal(size=x.shape[1])
-        gamma, best = line_search(x, hs.stats, table.offsets, w, d, base)
+        gamma, best = line_search(x, hs.stats, table.offsets, w, d)
         # The claimed optimum is achieved at the returned step...
-        assert abs(corpus_bleu_of(table, w + gamma * d, hs.stats, base) - best) < 1e-9
+        assert abs(corpus_bleu_of(table, w + gamma * d, hs.stats) - best) < 1e-9
         # ...and no step on a fine grid does better.
-        grid = [corpus_bleu_of(table, w + g * d, hs.stats, base) for g in np.linspace(-3, 3, 301)]
+        grid = [corpus_bleu_of(table, w + g * d, hs.stats) for g in np.linspace(-3, 3, 301)]
         assert max(grid) <= best + 1e-9
 
 

@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nbest_rescore.checkpoint import file_sha256, load_model, model_payload, save_checkpoint
-from nbest_rescore.fileio import atomic_write
+from nbest_rescore.checkpoint import load_model, model_payload, save_checkpoint
+from nbest_rescore.fileio import atomic_write, sha256_file
 from nbest_rescore.model import count_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,14 +60,17 @@ def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
   {count_parameters(bundle.model):,} parameters; vocabularies {c.src_vocab_size:,} (en) / {c.tgt_vocab_size:,} (fr).
 - Data: Multi30k task 1 English->French, the 29,000 training pairs; validated on its 1,014 val pairs.
   Tokenisation: sacremoses, no escaping, case kept (saved in the checkpoint).
-{train_info}- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{file_sha256(dest)}`
+{train_info}- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{sha256_file(dest)}`
   (training checkpoint `{bundle.sha256}`).
-- `weights.json`: interpolation weights (Moses total, LSTM log-prob, length) tuned by MERT on
-  the Multi30k val Moses n-best list ({depth_txt}); dev BLEU
+- `weights.json`: interpolation weights over `Baseline0` (the Moses total), `LSTM0` (the model's
+  log-prob) and `Length0` (words), tuned by MERT on the Multi30k val Moses n-best list
+  ({depth_txt}); `rescore run` without `-m` uses them and calls that system `given`. Dev BLEU
   {summary.get("tuning", {}).get("dev_bleu", float("nan")):.2f} against
   {summary.get("tuning", {}).get("dev_bleu_even_average", float("nan")):.2f} for the scale-aware even average.
 
 ## Test2016 scores of that run ({depth_txt}, `rescore run`, {summary.get("signature")})
+
+The `tuned` row is what `rescore run` reports as `given` with the shipped weights.
 
 | system | BLEU |
 | --- | --- |

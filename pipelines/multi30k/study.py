@@ -432,7 +432,7 @@ cores with other jobs). Training is deterministic: the same seed reproduces the 
   scores are combined on a common scale, the reversed model more than the forward one, and the
   ensemble of two reversed models most (tuned on val: +{t2_gain:.2f} BLEU over Moses on test2016).
 - The paper's literal even average loses several BLEU here: Moses' total is on MERT's scale and
-  the LSTM log-prob is not (FINDINGS.md); the scale-aware average and MERT tuning fix that.
+  the LSTM log-prob is not; the scale-aware average and MERT tuning fix that.
 - Direct translation is far below Moses: these are 7-million-parameter models trained for 12 minutes
   on 29k sentence pairs, without attention, against the paper's 384M parameters and 12M pairs. The
   ordering still follows the paper: reversed beats forward, the ensemble beats a single model, and

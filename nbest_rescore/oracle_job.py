@@ -1,0 +1,76 @@
+"""The job behind `rescore oracle`: how good could a reranker of this n-best list be (no model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbest_rescore.bleu_report import (
+    add_bleu_section,
+    bleu_section,
+    check_parallel,
+    model_free_selections,
+    source_lengths,
+)
+from nbest_rescore.fileio import read_lines
+from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
+from nbest_rescore.outputs import check_out_dir, write_selection
+from nbest_rescore.progress import QUIET, ProgressSettings
+from nbest_rescore.report import Report, provenance, write_report
+from nbest_rescore.table import read_table
+
+
+@dataclass(frozen=True)
+class OracleJob:
+    """Settings of `rescore oracle`."""
+
+    nbest: str
+    ref: str
+    out: Path
+    src: str | None = None
+    bleu: BleuConfig = BleuConfig()
+    max_hyps: int | None = None
+    src_lang: str = "en"
+    workers: int | None = None
+
+
+def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[str, Any]:
+    """Compute and write the oracle analysis report; returns `summary.json`'s content."""
+    check_out_dir(job.out)
+    refs = read_lines(job.ref)
+    table = read_table(job.nbest, max_hyps=job.max_hyps)
+    check_parallel("reference", job.ref, len(refs), table.n_sentences)
+    table = table.padded(len(refs))
+    hs = compute_hyp_stats(
+        table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers
+    )
+    selections = model_free_selections(hs)
+    section = bleu_section(hs, selections, source_lengths(job.src, len(refs), job.src_lang))
+    summary: dict[str, Any] = {
+        "n_sentences": hs.n_sentences,
+        "n_hypotheses": hs.n_hypotheses,
+        "n_missing": int(hs.missing.sum()),
+        "signature": signature(job.bleu),
+    }
+    report = Report(
+        title=f"Oracle analysis of {job.nbest}",
+        summary=summary,
+        provenance=provenance(
+            {"nbest": job.nbest, "ref": job.ref, "src": job.src},
+            signature=signature(job.bleu),
+            max_hyps=job.max_hyps,
+        ),
+        notes=[
+            f"{hs.n_sentences} sentences, {hs.n_hypotheses} hypotheses, "
+            f"{int(hs.missing.sum())} sentences without hypotheses.",
+            f"BLEU signature: {signature(job.bleu)}",
+            "oracle.tok.txt and oracle.detok.txt hold the oracle's choices.",
+        ],
+    )
+    add_bleu_section(
+        report, section, ["baseline", "oracle", "oracle_sentence"], "Rank of the oracle's choices"
+    )
+    write_report(report, job.out)
+    write_selection(job.out, "oracle", table.chosen_surfaces(selections["oracle"]), job.bleu)
+    return report.summary

@@ -1,0 +1,196 @@
+"""An n-best list in memory as arrays: the one table that `rescore run`, `rerank`, MERT and the
+BLEU reports share, read from the file in one pass.
+
+CSR layout, the same as `metrics.HypStats`: rows ``offsets[i]:offsets[i+1]`` are sentence i's
+hypotheses in file order. A sentence the decoder produced nothing for (an id missing from the file)
+gets one synthetic row, the empty hypothesis with all features 0, flagged in ``missing``: every
+sentence has at least one row, so a *choice* (one 0-based rank per sentence) always exists and a
+failed sentence yields an empty output line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nbest_rescore.errors import InputError
+from nbest_rescore.fileio import PathLike
+from nbest_rescore.nbest import NBestGroup, format_number, read_nbest
+
+TOTAL = "total"
+"""Column name of the decoder's total, the 4th field of an n-best line."""
+
+
+@dataclass(frozen=True)
+class Hyp:
+    """What BLEU statistics need of a hypothesis (see `metrics.compute_hyp_stats`)."""
+
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    sent_id: int
+    hyps: tuple[Hyp, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class NBestTable:
+    """Per-hypothesis feature values (n_rows, d) with column names, surfaces and the CSR offsets."""
+
+    names: tuple[str, ...]
+    values: np.ndarray
+    offsets: np.ndarray
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """(n_sentences,) True where the sentence's only row is the synthetic empty hypothesis."""
+    surfaces: tuple[str, ...] = ()
+    """Tokens joined by single spaces, one per row ("" for synthetic rows); may be left empty."""
+
+    def __post_init__(self) -> None:
+        if len(self.missing) != self.n_sentences:
+            object.__setattr__(self, "missing", np.zeros(self.n_sentences, dtype=bool))
+
+    @property
+    def n_sentences(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def n_hypotheses(self) -> int:
+        """Real hypotheses (synthetic rows excluded)."""
+        return int(len(self.values) - self.missing.sum())
+
+    @property
+    def real(self) -> np.ndarray:
+        """(n_rows,) True for rows that are lines of the file."""
+        return ~np.repeat(self.missing, self.counts)
+
+    def column(self, name: str) -> np.ndarray:
+        try:
+            return self.values[:, self.names.index(name)]
+        except ValueError:
+            raise KeyError(name) from None
+
+    def with_columns(self, names: Sequence[str], columns: np.ndarray) -> NBestTable:
+        """A table with extra columns (n_rows, k) appended."""
+        cols = np.asarray(columns, dtype=np.float64).reshape(len(self.values), -1)
+        return NBestTable(
+            self.names + tuple(names),
+            np.concatenate([self.values, cols], axis=1),
+            self.offsets,
+            self.missing,
+            self.surfaces,
+        )
+
+    def select(self, names: Sequence[str]) -> NBestTable:
+        """A table restricted to the named columns, in that order."""
+        idx = [self.names.index(n) for n in names]
+        return NBestTable(
+            tuple(names), self.values[:, idx], self.offsets, self.missing, self.surfaces
+        )
+
+    def padded(self, n_sentences: int) -> NBestTable:
+        """The table with trailing sentences up to `n_sentences` (ids the file never reached) as
+        sentences without hypotheses."""
+        extra = n_sentences - self.n_sentences
+        if extra <= 0:
+            return self
+        return NBestTable(
+            self.names,
+            np.concatenate([self.values, np.zeros((extra, len(self.names)))]),
+            np.concatenate([self.offsets, self.offsets[-1] + np.arange(1, extra + 1)]),
+            np.concatenate([self.missing, np.ones(extra, dtype=bool)]),
+            self.surfaces + ("",) * extra,
+        )
+
+    def renamed(self, old: str, new: str) -> NBestTable:
+        names = tuple(new if n == old else n for n in self.names)
+        return NBestTable(names, self.values, self.offsets, self.missing, self.surfaces)
+
+    def rows_of(self, choice: np.ndarray) -> np.ndarray:
+        """Row index of every sentence's chosen hypothesis."""
+        return self.offsets[:-1] + np.asarray(choice, dtype=np.int64)
+
+    def chosen_surfaces(self, choice: np.ndarray) -> list[str]:
+        """The chosen hypothesis of every sentence ("" for a sentence without hypotheses)."""
+        return [self.surfaces[r] for r in self.rows_of(choice).tolist()]
+
+    def groups(self) -> Iterator[Group]:
+        """The real hypotheses as groups (`metrics.compute_hyp_stats` input)."""
+        for i in range(self.n_sentences):
+            if self.missing[i]:
+                continue
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            yield Group(
+                i, tuple(Hyp(tuple(s.split(" ")) if s else ()) for s in self.surfaces[lo:hi])
+            )
+
+
+def column_names(group_names: Sequence[tuple[str, int]]) -> tuple[str, ...]:
+    """Flat column names for labelled dense groups: `LM0` for one value, `TM0.0 TM0.1 ..` for more."""
+    out: list[str] = []
+    for name, n in group_names:
+        out.extend([name] if n == 1 else [f"{name}.{i}" for i in range(n)])
+    return tuple(out)
+
+
+def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None) -> NBestTable:
+    """The decoder's total, every dense feature and every surface of an n-best list.
+
+    The dense layout comes from the first line; a line whose layout differs is an error (a linear
+    model needs the same columns on every line; Moses' tuners require this too).
+    """
+    layout: tuple[tuple[str, int], ...] | None = None
+    rows: list[tuple[float, ...]] = []
+    surfaces: list[str] = []
+    offsets = [0]
+    missing: list[bool] = []
+    empty_rows: list[int] = []
+    for g in groups:
+        for h in g.hyps:
+            this = tuple((f.name, len(f.values)) for f in h.features)
+            if layout is None:
+                layout = this
+            elif this != layout:
+                raise InputError(
+                    f"sentence {h.sent_id}: dense features {this} differ from the first line's "
+                    f"{layout}",
+                    None if path is None else str(path),
+                )
+            rows.append((h.total, *h.dense_vector()))
+            surfaces.append(h.surface)
+        if not g.hyps:
+            empty_rows.append(len(rows))
+            rows.append(())
+            surfaces.append("")
+        missing.append(not g.hyps)
+        offsets.append(len(rows))
+    names = (TOTAL, *column_names(layout or ()))
+    for r in empty_rows:
+        rows[r] = (0.0,) * len(names)
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
+    return NBestTable(
+        names,
+        values,
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(missing, dtype=bool),
+        tuple(surfaces),
+    )
+
+
+def read_table(
+    path: PathLike, *, n_sentences: int | None = None, max_hyps: int | None = None
+) -> NBestTable:
+    """Read an n-best list once into a table (see `nbest.read_nbest` for the arguments)."""
+    return table_from_groups(read_nbest(path, n_sentences=n_sentences, max_hyps=max_hyps), path)
+
+
+def as_written(x: np.ndarray) -> np.ndarray:
+    """Values rounded as `nbest.format_number` writes them, so that a list we write and read back
+    gives exactly the numbers we computed with."""
+    return np.asarray([float(format_number(v)) for v in np.asarray(x).tolist()], dtype=np.float64)

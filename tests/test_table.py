@@ -1,0 +1,53 @@
+"""The n-best table: one pass over a real list, and sentences without hypotheses as one empty row
+(the same CSR layout as the BLEU statistics)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from nbest_rescore.fileio import read_lines
+from nbest_rescore.metrics import BleuConfig, compute_hyp_stats
+from nbest_rescore.nbest import format_number, read_nbest
+from nbest_rescore.rerank import rerank
+from nbest_rescore.table import TOTAL, as_written, read_table
+
+DATA = Path(__file__).parent / "data"
+NBEST = DATA / "test2016.head30.top20.nbest.gz"
+
+
+def test_table_holds_every_line_of_the_real_list() -> None:
+    groups = list(read_nbest(NBEST))
+    table = read_table(NBEST)
+    hyps = [h for g in groups for h in g.hyps]
+    assert table.n_sentences == 30 and table.n_hypotheses == len(hyps) == 591
+    assert table.surfaces == tuple(h.surface for h in hyps)
+    assert table.column(TOTAL).tolist() == [h.total for h in hyps]
+    assert table.column("TranslationModel0.2").tolist() == [
+        h.feature("TranslationModel0")[2] for h in hyps
+    ]
+    assert not table.missing.any()
+
+
+def test_missing_sentences_get_one_empty_row_shared_with_bleu_stats(tmp_path: Path) -> None:
+    lines = gzip.decompress(NBEST.read_bytes()).decode().splitlines()
+    gap = tmp_path / "gap.nbest"
+    gap.write_text("\n".join(ln for ln in lines if not ln.startswith("1 |||")) + "\n")
+    refs = read_lines(DATA / "test2016.head30.fr.gz")
+    table = read_table(gap).padded(len(refs) + 2)  # a gap at id 1 and two trailing ids
+    assert table.missing.nonzero()[0].tolist() == [1, 30, 31]
+    assert (table.counts[table.missing] == 1).all()
+    choice = rerank(table, {TOTAL: 1.0})
+    best = table.chosen_surfaces(choice)
+    assert best[1] == best[30] == "" and best[0] == table.surfaces[0]
+    hs = compute_hyp_stats(table.groups(), [*refs, "x", "y"], BleuConfig())
+    assert np.array_equal(hs.offsets, table.offsets)
+    assert np.array_equal(hs.missing, table.missing)
+
+
+def test_as_written_is_what_the_writer_prints() -> None:
+    x = np.array([-12.345678912, 0.1 + 0.2, -100.0, 3e-9])
+    assert [format_number(v) for v in as_written(x)] == [format_number(v) for v in x]
+    assert as_written(x).tolist() == [float(format_number(v)) for v in x]
