@@ -638,8 +638,12 @@ FEATURES = st.lists(
 SPARSE = st.lists(
     st.tuples(st.from_regex(r"[A-Za-z]+_[A-Za-z0-9]+", fullmatch=True), NUMBER), max_size=3
 )
-EXTRA = st.lists(
-    st.text(alphabet=st.characters(blacklist_characters="|\n\r"), max_size=10), max_size=2
+EXTRA = st.lists(  # no surrogates: a file holds UTF-8
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="|\n\r"),
+        max_size=10,
+    ),
+    max_size=2,
 )
 
 
