@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import gzip
 import itertools
 import operator
 import queue
@@ -44,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nbest_rescore.errors import InputError, NBestFormatError
-from nbest_rescore.fileio import PathLike, atomic_write, open_binary
+from nbest_rescore.fileio import PathLike, atomic_write, open_raw
 
 __all__ = [
     "FIELD_SEP",
@@ -67,6 +66,7 @@ __all__ = [
 FIELD_SEP = " ||| "
 NUMBER_DIGITS = 7  # significant digits of the numbers the writer formats (see format_number)
 _BLOCK_BYTES = 1 << 20  # read size; a sentence's lines never need to fit in one block
+_INFLATE_BYTES = 4 << 20  # gzip: compressed bytes read, and most bytes inflated, per zlib call
 _EXCERPT_CHARS = 100
 _CACHE_SIZE = 256  # Feature objects kept per single-value feature group (see _Layout)
 _MAX_COMPILED_GROUPS = 2000  # longer layouts are parsed by a loop instead of generated code
@@ -284,13 +284,38 @@ def _decode_text(chunk: bytes, before: int, name: str) -> tuple[str, NBestFormat
     return text, err
 
 
-def _prefetch(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
-    """`read(size)` blocks up to the first empty one, read by a background thread so that gzip
-    decompression (zlib releases the GIL) overlaps with parsing; its exceptions are raised here."""
-    q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
+def _gunzip(raw: IO[bytes], size: int) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream (members one after another) in blocks of at most
+    `size`. Inflated _INFLATE_BYTES at a time: zlib releases the GIL while it works, so a thread
+    running this decompresses beside the parser. Raises zlib.error or EOFError on bad data."""
+    inflater = zlib.decompressobj(wbits=31)
+    started = False
+    while data := raw.read(_INFLATE_BYTES):
+        while data:
+            if not started:  # between members: zero padding is allowed, as gzip allows it
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+            started = True
+            out = inflater.decompress(data, _INFLATE_BYTES)
+            data = inflater.unconsumed_tail
+            for i in range(0, len(out), size):
+                yield out[i : i + size]
+            if inflater.eof:  # a member ends; another may follow
+                data = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=31)
+                started = False
+    if started:
+        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+
+
+def _prefetch(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """The items of `blocks`, produced by a background thread (which stops when this generator
+    is closed); its exceptions are raised here."""
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
     stop = threading.Event()
 
-    def put(item: bytes | BaseException) -> None:
+    def put(item: bytes | BaseException | None) -> None:
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)
@@ -300,24 +325,21 @@ def _prefetch(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
 
     def work() -> None:
         try:
-            while not stop.is_set():
-                block = read(size)
-                put(block)
-                if not block:
+            for block in blocks:
+                if stop.is_set():
                     return
+                put(block)
+            put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             put(exc)
 
-    thread = threading.Thread(target=work, name="nbest-prefetch", daemon=True)
+    thread = threading.Thread(target=work, name="nbest-gunzip", daemon=True)
     thread.start()
     try:
-        while True:
-            item = q.get()
+        while (item := q.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             yield item
-            if not item:
-                return
     finally:
         stop.set()
         thread.join()
@@ -325,34 +347,31 @@ def _prefetch(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
 
 def _iter_chunks(
     path: PathLike, name: str, block_size: int = _BLOCK_BYTES
-) -> Iterator[tuple[int, str]]:
+) -> Iterator[tuple[int, int, str]]:
     """Decoded text in chunks of whole lines (each ending with a newline, CRLF read as LF) of
-    about `block_size` bytes, each with the number of lines before it.
+    about `block_size` bytes: (lines before it, its number of lines, the text).
 
     Reads plain, .gz (by suffix, or by magic bytes, e.g. gzipped stdin) or "-" for stdin; gzip
     data is decompressed by a background thread.
     """
     try:
-        raw = open_binary(path)
+        raw = open_raw(path)
     except (IsADirectoryError, PermissionError) as exc:
         raise InputError(f"cannot read ({exc.strerror})", name) from exc
-    fh = raw
     blocks: Iterator[bytes] | None = None
     try:
         peek = getattr(raw, "peek", None)
-        if peek is not None and not str(path).endswith(".gz") and peek(2)[:2] == _GZIP_MAGIC:
-            fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-        if isinstance(fh, gzip.GzipFile):
-            blocks = _prefetch(fh.read, block_size)
+        if str(path).endswith(".gz") or (peek is not None and peek(2)[:2] == _GZIP_MAGIC):
+            blocks = _prefetch(_gunzip(raw, block_size))
         else:
-            blocks = iter(functools.partial(fh.read, block_size), b"")
+            blocks = iter(functools.partial(raw.read, block_size), b"")
         before = 0
         carry = b""
         first = True
         while True:
             try:
                 block = next(blocks, b"")
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            except (EOFError, zlib.error) as exc:
                 raise InputError(f"corrupt gzip data after line {before} ({exc})", name) from exc
             if not block:
                 break
@@ -366,24 +385,23 @@ def _iter_chunks(
                 chunk = chunk[len(_BOM) :]
             first = False
             text, err = _decode_text(chunk, before, name)
-            if text:
-                yield before, text
+            n = text.count("\n")
+            if n:
+                yield before, n, text
             if err is not None:
                 raise err
-            before += text.count("\n")
+            before += n
         if carry:  # a last line without a newline
             if first and carry.startswith(_BOM):
                 carry = carry[len(_BOM) :]
             text, err = _decode_text(carry + b"\n", before, name)
             if text:
-                yield before, text
+                yield before, text.count("\n"), text
             if err is not None:
                 raise err
     finally:
         if isinstance(blocks, Generator):
             blocks.close()  # stops the prefetch thread before its file is closed
-        if fh is not raw:
-            fh.close()  # the gzip wrapper; it leaves `raw` open
         if str(path) != "-":
             raw.close()  # stdin itself stays open
 
@@ -392,7 +410,7 @@ def _iter_blocks(
     path: PathLike, name: str, block_size: int = _BLOCK_BYTES
 ) -> Iterator[tuple[int, list[str]]]:
     """The lines (without newlines) of `_iter_chunks`' chunks, each with the lines before it."""
-    for before, text in _iter_chunks(path, name, block_size):
+    for before, _, text in _iter_chunks(path, name, block_size):
         lines = text.split("\n")
         lines.pop()  # the empty string after the final newline
         yield before, lines
@@ -722,8 +740,8 @@ class _Reader:
         self._layout: _Layout | None = None  # the feature layout of the last parsed line
 
     def __iter__(self) -> Iterator[NBestBlock]:
-        for before, text in _iter_chunks(self.path, self.name, self.block_bytes):
-            block = self._fast(text, before)
+        for before, n, text in _iter_chunks(self.path, self.name, self.block_bytes):
+            block = self._fast(text, before, n)
             if block is None:
                 yield from self._slow(text, before)
             elif len(block):
@@ -830,14 +848,13 @@ class _Reader:
 
     # --- whole chunk
 
-    def _fast(self, text: str, before: int) -> NBestBlock | None:
+    def _fast(self, text: str, before: int, n: int) -> NBestBlock | None:
         """Parse a chunk whose lines all have the field count and the feature layout (labels at
         the same token positions, values separated by single spaces, no sparse feature) of its
         first line; None if any line differs or has a problem, without changing the state."""
         k = text[: text.find("\n")].count(FIELD_SEP) + 1
         if k < 4:
             return None
-        n = text.count("\n")
         # Split on FIELD_SEP, each newline stays inside the field that ends one line and starts
         # the next ("TOTAL\nID" when k = 4). That there are (k-1)*n+1 fields and each of these n
         # joints holds exactly one newline proves that every line has k fields.
@@ -959,31 +976,25 @@ class _Reader:
         text = "\n".join(feats)
         if not text.isascii() or "\r" in text:
             return None
-        data = text.encode() + bytes(8)
-        a = np.frombuffer(data, dtype=np.uint8)[:-8]
-        seps = np.flatnonzero((a == 32) | (a == 10))
-        if len(seps) != n * n_tok - 1:
-            return None
-        newline = a[seps] == 10
-        if newline.sum() != n - 1 or not newline[n_tok - 1 :: n_tok].all():
+        data = text.encode() + bytes(8)  # ASCII: byte offsets are character offsets
+        spaces = np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[:-8] == 32)
+        ends = np.cumsum(np.fromiter(map(len, feats), dtype=np.int64, count=n) + 1) - 1
+        per_line = np.diff(np.searchsorted(spaces, ends), prepend=0)
+        if not (per_line == n_tok - 1).all():
             return None  # a line with more or fewer tokens
-        starts = np.empty(n * n_tok, dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = seps + 1
-        lengths = np.empty_like(starts)
-        lengths[:-1] = seps
-        lengths[-1] = len(a)
-        lengths -= starts
-        if not (lengths > 0).all():
-            return None  # repeated, leading or trailing spaces
+        # Tokens are what lies between single spaces: an empty one (two spaces) gives a label
+        # of the wrong length, or a value that the number reader refuses.
         if layout.labels:
             windows = _u64_windows(data)
-            starts2, lengths2 = starts.reshape(n, n_tok), lengths.reshape(n, n_tok)
+            gaps = spaces.reshape(n, n_tok - 1)
+            line_starts = np.concatenate(([0], ends[:-1] + 1))
             for p, label in zip(layout.label_pos, layout.labels, strict=True):
+                start = line_starts if p == 0 else gaps[:, p - 1] + 1
+                stop = ends if p == n_tok - 1 else gaps[:, p]
                 token = label.encode()
-                if not (lengths2[:, p] == len(token)).all():
+                if not (stop - start == len(token)).all():
                     return None
-                if not _tokens_equal(windows, starts2[:, p], token):
+                if not _tokens_equal(windows, start, token):
                     return None
         if not layout.value_pos:
             return np.empty((n, 0), dtype=np.float64)

@@ -828,3 +828,21 @@ def test_stopping_early_ends_the_gzip_reader_thread(tmp_path: Path) -> None:
     assert threading.active_count() == before + 1  # decompression runs beside the parser
     blocks.close()  # type: ignore[attr-defined]
     assert threading.active_count() == before
+
+
+def test_gzip_members_padding_and_damage(tmp_path: Path) -> None:
+    """Concatenated gzip members (as `cat a.gz b.gz` makes) with zero padding read as one file; a
+    damaged checksum or a cut file is reported as corrupt gzip data."""
+    data = "".join(line + "\n" for line in real_lines()).encode()
+    cut = data.index(b"\n", len(data) // 2) + 1
+    path = tmp_path / "members.nbest.gz"
+    path.write_bytes(gzip.compress(data[:cut]) + gzip.compress(data[cut:]) + bytes(16))
+    assert list(read_nbest(path)) == list(read_nbest(SLICE))
+    damaged = bytearray(gzip.compress(data))
+    damaged[-6] ^= 0xFF  # inside the CRC-32 of the trailer
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(InputError, match="corrupt gzip"):
+        list(read_nbest(path))
+    path.write_bytes(gzip.compress(data)[:-20])
+    with pytest.raises(InputError, match="corrupt gzip"):
+        list(read_nbest(path))
