@@ -694,6 +694,16 @@ class _Rows:
         )
 
 
+def _spaced_oddly(surfaces: list[str]) -> bool:
+    """Whether a surface (trailing spaces already stripped) has a leading or a repeated space;
+    a vectorised scan, as `"  " in text` is slow on text with many single spaces."""
+    a = np.frombuffer("\n".join(surfaces).encode(), dtype=np.uint8)
+    if not len(a):
+        return False
+    space = a == 32
+    return bool(space[0] or (space[1:] & (space[:-1] | (a[:-1] == 10))).any())
+
+
 def _normalise_surface(text: str) -> str:
     """The surface field as tokens (split on U+0020) joined by single spaces."""
     words = text.split(" ")
@@ -895,13 +905,12 @@ class _Reader:
         if dense is None:
             return None
         try:
-            totals = np.array(list(map(float, raw_totals)), dtype=np.float64)
+            totals = np.fromiter(map(float, raw_totals), dtype=np.float64, count=n)
         except ValueError:
             return None
 
         surfaces = list(map(str.rstrip, surfaces, itertools.repeat(" ")))
-        joined = "\n".join(surfaces)
-        if "  " in joined or "\n " in joined or joined.startswith(" "):
+        if _spaced_oddly(surfaces):
             surfaces = [_normalise_surface(s) for s in surfaces]
         extra: list[tuple[str, ...]] = list(zip(*columns[3:], strict=True)) if k > 4 else [()] * n
         lines = np.arange(before + 1, before + n + 1, dtype=np.int64)
@@ -943,17 +952,14 @@ class _Reader:
         """Sentence id of each row and its 1-based position in its sentence (counting the lines
         of the previous chunk); None if an id is out of order or beyond n_sentences."""
         n = len(ids)
-        text = np.array(ids)
-        starts = np.flatnonzero(np.concatenate(([True], text[1:] != text[:-1])))
-        run_texts = [ids[i] for i in starts.tolist()]
-        if max(map(len, run_texts)) > 18:  # beyond int64: left to the line parser
+        try:  # the ids are ASCII digits (checked); numbers beyond int64 go to the line parser
+            sent_ids = np.array(ids, dtype=np.int64)
+        except (OverflowError, ValueError):  # (ValueError: more digits than int() reads)
             return None
-        runs = np.array(list(map(int, run_texts)), dtype=np.int64)
-        if runs[0] < self._cur or (len(runs) > 1 and (np.diff(runs) < 0).any()):
+        if sent_ids[0] < self._cur or (n > 1 and (np.diff(sent_ids) < 0).any()):
             return None
-        if self.n_sentences is not None and runs[-1] >= self.n_sentences:
+        if self.n_sentences is not None and sent_ids[-1] >= self.n_sentences:
             return None
-        sent_ids = np.repeat(runs, np.diff(np.append(starts, n)))
         new = np.empty(n, dtype=bool)
         new[0] = sent_ids[0] != self._cur
         new[1:] = sent_ids[1:] != sent_ids[:-1]
