@@ -284,10 +284,11 @@ def _decode_text(chunk: bytes, before: int, name: str) -> tuple[str, NBestFormat
     return text, err
 
 
-def _gunzip(raw: IO[bytes], size: int) -> Iterator[bytes]:
+def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
     """The decompressed bytes of a gzip stream (members one after another) in blocks of at most
-    `size`. Inflated _INFLATE_BYTES at a time: zlib releases the GIL while it works, so a thread
-    running this decompresses beside the parser. Raises zlib.error or EOFError on bad data."""
+    _INFLATE_BYTES, inflated in one call each: zlib releases the GIL while it works, so a thread
+    running this decompresses beside the parser, and few large blocks need few GIL hand-overs.
+    Raises zlib.error or EOFError on bad data."""
     inflater = zlib.decompressobj(wbits=31)
     started = False
     while data := raw.read(_INFLATE_BYTES):
@@ -299,8 +300,8 @@ def _gunzip(raw: IO[bytes], size: int) -> Iterator[bytes]:
             started = True
             out = inflater.decompress(data, _INFLATE_BYTES)
             data = inflater.unconsumed_tail
-            for i in range(0, len(out), size):
-                yield out[i : i + size]
+            if out:
+                yield out
             if inflater.eof:  # a member ends; another may follow
                 data = inflater.unused_data
                 inflater = zlib.decompressobj(wbits=31)
@@ -309,7 +310,17 @@ def _gunzip(raw: IO[bytes], size: int) -> Iterator[bytes]:
         raise EOFError("compressed file ended before the end-of-stream marker was reached")
 
 
-def _prefetch(blocks: Iterator[bytes]) -> Iterator[bytes]:
+def _pieces(blocks: Generator[bytes, None, None], size: int) -> Iterator[bytes]:
+    """The bytes of `blocks` in pieces of at most `size`; closing this closes `blocks`."""
+    try:
+        for block in blocks:
+            for i in range(0, len(block), size):
+                yield block[i : i + size]
+    finally:
+        blocks.close()
+
+
+def _prefetch(blocks: Iterator[bytes]) -> Generator[bytes, None, None]:
     """The items of `blocks`, produced by a background thread (which stops when this generator
     is closed); its exceptions are raised here."""
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
@@ -362,7 +373,7 @@ def _iter_chunks(
     try:
         peek = getattr(raw, "peek", None)
         if str(path).endswith(".gz") or (peek is not None and peek(2)[:2] == _GZIP_MAGIC):
-            blocks = _prefetch(_gunzip(raw, block_size))
+            blocks = _pieces(_prefetch(_gunzip(raw)), block_size)
         else:
             blocks = iter(functools.partial(raw.read, block_size), b"")
         before = 0
@@ -401,7 +412,7 @@ def _iter_chunks(
                 raise err
     finally:
         if isinstance(blocks, Generator):
-            blocks.close()  # stops the prefetch thread before its file is closed
+            blocks.close()  # stops the prefetch thread (closing _pieces closes _prefetch)
         if str(path) != "-":
             raw.close()  # stdin itself stays open
 

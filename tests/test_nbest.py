@@ -822,12 +822,13 @@ def test_ids_written_differently_name_one_sentence(tmp_path: Path) -> None:
 
 def test_stopping_early_ends_the_gzip_reader_thread(tmp_path: Path) -> None:
     path = write_text(tmp_path / "x.nbest.gz", real_lines())
-    before = threading.active_count()
+    before = {t.ident for t in threading.enumerate()}
     blocks = nbest.read_nbest_blocks(path, block_bytes=2048)
     next(blocks)
-    assert threading.active_count() == before + 1  # decompression runs beside the parser
     blocks.close()  # type: ignore[attr-defined]
-    assert threading.active_count() == before
+    assert {t.ident for t in threading.enumerate()} == before  # no decompression thread left
+    assert sum(len(b) for b in nbest.read_nbest_blocks(path, block_bytes=2048)) == 591
+    assert {t.ident for t in threading.enumerate()} == before
 
 
 def test_gzip_members_padding_and_damage(tmp_path: Path) -> None:
