@@ -871,11 +871,22 @@ class _Reader:
 
     def _fast(self, text: str, before: int, n: int) -> NBestBlock | None:
         """Parse a chunk whose lines all have the field count and the feature layout (labels at
-        the same token positions, values separated by single spaces, no sparse feature) of its
-        first line; None if any line differs or has a problem, without changing the state."""
-        k = text[: text.find("\n")].count(FIELD_SEP) + 1
+        the same token positions, values separated by single spaces) of its first line; None if
+        any line differs or has a problem, without changing the state."""
+        first = text[: text.find("\n")].split(FIELD_SEP)
+        k = len(first)
         if k < 4:
             return None
+        toks0 = first[2].split()
+        labeled = self.labeled
+        if labeled is None and toks0:
+            labeled = _is_label(toks0[0])
+        layout = self._layout
+        if layout is None or not layout.matches(toks0):
+            try:
+                layout = _Layout(toks0, labeled is not False)
+            except _LineError:
+                return None
         # Split on FIELD_SEP, each newline stays inside the field that ends one line and starts
         # the next ("TOTAL\nID" when k = 4). That there are (k-1)*n+1 fields and each of these n
         # joints holds exactly one newline proves that every line has k fields.
@@ -900,21 +911,14 @@ class _Reader:
         sent_ids, seen = runs
 
         # features
-        toks0 = feats[0].split()
-        labeled = self.labeled
-        if labeled is None and toks0:
-            labeled = _is_label(toks0[0])
-        layout = self._layout
-        if layout is None or not layout.matches(toks0):
-            try:
-                layout = _Layout(toks0, labeled is not False)
-            except _LineError:
-                return None
-        if layout.sparse:
-            return None
         dense = self._fast_values(feats, layout, n)
         if dense is None:
             return None
+        sparse: list[tuple[tuple[str, float], ...]] = [()] * n
+        if layout.sparse:  # the same sparse names on every line of the chunk
+            pairs = [zip(itertools.repeat(name), dense[:, i].tolist()) for name, i in layout.sparse]
+            sparse = list(zip(*pairs, strict=True))
+            dense = dense[:, [i for _, a, b, _, _ in layout.dense for i in range(a, b)]]
         try:
             totals = np.fromiter(map(float, raw_totals), dtype=np.float64, count=n)
         except ValueError:
@@ -936,6 +940,7 @@ class _Reader:
             raw_features = [feats[i] for i in pick]
             raw_totals = [raw_totals[i] for i in pick]
             extra = [extra[i] for i in pick]
+            sparse = [sparse[i] for i in pick]
 
         # commit the state
         if len(lines):
@@ -951,7 +956,7 @@ class _Reader:
             dense=dense,
             totals=totals,
             layout=layout.layout,
-            sparse=[()] * len(surfaces),
+            sparse=sparse,
             raw_features=raw_features,
             raw_totals=raw_totals,
             extra=extra,
@@ -985,8 +990,9 @@ class _Reader:
     def _fast_values(
         self, feats: list[str], layout: _Layout, n: int
     ) -> npt.NDArray[np.float64] | None:
-        """The dense values of FEATURES fields that all have `layout`'s tokens (single-space
-        separated, same labels at the same places), as an (n, width) array; None otherwise."""
+        """The values (dense and sparse, in token order) of FEATURES fields that all have
+        `layout`'s tokens (single-space separated, same labels at the same places), as an
+        (n, values) array; None otherwise."""
         n_tok = layout.n_tokens
         if n_tok == 0:
             return np.empty((n, 0), dtype=np.float64) if not any(feats) else None
