@@ -73,5 +73,6 @@ def test_installed_package_runs_the_readme_job_with_the_shipped_model_and_weight
     assert res.returncode == 0, res.stderr
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["final_system"] == "given" and s["tuning"]["weights_file"]["name"] == "weights.json"
-    assert "nbest_rescore/models/small-rev.pt" in s["models"][0]["path"]
+    assert all("nbest_rescore/models/" in m["path"] for m in s["models"])
+    assert {m["feature"] for m in s["models"]} == {"LSTM0", "R2L0"}
     assert "given" in res.stdout and "baseline" in res.stdout
