@@ -52,7 +52,7 @@ def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[s
 def _oracle(job: OracleJob, progress: ProgressSettings) -> dict[str, Any]:
     refs = read_lines(job.ref)
     table = read_table(job.nbest, max_hyps=job.max_hyps)
-    check_parallel("reference", job.ref, len(refs), table.n_sentences)
+    check_parallel("reference", job.ref, len(refs), table.n_sentences, job.nbest)
     table = table.padded(len(refs))
     hs = compute_hyp_stats(
         table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers

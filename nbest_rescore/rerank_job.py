@@ -89,7 +89,7 @@ def _rerank(job: RerankJob, progress: ProgressSettings) -> RerankResult:
     refs = None
     if job.ref is not None:
         refs = read_lines(job.ref)
-        check_parallel("reference", job.ref, len(refs), table.n_sentences)
+        check_parallel("reference", job.ref, len(refs), table.n_sentences, job.nbest)
         table = table.padded(len(refs))
     weights = job_weights(job, table)
     choice = rerank(table, weights)

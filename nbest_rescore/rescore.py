@@ -186,7 +186,7 @@ def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     sources = read_lines(src)
     check_source_lengths(sources, job.max_len, src)
     table = read_table(nbest, max_hyps=job.max_hyps, max_len=job.max_len)
-    check_parallel("source", src, len(sources), table.n_sentences)
+    check_parallel("source", src, len(sources), table.n_sentences, nbest)
     table = table.padded(len(sources))
     refs = None
     if ref is not None:

@@ -358,7 +358,7 @@ def test_a_huge_hypothesis_is_refused_by_max_len_not_an_oom(
         (["run", "--device", "tpu"], "--device 'tpu'"),
         (["translate", "--beam", "0"], "--beam must be >= 1"),
         (["translate", "--nbest", "0"], "--nbest must be >= 1"),
-        (["translate", "--tokenize", "foo"], "unknown BLEU tokenizer 'foo'"),
+        (["translate", "--tokenize", "foo"], "--tokenize 'foo': unknown BLEU tokenizer"),
         (["translate", "--length-penalty", "nan"], "--length-penalty must be a finite number"),
         (["train", "--epochs", "0"], "--epochs must be > 0"),
         (["train", "--lr", "nan"], "--lr must be a finite number"),
