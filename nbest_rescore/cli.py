@@ -438,6 +438,10 @@ def train(
     from nbest_rescore.train import TrainConfig
     from nbest_rescore.train import train as run_training
 
+    for name, path in {"--train-src": train_src, "--train-tgt": train_tgt,
+                       "--valid-src": valid_src, "--valid-tgt": valid_tgt}.items():  # fmt: skip
+        if path == "-":
+            raise InputError(f"{name} -: training reads its files several times; give a file")
     option_above("--epochs", epochs, 0)
     option_above("--lr", lr, 0)
     for name, value in {
@@ -579,6 +583,8 @@ def translate(
             weights = tuple(float(w) for w in ensemble_weights.split(","))
         except ValueError:
             raise InputError(f"--ensemble-weights {ensemble_weights!r}: expected numbers") from None
+    if input == "-" and ref == "-":
+        raise InputError("only one input can be - (stdin), got --input, --ref")
     option_at_least("--beam", beam, 1)
     option_at_least("--nbest", nbest, 1)
     option_at_least("--batch-size", batch_size, 1)

@@ -124,6 +124,15 @@ def test_errors_in_a_list_from_stdin_name_stdin_and_the_line(
     assert code == 2 and "<stdin>:5:" in err
 
 
+def test_stdin_where_it_cannot_work_is_refused(plain: dict[str, Path], tmp_path: Path) -> None:
+    s, r = str(plain["src"]), str(plain["ref"])
+    code, _, err = cli("train", "--train-src", "-", "--train-tgt", r, "--valid-src", s,
+                       "--valid-tgt", r, "--out", str(tmp_path / "t"), stdin=b"x\n")  # fmt: skip
+    assert code == 2 and "--train-src -" in err and not (tmp_path / "t").exists()
+    code, _, err = cli("translate", "--ref", "-", stdin=b"x\n")
+    assert code == 2 and "--input, --ref" in err
+
+
 def test_invalid_utf8_on_stdin_to_translate_names_the_line(slice_checkpoint: Path) -> None:
     code, _, err = cli("translate", "-m", str(slice_checkpoint), "-q", stdin=b"A man.\n\xff\xfe\n")
     assert code == 2 and "<stdin>:2:" in err and "UTF-8" in err
