@@ -194,6 +194,23 @@ def test_bad_weights_files_are_errors_naming_the_file(
     assert code == 2 and str(w) in err and message in err
 
 
+def test_run_refuses_a_bad_weights_file_before_scoring(
+    plain: dict[str, Path], tmp_path: Path, slice_checkpoint: Path
+) -> None:
+    for content, message in (
+        ('{"weights": {"Baseline0": NaN, "LSTM0": 1}}', "not a finite number"),
+        ('{"weights": {"TranslationModel0": [1, 2]}}', "has 2 value(s) but the feature has 4"),
+        ('{"weights": {"LSTM1": 1}}', "matches no feature"),
+    ):
+        w = tmp_path / "w.json"
+        w.write_text(content)
+        out = tmp_path / "o"
+        code, _, err = cli(*run_args(plain["nbest"], plain["src"], slice_checkpoint, out,
+                                     "--weights", str(w)))  # fmt: skip
+        assert code == 2 and str(w) in err and message in err
+        assert not (out / "cache").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

@@ -16,13 +16,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sacrebleu
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from nbest_rescore.checkpoint import read_checkpoint, save_checkpoint
 from nbest_rescore.cli import app
 from nbest_rescore.fileio import read_lines
 
@@ -62,6 +65,9 @@ def check(
     answer is wrong (None if it is right)."""
     res = runner.invoke(app, args, input=stdin)
     err = res.stderr
+    if "PWNED" in res.output:
+        _record(case, "bad", "a pickled call ran while loading a checkpoint")
+        return
     if res.exit_code == 2:
         if "Traceback" in err or not _names_input(err, names):
             _record(case, "bad", f"exit 2 without naming the input: {err.strip()[:200]}")
@@ -138,7 +144,7 @@ def run_run(case: str, nbest: Path, tmp: Path, model: Path, *extra: str) -> None
 
     args = ["run", "--nbest", str(nbest), "--src", str(src), "--ref", str(ref), "-m",
             str(model), "--out", str(out), "-q", *extra]  # fmt: skip
-    check(f"run/{case}", args, (str(nbest), str(src), str(ref)), ok)
+    check(f"run/{case}", args, (str(nbest), str(src), str(ref), str(model)), ok)
 
 
 # ------------------------------------------------------------------------ mutated real lines
@@ -411,6 +417,68 @@ def test_random_oracle_options(option: str, value: str) -> None:
         before = TALLY["tried"]
         run_oracle(f"{option}={value}", nbest, tmp, option, value)
         assert TALLY["tried"] == before + 1
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _payload_edit(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path, Path], None]:
+    def make(good: Path, bad: Path) -> None:
+        payload = read_checkpoint(good)
+        edit(payload)
+        save_checkpoint(bad, payload)
+
+    return make
+
+
+def _bytes_edit(edit: Callable[[bytes], bytes]) -> Callable[[Path, Path], None]:
+    def make(good: Path, bad: Path) -> None:
+        bad.write_bytes(edit(good.read_bytes()))
+
+    return make
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ("PWNED",))
+
+
+def _malicious(_good: Path, bad: Path) -> None:
+    torch.save({"model": _Exploit()}, bad)
+
+
+CHECKPOINTS: dict[str, Callable[[Path, Path], None]] = {
+    "truncated": _bytes_edit(lambda b: b[: len(b) // 2]),
+    "empty": _bytes_edit(lambda _b: b""),
+    "random bytes": _bytes_edit(lambda b: bytes((x * 7 + 3) % 256 for x in b[:4096])),
+    "flipped byte": _bytes_edit(lambda b: b[:2000] + bytes([b[2000] ^ 0xFF]) + b[2001:]),
+    "malicious pickle": _malicious,
+    "cut target vocabulary": _payload_edit(lambda p: p.update(tgt_vocab=p["tgt_vocab"][:-3])),
+    "cut source vocabulary": _payload_edit(lambda p: p.update(src_vocab=p["src_vocab"][:-3])),
+    "wider hidden": _payload_edit(lambda p: p["model_config"].update(hidden=7)),
+    "nan weight": _payload_edit(lambda p: p["model"]["out.bias"].fill_(float("nan"))),
+    "no model": _payload_edit(lambda p: p.pop("model")),
+    "config a string": _payload_edit(lambda p: p.update(model_config="tiny")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_broken_checkpoints_through_run_and_translate(
+    tmp_path: Path, slice_checkpoint: Path, name: str
+) -> None:
+    bad = tmp_path / "bad.pt"
+    CHECKPOINTS[name](slice_checkpoint, bad)
+    nbest = tmp_path / "list.nbest"
+    nbest.write_text("\n".join(LINES) + "\n")
+    run_run(f"checkpoint {name}", nbest, tmp_path, bad)
+    out = tmp_path / "t.txt"
+    check(
+        f"translate/checkpoint {name}",
+        ["translate", "-m", str(bad), "-o", str(out), "-q"],
+        (str(bad),),
+        lambda _o, _e: None if len(out.read_text().split("\n")[:-1]) == 2 else "line count",
+        stdin=b"A man in an orange hat.\nTwo dogs.\n",
+    )
 
 
 def test_zz_figures() -> None:
