@@ -1,15 +1,21 @@
 """The job behind `rescore run`, in stages that read top to bottom in `run_rescore_job`:
 
-1. load the models (the shipped ones, with their tuned weights, when none is given);
-2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), then the
-   list read once into an `NBestTable` whose columns are the decoder's features, `Baseline0` (the
-   decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
+1. read and check every input before any expensive work (`read_list`, `validate.py`): `--out`
+   writable, each list read once into an `NBestTable` (finite numbers, one dense layout,
+   hypotheses within `--max-len`, errors naming file:line), sources and references parallel to
+   it, then the models (the shipped ones, with their tuned weights, when none is given; checked on
+   load) and a `--weights` file against the run's feature names; a `-` input is spooled once;
+2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), added
+   to the table as `Baseline0` (the decoder's total), one column per model (`LSTM0`, `LSTM1`,
+   ...) and `Length0`;
 3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
    file (`given`) and MERT on the dev list (`tuned`);
 4. select: every system's 1-best (`rerank.rerank`, also in `weigh`);
 5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list
-   (`--out` must be a directory; checked before scoring too), the per-hypothesis scores;
-6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models.
+   the per-hypothesis scores;
+6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models,
+   and the warnings (sentences without hypotheses, models that know too few of the list's
+   target tokens) that the console shows too.
 
 The paper's "even average" of the baseline and LSTM scores assumes one scale. Moses' total is on
 MERT's scale (around -2) while an LSTM log-prob is around -20, so a literal average lets the LSTM

@@ -480,3 +480,20 @@ def test_a_full_disk_is_a_user_error_with_the_path_and_leaves_no_partial_file(
     assert str(out) in res.stderr and "File too large" in res.stderr
     assert "Traceback" not in res.stderr
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_a_chunk_scored_with_another_cpu_thread_count_is_not_reused() -> None:
+    """Float sums split over threads round differently (the 7e-6 of a resumed chunk in issue
+    10): the thread count is part of a chunk's cache key, so a chunk is only reused by a run
+    that computes the same bits."""
+    from nbest_rescore.scoring import ScoringConfig
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ScoringConfig().numeric_key()
+        torch.set_num_threads(2)
+        two = ScoringConfig().numeric_key()
+    finally:
+        torch.set_num_threads(before)
+    assert one != two and "threads=1" in one
