@@ -16,21 +16,25 @@ from nbest_rescore.metrics import BleuConfig, detokenize
 from nbest_rescore.table import NBestTable
 
 
-def check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path, option: str = "--out") -> None:
     """Create the `--out` directory and make sure a file can be written there (before any long
     work); a path that exists as a file, or a directory we cannot write, is a user error (exit 2)
     naming the path and the OS's reason."""
     if out.exists() and not out.is_dir():
-        raise InputError("--out must name a directory, but this is a file", str(out))
+        raise InputError(f"{option} must name a directory, but this is a file", str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the --out directory ({exc.strerror})", str(out)) from exc
+        raise InputError(
+            f"cannot create the {option} directory ({exc.strerror})", str(out)
+        ) from exc
     try:
         with tempfile.TemporaryFile(dir=out, prefix=".write-probe-") as fh:
             fh.write(b"x")
     except OSError as exc:
-        raise InputError(f"cannot write in the --out directory ({exc.strerror})", str(out)) from exc
+        raise InputError(
+            f"cannot write in the {option} directory ({exc.strerror})", str(out)
+        ) from exc
 
 
 def missing_note(missing: np.ndarray) -> str | None:

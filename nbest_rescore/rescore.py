@@ -437,6 +437,8 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
     One input may be `-` (stdin, spooled to a temp file: the list is read several times)."""
     job = resolve_job(job)
     check_out_dir(job.out)  # before any scoring
+    if job.cache_dir is not None:
+        check_out_dir(job.cache_dir, "--cache-dir")
     inputs = {"nbest": job.nbest, "src": job.src, "ref": job.ref, "weights": job.weights}
     inputs.update(tune_nbest=job.tune_nbest, tune_src=job.tune_src, tune_ref=job.tune_ref)
     with stdin_spooled(**inputs) as p:

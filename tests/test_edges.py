@@ -433,6 +433,18 @@ def test_out_naming_a_file_or_an_unwritable_place_is_a_user_error(
     assert code == 2 and "/proc/x.txt" in err and "cannot write" in err
 
 
+def test_a_cache_dir_that_cannot_be_written_is_refused_before_scoring(
+    plain: dict[str, Path], tmp_path: Path, slice_checkpoint: Path
+) -> None:
+    out = tmp_path / "o"
+    for cache, message in ((plain["src"], "--cache-dir must name a directory"),
+                           (Path("/proc/cache"), "cannot create the --cache-dir")):  # fmt: skip
+        code, _, err = cli(*run_args(plain["nbest"], plain["src"], slice_checkpoint, out,
+                                     "--cache-dir", str(cache)))  # fmt: skip
+        assert code == 2 and str(cache) in err and message in err
+    assert not (out / "best.tok.txt").exists()
+
+
 def test_a_read_only_out_directory_is_a_user_error(plain: dict[str, Path], tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
