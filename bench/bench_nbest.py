@@ -1,12 +1,16 @@
-"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest.read_nbest`.
+"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest`'s readers.
 
 Each measurement runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its own (Linux
-carries the parent's peak into a child, so the parent stays small: it never loads the data). Measured:
-our reader on the real test2016 1000-best list (.gz, and a decompressed copy), on a copy 5x larger
-(the list repeated with shifted ids) to show that memory does not grow with the file, the line
-reader alone (decompression + UTF-8 decoding, the floor), and a naive parser as the baseline
-(readlines + split + float, whole file in memory, no validation). CPU seconds are reported beside
-wall seconds because the machine is shared. Writes bench/results/nbest.json (key "parse").
+carries the parent's peak into a child, so the parent stays small: it never loads the data).
+Measured on the real test2016 1000-best list (.gz, and a decompressed copy): the column block
+reader `read_nbest_blocks` (also on a copy 5x larger, the list repeated with shifted ids, to
+show that memory does not grow with the file), `read_nbest` (per-hypothesis objects, built on the
+blocks), the line reader alone (decompression + UTF-8 decoding, the floor), and two baselines
+run in the same invocation: the previous `read_nbest` (the per-line parser of commit
+PREVIOUS_COMMIT, loaded from git; skipped, and said so, without git history) and a naive parser
+(readlines + split + float, whole file in memory, no validation). Speed ratios use CPU seconds,
+which the other processes of the shared machine disturb less than wall seconds (both are kept).
+Writes bench/results/nbest.json (key "parse").
 
     python bench/bench_nbest.py [--nbest F] [--repeat N] [--tmp DIR]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import resource
@@ -28,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, write_result
 from nbest_rescore.fileio import open_text
-from nbest_rescore.nbest import iter_lines, read_nbest
+from nbest_rescore.nbest import iter_lines, read_nbest, read_nbest_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NBEST = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.moses.1000best.gz"
-WORKERS = ("read_nbest", "iter_lines", "naive")
+WORKERS = ("blocks", "read_nbest", "previous", "iter_lines", "naive")
+PREVIOUS_COMMIT = "6f623f7"  # the last commit with the per-line parser (about 200k lines/s)
 
 
 # --- what each subprocess runs ------------------------------------------------------------------
@@ -54,16 +60,48 @@ def naive_parse(path: str) -> int:
     return len(parsed)
 
 
-def run_worker(kind: str, path: str) -> dict[str, Any]:
+def previous_source(tmp: Path) -> Path | None:
+    """The nbest.py of PREVIOUS_COMMIT written to `tmp`, or None without git history."""
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{PREVIOUS_COMMIT}:nbest_rescore/nbest.py"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = tmp / f"nbest_{PREVIOUS_COMMIT}.py"
+    path.write_bytes(source)
+    return path
+
+
+def previous_read_nbest(source: str) -> Any:
+    """`read_nbest` of the module at `source` (see previous_source)."""
+    spec = importlib.util.spec_from_file_location("nbest_previous", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module.read_nbest
+
+
+def run_worker(kind: str, path: str, source: str | None = None) -> dict[str, Any]:
     """Time one pass over `path` in this process; peak RSS before and after."""
+    reader = previous_read_nbest(source) if kind == "previous" and source else read_nbest
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall, cpu = time.perf_counter(), time.process_time()
     groups = 0
-    if kind == "read_nbest":
+    if kind in ("read_nbest", "previous"):
         lines = 0
-        for group in read_nbest(path):
+        for group in reader(path):
             groups += 1
             lines += len(group.hyps)
+    elif kind == "blocks":
+        lines = 0
+        for block in read_nbest_blocks(path):
+            groups += 1
+            lines += len(block)
     elif kind == "iter_lines":
         lines = sum(1 for _ in iter_lines(path))
     elif kind == "naive":
@@ -84,12 +122,12 @@ def run_worker(kind: str, path: str) -> dict[str, Any]:
     }
 
 
-def measure(kind: str, path: Path, repeat: int) -> dict[str, Any]:
+def measure(kind: str, path: Path, repeat: int, source: Path | None = None) -> dict[str, Any]:
     """Run a worker `repeat` times in fresh processes; keep the fastest (by CPU time) run."""
     runs = []
     for _ in range(repeat):
         out = subprocess.run(
-            [sys.executable, __file__, "--worker", kind, str(path)],
+            [sys.executable, __file__, "--worker", kind, str(path), str(source or "")],
             capture_output=True,
             text=True,
             check=True,
@@ -99,6 +137,7 @@ def measure(kind: str, path: Path, repeat: int) -> dict[str, Any]:
     best["file"] = str(path)
     best["file_mib"] = round(path.stat().st_size / 2**20, 1)
     best["runs"] = repeat
+    best["groups_are"] = "blocks" if kind == "blocks" else "sentences"
     return best
 
 
@@ -136,26 +175,46 @@ def make_inputs(nbest: Path, tmp: Path, copies: int = 5) -> tuple[Path, Path]:
 
 
 def bench_parse(nbest: Path, tmp: Path, repeat: int = 1) -> dict[str, Any]:
-    """Part "parse": our reader (gz, plain, 5x plain), the line reader alone, the naive parser."""
+    """Part "parse": the block reader (gz, plain, 5x plain), read_nbest, the baselines."""
     plain, big = make_inputs(nbest, tmp)
-    results = {
+    previous = previous_source(tmp)
+    results: dict[str, Any] = {
+        "blocks_gz": measure("blocks", nbest, repeat),
+        "blocks_plain": measure("blocks", plain, repeat),
+        "blocks_plain_5x": measure("blocks", big, repeat),
         "read_nbest_gz": measure("read_nbest", nbest, repeat),
         "read_nbest_plain": measure("read_nbest", plain, repeat),
-        "read_nbest_plain_5x": measure("read_nbest", big, repeat),
         "iter_lines_gz": measure("iter_lines", nbest, repeat),
         "naive_gz": measure("naive", nbest, repeat),
     }
-    ours, naive = results["read_nbest_gz"], results["naive_gz"]
+    if previous is not None:
+        results["previous_gz"] = measure("previous", nbest, repeat, previous)
+        results["previous_plain"] = measure("previous", plain, repeat, previous)
+
+    def ratio(key: str, base: str) -> float | None:
+        if base not in results:
+            return None
+        return round(results[base]["cpu_s"] / results[key]["cpu_s"], 2)
+
     results["summary"] = {
-        "lines": ours["lines"],
-        "read_nbest_gz_lines_per_s_wall": ours["lines_per_s_wall"],
-        "read_nbest_gz_lines_per_s_cpu": ours["lines_per_s_cpu"],
-        "speed_vs_naive_cpu": round(naive["cpu_s"] / ours["cpu_s"], 2),
+        "lines": results["blocks_gz"]["lines"],
+        "blocks_gz_lines_per_s_wall": results["blocks_gz"]["lines_per_s_wall"],
+        "blocks_gz_lines_per_s_cpu": results["blocks_gz"]["lines_per_s_cpu"],
+        "blocks_plain_lines_per_s_wall": results["blocks_plain"]["lines_per_s_wall"],
+        "blocks_plain_lines_per_s_cpu": results["blocks_plain"]["lines_per_s_cpu"],
+        "baseline": f"read_nbest of commit {PREVIOUS_COMMIT} (the per-line parser)"
+        if previous is not None
+        else f"none: no git history for commit {PREVIOUS_COMMIT}",
+        "blocks_vs_previous_gz_cpu": ratio("blocks_gz", "previous_gz"),
+        "blocks_vs_previous_plain_cpu": ratio("blocks_plain", "previous_plain"),
+        "read_nbest_vs_previous_gz_cpu": ratio("read_nbest_gz", "previous_gz"),
+        "read_nbest_vs_previous_plain_cpu": ratio("read_nbest_plain", "previous_plain"),
+        "blocks_vs_naive_gz_cpu": ratio("blocks_gz", "naive_gz"),
         "peak_rss_mib_1x_vs_5x": [
-            results["read_nbest_plain"]["peak_rss_mib"],
-            results["read_nbest_plain_5x"]["peak_rss_mib"],
+            results["blocks_plain"]["peak_rss_mib"],
+            results["blocks_plain_5x"]["peak_rss_mib"],
         ],
-        "naive_peak_rss_mib": naive["peak_rss_mib"],
+        "naive_peak_rss_mib": results["naive_gz"]["peak_rss_mib"],
         "target_lines_per_s": 500_000,
         "target_peak_rss_mib": 300,
     }
@@ -176,9 +235,16 @@ def print_parse(results: dict[str, Any]) -> None:
             f"{r['lines_per_s_wall']:>12,} {r['lines_per_s_cpu']:>11,} {r['peak_rss_mib']:>12}"
         )
     s = results["summary"]
+    print(f"baseline: {s['baseline']}")
     print(
-        f"read_nbest vs naive (CPU time): {s['speed_vs_naive_cpu']}x the naive parser's speed; "
-        f"peak RSS 1x vs 5x: {s['peak_rss_mib_1x_vs_5x']} MiB (naive 1x: {s['naive_peak_rss_mib']} MiB)"
+        f"blocks vs baseline (CPU time): gz {s['blocks_vs_previous_gz_cpu']}x, plain "
+        f"{s['blocks_vs_previous_plain_cpu']}x; read_nbest vs baseline: gz "
+        f"{s['read_nbest_vs_previous_gz_cpu']}x, plain {s['read_nbest_vs_previous_plain_cpu']}x; "
+        f"blocks vs naive: {s['blocks_vs_naive_gz_cpu']}x"
+    )
+    print(
+        f"blocks peak RSS 1x vs 5x: {s['peak_rss_mib_1x_vs_5x']} MiB "
+        f"(naive 1x: {s['naive_peak_rss_mib']} MiB)"
     )
 
 
@@ -190,13 +256,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (fastest kept)")
     parser.add_argument("--tmp", type=Path, default=Path("/tmp/nbest_rescore_bench"))
     parser.add_argument("--parts", nargs="+", default=["parse"], choices=["parse"])
-    parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("KIND", "PATH", "SOURCE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
-        kind, path = args.worker
+        kind, path, source = args.worker
         if kind not in WORKERS:
             parser.error(f"unknown worker {kind}")
-        print(json.dumps(run_worker(kind, path)))
+        print(json.dumps(run_worker(kind, path, source or None)))
         return
     payload: dict[str, Any] = {"machine": machine_info()}
     if "parse" in args.parts:

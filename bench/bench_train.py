@@ -44,34 +44,44 @@ def flops_per_pair(cfg: ModelConfig, src_words: int, tgt_tokens: int) -> float:
     return 3 * fwd
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+def sync(device: str) -> None:
+    """Wait for queued CUDA work, so that wall time measures it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10, device: str = "cpu") -> float:
     """Best-of-three fp32 matmul GFLOP/s of this machine, now (the same run's baseline)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
+    sync(device)
     best = 0.0
     for _ in range(3):
         t = time.perf_counter()
         for _ in range(repeats):
             torch.mm(a, b)
+        sync(device)
         best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9)
     return best
 
 
-def bench_one(name: str, batch: int, src_len: int, tgt_len: int, steps: int) -> dict[str, Any]:
+def bench_one(
+    name: str, batch: int, src_len: int, tgt_len: int, steps: int, device: str = "cpu"
+) -> dict[str, Any]:
     """Time `steps` training steps (after one warm-up) of preset `name` on random batches."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset(name)
-    model = Seq2Seq(cfg).train()
+    model = Seq2Seq(cfg).to(device).train()
     tp = TRAIN_PRESETS[name]
     opt: torch.optim.Optimizer = (
         torch.optim.SGD(model.parameters(), lr=tp["lr"])
         if tp["optimizer"] == "sgd"
         else torch.optim.Adam(model.parameters(), lr=tp["lr"])
     )
-    src = torch.randint(4, cfg.src_vocab_size, (batch, src_len))
-    tgt = torch.randint(4, cfg.tgt_vocab_size, (batch, tgt_len + 1))
+    src = torch.randint(4, cfg.src_vocab_size, (batch, src_len), device=device)
+    tgt = torch.randint(4, cfg.tgt_vocab_size, (batch, tgt_len + 1), device=device)
     tgt[:, -1] = EOS
-    src_len_t = torch.full((batch,), src_len)
+    src_len_t = torch.full((batch,), src_len)  # lengths stay on the CPU (packing wants them)
 
     def step() -> None:
         logp = model(src, src_len_t, shift_right(tgt))
@@ -83,9 +93,11 @@ def bench_one(name: str, batch: int, src_len: int, tgt_len: int, steps: int) -> 
         opt.step()
 
     step()
+    sync(device)
     t = time.perf_counter()
     for _ in range(steps):
         step()
+    sync(device)
     dt = (time.perf_counter() - t) / steps
     words = batch * (src_len + tgt_len)
     tgt_tokens = batch * (tgt_len + 1)

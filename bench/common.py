@@ -70,13 +70,16 @@ def git_commit() -> dict[str, Any]:
     }
 
 
-def write_result(name: str, payload: dict[str, Any], *, merge: bool = False) -> Path:
-    """Write bench/results/NAME.json: `payload` plus git commit, date and (if absent) machine.
+def write_result(
+    name: str, payload: dict[str, Any], *, merge: bool = False, path: Path | None = None
+) -> Path:
+    """Write bench/results/NAME.json (or `path`): `payload` plus git commit, date and (if
+    absent) machine.
 
     With `merge=True`, top-level keys of an existing file that `payload` does not set are kept,
     so separate parts of one benchmark (e.g. "parse" and "oracle") can be run one at a time.
     """
-    path = RESULTS / f"{name}.json"
+    path = path or RESULTS / f"{name}.json"
     data: dict[str, Any] = {}
     if merge and path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -39,6 +39,17 @@ def open_text(path: PathLike, *, errors: str = "strict") -> IO[str]:
         raise InputError("is a directory, expected a file", p) from exc
 
 
+def open_raw(path: PathLike) -> IO[bytes]:
+    """Open `path` for reading its bytes as stored (no decompression); `-` is stdin."""
+    p = str(path)
+    if p == "-":
+        return sys.stdin.buffer
+    try:
+        return open(p, "rb")
+    except FileNotFoundError as exc:
+        raise InputError("no such file", p) from exc
+
+
 def open_binary(path: PathLike) -> IO[bytes]:
     """Open `path` for reading bytes, decompressing `.gz`; `-` is stdin."""
     p = str(path)

@@ -1,7 +1,7 @@
 """Moses n-best list I/O: a streaming, validating reader, a writer that round-trips, and stats.
 
 Moses format: ``ID ||| SURFACE ||| FEATURES ||| TOTAL [||| EXTRA]...``, one hypothesis per
-line, the lines of a sentence contiguous and ids increasing. The reader keeps one sentence in memory
+line, the lines of a sentence contiguous and ids increasing. The readers keep one chunk (~1 MiB) in memory
 at a time, reports every malformed line as an `NBestFormatError` naming the file and 1-based line,
 and yields an empty group for every sentence id missing from the file (the decoder failed on it).
 
@@ -11,10 +11,13 @@ written as its tokens joined by single spaces, without the trailing space Moses 
 CRLF line ends (to LF), a UTF-8 byte order mark (dropped), and a separator written without its
 spaces (``3 ||| ||| F= 1 ||| -2`` is read, and written back as ``3 |||  ||| F= 1 ||| -2``).
 
-Speed (bench/bench_nbest.py): about 200k lines/s on one core of the 2-core test machine, constant
-memory. Most of the time goes into creating the frozen dataclasses and floats the interface asks
-for; the hot path reuses the label layout of the previous line, builds each line's features with
-code generated for that layout, and shares Feature objects of repeating integer counts.
+Two readers share one parser: `read_nbest_blocks` streams the list as column blocks (numpy
+arrays of sentence ids, line numbers, dense feature values and totals; lists of surfaces and of
+the raw fields), the form to build tables from; `read_nbest` turns the blocks into the frozen
+per-hypothesis objects below. A chunk of about 1 MiB whose lines share one field count and one
+feature layout (every real Moses list) is parsed with whole-chunk string operations, numpy and
+numpy's C number reader; any other chunk line by line, which also finds and names a bad line.
+Speeds and memory: bench/bench_nbest.py (bench/results/nbest.json).
 
 Numbers the writer formats itself (added features, or fields a caller replaced) use `format_number`:
 ``%g`` with 7 significant digits (Moses prints 6; one more keeps 4 decimals for scores around -100).
@@ -22,22 +25,32 @@ Numbers the writer formats itself (added features, or fields a caller replaced) 
 
 from __future__ import annotations
 
-import gzip
+import contextlib
+import functools
+import gc
+import itertools
+import operator
+import queue
 import statistics
 import sys
+import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import IO, Any
 
+import numpy as np
+import numpy.typing as npt
+
 from nbest_rescore.errors import InputError, NBestFormatError
-from nbest_rescore.fileio import PathLike, atomic_write, open_binary
+from nbest_rescore.fileio import PathLike, atomic_write, open_raw
 
 __all__ = [
     "FIELD_SEP",
     "Feature",
+    "FeatureLayout",
     "Hypothesis",
+    "NBestBlock",
     "NBestGroup",
     "NBestStats",
     "format_features",
@@ -46,12 +59,14 @@ __all__ = [
     "iter_lines",
     "nbest_stats",
     "read_nbest",
+    "read_nbest_blocks",
     "write_nbest",
 ]
 
 FIELD_SEP = " ||| "
 NUMBER_DIGITS = 7  # significant digits of the numbers the writer formats (see format_number)
 _BLOCK_BYTES = 1 << 20  # read size; a sentence's lines never need to fit in one block
+_INFLATE_BYTES = 4 << 20  # gzip: compressed bytes read, and most bytes inflated, per zlib call
 _EXCERPT_CHARS = 100
 _CACHE_SIZE = 256  # Feature objects kept per single-value feature group (see _Layout)
 _MAX_COMPILED_GROUPS = 2000  # longer layouts are parsed by a loop instead of generated code
@@ -110,6 +125,49 @@ class NBestGroup:
 
     sent_id: int
     hyps: tuple[Hypothesis, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureLayout:
+    """The dense feature groups of the rows of one `NBestBlock`, in file order.
+
+    Row values are flattened: group k occupies `sizes[k]` consecutive columns of `NBestBlock.dense`
+    (names F0, F1, ... and style "" in an unlabelled list, one column each).
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    styles: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        """The number of dense columns."""
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True, eq=False)
+class NBestBlock:
+    """Consecutive hypotheses of an n-best list as columns; every row has the same `layout`.
+
+    Rows are in file order; a block may hold the lines of several sentences and a sentence may
+    continue in the next block. Ids missing from the file simply have no rows.
+    """
+
+    sent_ids: npt.NDArray[np.int64]  # (n,) sentence id of each row, non-decreasing
+    lines: npt.NDArray[np.int64]  # (n,) 1-based line number of each row in the file
+    surfaces: list[
+        str
+    ]  # the surface as tokens joined by single spaces (Moses' trailing space gone)
+    dense: npt.NDArray[np.float64]  # (n, layout.width) dense feature values in file order
+    totals: npt.NDArray[np.float64]  # (n,) the decoder's TOTAL score
+    layout: FeatureLayout
+    sparse: list[tuple[tuple[str, float], ...]]  # per row: sparse (name, value) pairs, mostly ()
+    raw_features: list[str]  # per row: the FEATURES field as read
+    raw_totals: list[str]  # per row: the TOTAL field as read
+    extra: list[tuple[str, ...]]  # per row: fields after TOTAL, verbatim
+
+    def __len__(self) -> int:
+        return len(self.surfaces)
 
 
 # Building frozen dataclasses is the reader's main cost: their __init__ sets each field through
@@ -203,60 +261,128 @@ def _excerpt(line: str) -> str:
     return repr(line)
 
 
-def _split_lines(text: str) -> list[str]:
-    """Lines of a decoded chunk that ends with a newline (CRLF read as LF)."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    lines.pop()  # the empty string after the final newline
-    return lines
-
-
-def _decode_chunk(
-    chunk: bytes, before: int, name: str
-) -> tuple[list[str], NBestFormatError | None]:
-    """Decode whole lines (`before` lines precede them); on invalid UTF-8 return the lines
-    before the bad one and the error naming it, so earlier problems are reported first."""
+def _decode_text(chunk: bytes, before: int, name: str) -> tuple[str, NBestFormatError | None]:
+    """Decode whole lines (`before` lines precede them; CRLF read as LF). On invalid UTF-8 return
+    the text of the lines before the bad one and the error naming it, so that earlier problems
+    are reported first."""
+    err = None
     try:
-        return _split_lines(chunk.decode("utf-8")), None
+        text = chunk.decode("utf-8")
     except UnicodeDecodeError as exc:
         start = chunk.rfind(b"\n", 0, exc.start) + 1
         end = chunk.find(b"\n", exc.start)
         bad = chunk[start : end if end >= 0 else len(chunk)]
-        line_no = before + chunk.count(b"\n", 0, start) + 1
-        good = _split_lines(chunk[:start].decode("utf-8")) if start else []
         err = NBestFormatError(
             f"invalid UTF-8 ({exc.reason}) at byte {exc.start - start + 1} of the line: "
             f"{_excerpt(bad.decode('utf-8', errors='replace'))}",
             name,
-            line_no,
+            before + chunk.count(b"\n", 0, start) + 1,
         )
-        return good, err
+        text = chunk[:start].decode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text, err
 
 
-def _iter_blocks(
+def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream (members one after another) in blocks of at most
+    _INFLATE_BYTES, inflated in one call each: zlib releases the GIL while it works, so a thread
+    running this decompresses beside the parser, and few large blocks need few GIL hand-overs.
+    Raises zlib.error or EOFError on bad data."""
+    inflater = zlib.decompressobj(wbits=31)
+    started = False
+    while data := raw.read(_INFLATE_BYTES):
+        while data:
+            if not started:  # between members: zero padding is allowed, as gzip allows it
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+            started = True
+            out = inflater.decompress(data, _INFLATE_BYTES)
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+            if inflater.eof:  # a member ends; another may follow
+                data = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=31)
+                started = False
+    if started:
+        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+
+
+def _pieces(blocks: Generator[bytes, None, None], size: int) -> Iterator[bytes]:
+    """The bytes of `blocks` in pieces of at most `size`; closing this closes `blocks`."""
+    try:
+        for block in blocks:
+            for i in range(0, len(block), size):
+                yield block[i : i + size]
+    finally:
+        blocks.close()
+
+
+def _prefetch(blocks: Iterator[bytes]) -> Generator[bytes, None, None]:
+    """The items of `blocks`, produced by a background thread (which stops when this generator
+    is closed); its exceptions are raised here."""
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def work() -> None:
+        try:
+            for block in blocks:
+                if stop.is_set():
+                    return
+                put(block)
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=work, name="nbest-gunzip", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _iter_chunks(
     path: PathLike, name: str, block_size: int = _BLOCK_BYTES
-) -> Iterator[tuple[int, list[str]]]:
-    """Decoded lines in blocks of about `block_size` bytes, each with the number of lines before it.
+) -> Iterator[tuple[int, int, str]]:
+    """Decoded text in chunks of whole lines (each ending with a newline, CRLF read as LF) of
+    about `block_size` bytes: (lines before it, its number of lines, the text).
 
-    Reads plain, .gz (by suffix, or by magic bytes, e.g. gzipped stdin) or "-" for stdin.
+    Reads plain, .gz (by suffix, or by magic bytes, e.g. gzipped stdin) or "-" for stdin; gzip
+    data is decompressed by a background thread.
     """
     try:
-        raw = open_binary(path)
+        raw = open_raw(path)
     except (IsADirectoryError, PermissionError) as exc:
         raise InputError(f"cannot read ({exc.strerror})", name) from exc
-    fh = raw
+    blocks: Iterator[bytes] | None = None
     try:
         peek = getattr(raw, "peek", None)
-        if peek is not None and not str(path).endswith(".gz") and peek(2)[:2] == _GZIP_MAGIC:
-            fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        if str(path).endswith(".gz") or (peek is not None and peek(2)[:2] == _GZIP_MAGIC):
+            blocks = _pieces(_prefetch(_gunzip(raw)), block_size)
+        else:
+            blocks = iter(functools.partial(raw.read, block_size), b"")
         before = 0
         carry = b""
         first = True
         while True:
             try:
-                block = fh.read(block_size)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                block = next(blocks, b"")
+            except (EOFError, zlib.error) as exc:
                 raise InputError(f"corrupt gzip data after line {before} ({exc})", name) from exc
             if not block:
                 break
@@ -269,25 +395,36 @@ def _iter_blocks(
             if first and chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM) :]
             first = False
-            lines, err = _decode_chunk(chunk, before, name)
-            if lines:
-                yield before, lines
+            text, err = _decode_text(chunk, before, name)
+            n = text.count("\n")
+            if n:
+                yield before, n, text
             if err is not None:
                 raise err
-            before += len(lines)
+            before += n
         if carry:  # a last line without a newline
             if first and carry.startswith(_BOM):
                 carry = carry[len(_BOM) :]
-            lines, err = _decode_chunk(carry + b"\n", before, name)
-            if lines:
-                yield before, lines
+            text, err = _decode_text(carry + b"\n", before, name)
+            if text:
+                yield before, text.count("\n"), text
             if err is not None:
                 raise err
     finally:
-        if fh is not raw:
-            fh.close()  # the gzip wrapper; it leaves `raw` open
+        if isinstance(blocks, Generator):
+            blocks.close()  # stops the prefetch thread (closing _pieces closes _prefetch)
         if str(path) != "-":
             raw.close()  # stdin itself stays open
+
+
+def _iter_blocks(
+    path: PathLike, name: str, block_size: int = _BLOCK_BYTES
+) -> Iterator[tuple[int, list[str]]]:
+    """The lines (without newlines) of `_iter_chunks`' chunks, each with the lines before it."""
+    for before, _, text in _iter_chunks(path, name, block_size):
+        lines = text.split("\n")
+        lines.pop()  # the empty string after the final newline
+        yield before, lines
 
 
 def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
@@ -316,7 +453,7 @@ def _is_label(token: str) -> bool:
 def _tuple_getter(indices: Sequence[int]) -> Callable[[list[str]], tuple[str, ...]]:
     """itemgetter that always returns a tuple (itemgetter(i) alone returns the bare item)."""
     if len(indices) >= 2:
-        return itemgetter(*indices)
+        return operator.itemgetter(*indices)
     if len(indices) == 1:
         (i,) = indices
         return lambda toks: (toks[i],)
@@ -385,9 +522,12 @@ class _Layout:
         "dense_names",
         "get_labels",
         "get_values",
+        "label_pos",
         "labels",
+        "layout",
         "n_tokens",
         "sparse",
+        "value_pos",
     )
 
     def __init__(self, toks: list[str], labeled: bool) -> None:
@@ -426,6 +566,13 @@ class _Layout:
                     dense.append((name, start, len(value_pos), style, cache))
                 i = j
         self.labels = tuple(toks[i] for i in label_pos)
+        self.label_pos = tuple(label_pos)
+        self.value_pos = tuple(value_pos)
+        self.layout = FeatureLayout(
+            tuple(d[0] for d in dense),
+            tuple(d[2] - d[1] for d in dense),
+            tuple(d[3] for d in dense),
+        )
         self.get_labels = _tuple_getter(label_pos)
         self.get_values = _tuple_getter(value_pos)
         self.dense = tuple(dense)
@@ -508,8 +655,84 @@ def _split_fields(line: str) -> list[str]:
     )
 
 
+def _u64_windows(data: bytes) -> npt.NDArray[np.uint64]:
+    """Overlapping little-endian 8-byte windows, one starting at each byte of `data` (which must
+    end with 8 padding bytes): one gather compares up to 8 bytes of many tokens at once."""
+    return np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+
+
+def _tokens_equal(
+    windows: npt.NDArray[np.uint64], starts: npt.NDArray[np.int64], token: bytes
+) -> bool:
+    """Whether the bytes at every offset in `starts` begin with `token`."""
+    for o in range(0, len(token), 8):
+        part = token[o : o + 8]
+        mask = np.uint64((1 << (8 * len(part))) - 1)
+        want = np.uint64(int.from_bytes(part, "little"))
+        if not ((windows[starts + o] & mask) == want).all():
+            return False
+    return True
+
+
+class _Rows:
+    """Rows parsed line by line, turned into an NBestBlock."""
+
+    def __init__(self, layout: FeatureLayout) -> None:
+        self.layout = layout
+        self.sent_ids: list[int] = []
+        self.lines: list[int] = []
+        self.surfaces: list[str] = []
+        self.dense: list[list[float]] = []
+        self.totals: list[float] = []
+        self.sparse: list[tuple[tuple[str, float], ...]] = []
+        self.raw_features: list[str] = []
+        self.raw_totals: list[str] = []
+        self.extra: list[tuple[str, ...]] = []
+
+    def block(self) -> NBestBlock:
+        n = len(self.surfaces)
+        return NBestBlock(
+            sent_ids=np.array(self.sent_ids, dtype=np.int64),
+            lines=np.array(self.lines, dtype=np.int64),
+            surfaces=self.surfaces,
+            dense=np.array(self.dense, dtype=np.float64).reshape(n, self.layout.width),
+            totals=np.array(self.totals, dtype=np.float64),
+            layout=self.layout,
+            sparse=self.sparse,
+            raw_features=self.raw_features,
+            raw_totals=self.raw_totals,
+            extra=self.extra,
+        )
+
+
+def _spaced_oddly(surfaces: list[str]) -> bool:
+    """Whether a surface (trailing spaces already stripped) has a leading or a repeated space;
+    a vectorised scan, as `"  " in text` is slow on text with many single spaces."""
+    a = np.frombuffer("\n".join(surfaces).encode(), dtype=np.uint8)
+    if not len(a):
+        return False
+    space = a == 32
+    return bool(space[0] or (space[1:] & (space[:-1] | (a[:-1] == 10))).any())
+
+
+def _normalise_surface(text: str) -> str:
+    """The surface field as tokens (split on U+0020) joined by single spaces."""
+    words = text.split(" ")
+    if words[-1] == "":
+        words.pop()  # Moses' trailing space
+    if "" in words:  # leading or repeated spaces
+        words = [w for w in words if w]
+    return " ".join(words)
+
+
 class _Reader:
-    """Streaming reader behind `read_nbest`; also records label changes for `nbest_stats`."""
+    """Streaming block reader behind `read_nbest_blocks` and `read_nbest`; also records label
+    changes for `nbest_stats`.
+
+    Each chunk of about `_BLOCK_BYTES` is parsed by `_fast` with whole-chunk string operations
+    and numpy when its lines share one field count and feature layout; otherwise (or on any
+    problem) by `_slow`, line by line, which gives the precise error. Both give the same rows.
+    """
 
     def __init__(
         self,
@@ -518,6 +741,7 @@ class _Reader:
         n_sentences: int | None,
         max_hyps: int | None,
         labeled: bool | None,
+        block_bytes: int = _BLOCK_BYTES,
     ) -> None:
         if n_sentences is not None and n_sentences < 0:
             raise ValueError(f"n_sentences must be >= 0, got {n_sentences}")
@@ -526,34 +750,44 @@ class _Reader:
         self.path = path
         self.name = _display_name(path)
         self.n_sentences = n_sentences
-        self.max_hyps = max_hyps
+        self.limit = max_hyps if max_hyps is not None else sys.maxsize
         self.labeled = labeled
+        self.block_bytes = block_bytes
         self.first_dense_names: tuple[str, ...] | None = None
         self.first_label_change_line: int | None = None  # first line whose dense labels differ
+        self._cur = -1  # the current sentence id
+        self._cur_text = ""  # its id as written on the last line
+        self._seen = 0  # lines of the current sentence so far
+        self._layout: _Layout | None = None  # the feature layout of the last parsed line
+
+    def __iter__(self) -> Iterator[NBestBlock]:
+        for before, n, text in _iter_chunks(self.path, self.name, self.block_bytes):
+            block = self._fast(text, before, n)
+            if block is None:
+                yield from self._slow(text, before)
+            elif len(block):
+                yield block
+
+    # --- checks shared by both parsers
 
     def _error(self, message: str, line_no: int, line: str) -> NBestFormatError:
         return NBestFormatError(f"{message}: {_excerpt(line)}", self.name, line_no)
 
-    def _fields(self, line: str, line_no: int) -> list[str]:
-        """The fields of a line that has fewer than four ' ||| '-separated ones."""
-        try:
-            return _split_fields(line)
-        except _LineError as exc:
-            raise self._error(str(exc), line_no, line) from None
-
-    def _sentence_id(self, text: str, cur: int, line_no: int, line: str) -> int:
+    def _sentence_id(self, text: str, line_no: int, line: str) -> int:
         """The id of a line whose id text differs from the previous line's, checked for order."""
         try:
             sid = _parse_id(text)
         except _LineError as exc:
             raise self._error(str(exc), line_no, line) from None
-        if sid < cur:
+        if sid < self._cur:
             raise self._error(
-                f"sentence id {sid} after {cur}: ids must increase and the lines of a "
+                f"sentence id {sid} after {self._cur}: ids must increase and the lines of a "
                 "sentence must be contiguous",
                 line_no,
                 line,
             )
+        if sid >= 1 << 63:
+            raise self._error(f"sentence id {sid} is too large", line_no, line)
         if self.n_sentences is not None and sid >= self.n_sentences:
             raise self._error(
                 f"sentence id {sid}, but there are only {self.n_sentences} sentences",
@@ -562,103 +796,409 @@ class _Reader:
             )
         return sid
 
-    def _slow_line(
-        self, parts: list[str], line_no: int, line: str
-    ) -> tuple[_Layout, tuple[Feature, ...], tuple[tuple[str, float], ...], float]:
-        """Parse a line whose label layout differs from the cached one (or that has an error)."""
-        try:
-            toks = parts[2].split()
-            if self.labeled is None and toks:
-                self.labeled = _is_label(toks[0])
-            layout = _Layout(toks, self.labeled is not False)
-            features, sparse = layout.parse(toks)
-            try:
-                total = float(parts[3])
-            except ValueError:
-                raise _LineError(f"non-numeric total {parts[3]!r}") from None
-        except _LineError as exc:
-            raise self._error(str(exc), line_no, line) from None
+    def _note_layout(self, layout: _Layout, line_no: int) -> None:
+        """Remember the first dense labels and the first line whose labels differ."""
         if self.first_dense_names is None:
             self.first_dense_names = layout.dense_names
         elif layout.dense_names != self.first_dense_names and self.first_label_change_line is None:
             self.first_label_change_line = line_no
-        return layout, features, sparse, total
 
-    def __iter__(self) -> Iterator[NBestGroup]:
-        """Group the lines by sentence; the per-line work is inlined here for speed."""
-        n_sentences = self.n_sentences
-        limit = self.max_hyps if self.max_hyps is not None else sys.maxsize
-        group = NBestGroup
-        hyp = _hypothesis_fast
-        sep = FIELD_SEP
-        # The layout of the last line: a line with labels at the same places takes the fast path.
-        layout = _Layout([], True)
-        n_tok = -1
-        get_labels = get_values = layout.get_labels
-        labels = layout.labels
-        build: _Builder | None = None
-        cur = -1  # current sentence id
-        cur_text = ""  # its id as written
-        hyps: list[Hypothesis] = []
-        for before, lines in _iter_blocks(self.path, self.name):
-            for line_no, line in enumerate(lines, before + 1):
-                parts = line.split(sep)
-                if len(parts) < 4:
-                    parts = self._fields(line, line_no)
-                id_text = parts[0]
-                if id_text != cur_text:
-                    sid = self._sentence_id(id_text, cur, line_no, line)
-                    if sid != cur:
-                        if cur >= 0:
-                            yield group(cur, tuple(hyps))
-                        for missing in range(cur + 1, sid):
-                            yield group(missing, ())
-                        hyps = []
-                        cur = sid
-                    cur_text = id_text
-                if len(hyps) >= limit:
-                    continue  # beyond top-k: only the fields and id order are checked
-                raw_features = parts[2]
-                raw_total = parts[3]
-                toks = raw_features.split()
-                features: tuple[Feature, ...] | None = None
-                if len(toks) == n_tok and get_labels(toks) == labels:
-                    if build is None:
-                        build = layout.compiled()
-                    try:
-                        features, sparse = build(get_values(toks))
-                        total = float(raw_total)
-                    except ValueError:
-                        features = None
-                if features is None:
-                    layout, features, sparse, total = self._slow_line(parts, line_no, line)
-                    n_tok = layout.n_tokens
-                    get_labels = layout.get_labels
-                    get_values = layout.get_values
-                    labels = layout.labels
-                    build = None
-                words = parts[1].split(" ")
-                if words[-1] == "":
-                    words.pop()  # Moses' trailing space
-                if "" in words:  # leading or repeated spaces
-                    words = [w for w in words if w]
-                hyps.append(
-                    hyp(
-                        cur,
-                        tuple(words),
-                        features,
-                        sparse,
-                        total,
-                        tuple(parts[4:]) if len(parts) > 4 else (),
-                        raw_features,
-                        raw_total,
-                    )
-                )
-        if cur >= 0:
-            yield group(cur, tuple(hyps))
-        if n_sentences is not None:
-            for missing in range(cur + 1, n_sentences):
-                yield group(missing, ())
+    # --- line by line
+
+    def _slow(self, text: str, before: int) -> Iterator[NBestBlock]:
+        """Parse a chunk line by line: one block per run of lines with the same layout."""
+        lines = text.split("\n")
+        lines.pop()
+        layout = self._layout
+        rows: _Rows | None = None
+        for line_no, line in enumerate(lines, before + 1):
+            parts = line.split(FIELD_SEP)
+            if len(parts) < 4:
+                try:
+                    parts = _split_fields(line)
+                except _LineError as exc:
+                    raise self._error(str(exc), line_no, line) from None
+            id_text = parts[0]
+            if id_text != self._cur_text:
+                sid = self._sentence_id(id_text, line_no, line)
+                if sid != self._cur:
+                    self._cur, self._seen = sid, 0
+                self._cur_text = id_text
+            self._seen += 1
+            if self._seen > self.limit:
+                continue  # beyond top-k: only the fields and id order are checked
+            toks = parts[2].split()
+            try:
+                if layout is None or not layout.matches(toks):
+                    if self.labeled is None and toks:
+                        self.labeled = _is_label(toks[0])
+                    layout = _Layout(toks, self.labeled is not False)
+                    self._note_layout(layout, line_no)
+                try:
+                    values = [float(t) for t in layout.get_values(toks)]
+                except ValueError:
+                    layout.parse(toks)  # raises _LineError naming the value
+                    raise
+                try:
+                    total = float(parts[3])
+                except ValueError:
+                    raise _LineError(f"non-numeric total {parts[3]!r}") from None
+            except _LineError as exc:
+                raise self._error(str(exc), line_no, line) from None
+            if rows is None or rows.layout != layout.layout:
+                if rows is not None:
+                    yield rows.block()
+                rows = _Rows(layout.layout)
+            if layout.sparse:
+                dense = [v for _, a, b, _, _ in layout.dense for v in values[a:b]]
+                rows.sparse.append(tuple((name, values[i]) for name, i in layout.sparse))
+            else:
+                dense = values
+                rows.sparse.append(())
+            rows.sent_ids.append(self._cur)
+            rows.lines.append(line_no)
+            rows.surfaces.append(_normalise_surface(parts[1]))
+            rows.dense.append(dense)
+            rows.totals.append(total)
+            rows.raw_features.append(parts[2])
+            rows.raw_totals.append(parts[3])
+            rows.extra.append(tuple(parts[4:]))
+        self._layout = layout
+        if rows is not None:
+            yield rows.block()
+
+    # --- whole chunk
+
+    def _fast(self, text: str, before: int, n: int) -> NBestBlock | None:
+        """Parse a chunk whose lines all have the field count and the feature layout (labels at
+        the same token positions, values separated by single spaces) of its first line; None if
+        any line differs or has a problem, without changing the state."""
+        first = text[: text.find("\n")].split(FIELD_SEP)
+        k = len(first)
+        if k < 4:
+            return None
+        toks0 = first[2].split()
+        labeled = self.labeled
+        if labeled is None and toks0:
+            labeled = _is_label(toks0[0])
+        layout = self._layout
+        if layout is None or not layout.matches(toks0):
+            try:
+                layout = _Layout(toks0, labeled is not False)
+            except _LineError:
+                return None
+        # Split on FIELD_SEP, each newline stays inside the field that ends one line and starts
+        # the next ("TOTAL\nID" when k = 4). That there are (k-1)*n+1 fields and each of these n
+        # joints holds exactly one newline proves that every line has k fields.
+        f = text.split(FIELD_SEP)
+        if len(f) != (k - 1) * n + 1:
+            return None
+        joints = f[k - 1 :: k - 1]
+        if list(map(str.count, joints, itertools.repeat("\n"))).count(1) != n:
+            return None
+        halves = "\n".join(joints).split("\n")  # last field 0, id 1, last field 1, id 2, ...
+        ids = [f[0], *halves[1 : 2 * n - 1 : 2]]
+        id_text = "".join(ids)
+        if not (id_text.isascii() and id_text.isdigit() and all(ids)):
+            return None
+        columns = [*(f[j :: k - 1] for j in range(1, k - 1)), halves[0 : 2 * n : 2]]
+        surfaces, feats, raw_totals = columns[0], columns[1], columns[2]
+
+        # sentence ids: checked per run of equal id text
+        runs = self._fast_ids(ids)
+        if runs is None:
+            return None
+        sent_ids, seen = runs
+
+        # features
+        dense = self._fast_values(feats, layout, n)
+        if dense is None:
+            return None
+        sparse: list[tuple[tuple[str, float], ...]] = [()] * n
+        if layout.sparse:  # the same sparse names on every line of the chunk
+            pairs = [zip(itertools.repeat(name), dense[:, i].tolist()) for name, i in layout.sparse]
+            sparse = list(zip(*pairs, strict=True))
+            dense = dense[:, [i for _, a, b, _, _ in layout.dense for i in range(a, b)]]
+        try:
+            totals = np.fromiter(map(float, raw_totals), dtype=np.float64, count=n)
+        except ValueError:
+            return None
+
+        surfaces = list(map(str.rstrip, surfaces, itertools.repeat(" ")))
+        if _spaced_oddly(surfaces):
+            surfaces = [_normalise_surface(s) for s in surfaces]
+        extra: list[tuple[str, ...]] = list(zip(*columns[3:], strict=True)) if k > 4 else [()] * n
+        lines = np.arange(before + 1, before + n + 1, dtype=np.int64)
+        raw_features = feats
+        last_sid, last_seen = int(sent_ids[-1]), int(seen[-1])
+        keep = seen <= self.limit
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            sent_ids, lines, dense, totals = sent_ids[idx], lines[idx], dense[idx], totals[idx]
+            pick = idx.tolist()
+            surfaces = [surfaces[i] for i in pick]
+            raw_features = [feats[i] for i in pick]
+            raw_totals = [raw_totals[i] for i in pick]
+            extra = [extra[i] for i in pick]
+            sparse = [sparse[i] for i in pick]
+
+        # commit the state
+        if len(lines):
+            self.labeled = labeled
+            if layout is not self._layout:
+                self._note_layout(layout, int(lines[0]))
+            self._layout = layout
+        self._cur, self._cur_text, self._seen = last_sid, ids[-1], last_seen
+        return NBestBlock(
+            sent_ids=sent_ids,
+            lines=lines,
+            surfaces=surfaces,
+            dense=dense,
+            totals=totals,
+            layout=layout.layout,
+            sparse=sparse,
+            raw_features=raw_features,
+            raw_totals=raw_totals,
+            extra=extra,
+        )
+
+    def _fast_ids(
+        self, ids: list[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+        """Sentence id of each row and its 1-based position in its sentence (counting the lines
+        of the previous chunk); None if an id is out of order or beyond n_sentences."""
+        n = len(ids)
+        try:  # the ids are ASCII digits (checked); numbers beyond int64 go to the line parser
+            sent_ids = np.array(ids, dtype=np.int64)
+        except (OverflowError, ValueError):  # (ValueError: more digits than int() reads)
+            return None
+        if sent_ids[0] < self._cur or (n > 1 and (np.diff(sent_ids) < 0).any()):
+            return None
+        if self.n_sentences is not None and sent_ids[-1] >= self.n_sentences:
+            return None
+        new = np.empty(n, dtype=bool)
+        new[0] = sent_ids[0] != self._cur
+        new[1:] = sent_ids[1:] != sent_ids[:-1]
+        row = np.arange(n, dtype=np.int64)
+        first = np.maximum.accumulate(np.where(new, row, 0))
+        seen = row - first + 1
+        if not new[0]:  # the first rows continue the previous chunk's sentence
+            cont = int(np.argmax(new)) if new.any() else n
+            seen[:cont] += self._seen
+        return sent_ids, seen
+
+    def _fast_values(
+        self, feats: list[str], layout: _Layout, n: int
+    ) -> npt.NDArray[np.float64] | None:
+        """The values (dense and sparse, in token order) of FEATURES fields that all have
+        `layout`'s tokens (single-space separated, same labels at the same places), as an
+        (n, values) array; None otherwise."""
+        n_tok = layout.n_tokens
+        if n_tok == 0:
+            return np.empty((n, 0), dtype=np.float64) if not any(feats) else None
+        text = "\n".join(feats)
+        if not text.isascii() or "\r" in text:
+            return None
+        data = text.encode() + bytes(8)  # ASCII: byte offsets are character offsets
+        spaces = np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[:-8] == 32)
+        ends = np.cumsum(np.fromiter(map(len, feats), dtype=np.int64, count=n) + 1) - 1
+        per_line = np.diff(np.searchsorted(spaces, ends), prepend=0)
+        if not (per_line == n_tok - 1).all():
+            return None  # a line with more or fewer tokens
+        # Tokens are what lies between single spaces: an empty one (two spaces) gives a label
+        # of the wrong length, or a value that the number reader refuses.
+        if layout.labels:
+            windows = _u64_windows(data)
+            gaps = spaces.reshape(n, n_tok - 1)
+            line_starts = np.concatenate(([0], ends[:-1] + 1))
+            for p, label in zip(layout.label_pos, layout.labels, strict=True):
+                start = line_starts if p == 0 else gaps[:, p - 1] + 1
+                stop = ends if p == n_tok - 1 else gaps[:, p]
+                token = label.encode()
+                if not (stop - start == len(token)).all():
+                    return None
+                if not _tokens_equal(windows, start, token):
+                    return None
+        if not layout.value_pos:
+            return np.empty((n, 0), dtype=np.float64)
+        try:  # numpy's C reader converts like float() (tested); it refuses what it cannot read
+            values = np.loadtxt(
+                feats,
+                dtype=np.float64,
+                delimiter=" ",
+                comments=None,
+                usecols=layout.value_pos,
+                ndmin=2,
+            )
+        except ValueError:
+            return None
+        return values if values.shape == (n, len(layout.value_pos)) else None
+
+
+def read_nbest_blocks(
+    path: PathLike,
+    *,
+    n_sentences: int | None = None,
+    max_hyps: int | None = None,
+    labeled: bool | None = None,
+    block_bytes: int = _BLOCK_BYTES,
+) -> Iterator[NBestBlock]:
+    """Stream an n-best list (plain, .gz or "-") as column blocks of about `block_bytes` of text.
+
+    Each `NBestBlock` holds consecutive rows (hypotheses in file order) that share one dense
+    feature layout: int64 `sent_ids` and `lines`, float64 `dense` (n, width) and `totals`, and
+    per-row lists `surfaces`, `sparse`, `raw_features`, `raw_totals`, `extra`. Memory stays
+    that of one block. Ids are checked as `read_nbest` checks them (increasing, below
+    `n_sentences`); a missing id has no rows. `max_hyps` keeps the first k rows of a sentence.
+    Every line is validated as by `read_nbest`: a bad line raises `NBestFormatError` (an
+    `InputError`) naming the file and 1-based line, before the block holding it is yielded.
+    """
+    return iter(
+        _Reader(
+            path,
+            n_sentences=n_sentences,
+            max_hyps=max_hyps,
+            labeled=labeled,
+            block_bytes=block_bytes,
+        )
+    )
+
+
+def _token_tuples(surfaces: list[str]) -> list[tuple[str, ...]]:
+    """Each surface split into its tokens (an empty surface has none)."""
+    tokens = list(map(tuple, map(str.split, surfaces, itertools.repeat(" "))))
+    if "" in surfaces:
+        for i, surface in enumerate(surfaces):
+            if not surface:
+                tokens[i] = ()
+    return tokens
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a block's objects are built: they all stay alive, so
+    the collections that their allocation would trigger find nothing to free (a quarter of the
+    time of `read_nbest`). The previous state is restored; nothing is yielded to callers inside."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_all(twin: type, final: type, n: int, *columns: Iterable[Any]) -> list[Any]:
+    """`final(*row)` for each row of the columns, through `twin` (see _FeatureTwin) when possible."""
+    if not _FAST_BUILD:  # pragma: no cover
+        return list(map(final, *columns))
+    objs = list(map(twin, *columns))
+    for obj in objs:
+        obj.__class__ = final
+    return objs
+
+
+class _FeatureColumns:
+    """Builds the Feature objects of a block, one dense group (column slice) at a time.
+
+    A single-value group whose values are integers on the first block (Distortion0,
+    WordPenalty0 ...) shares its Feature objects through a small cache: such counts repeat on
+    most lines, and sharing them saves both time and memory.
+    """
+
+    def __init__(self, layout: FeatureLayout, first: npt.NDArray[np.float64]) -> None:
+        self.groups = list(
+            zip(
+                layout.names,
+                itertools.pairwise(itertools.accumulate(layout.sizes, initial=0)),
+                layout.styles,
+                strict=True,
+            )
+        )
+        self.caches: list[dict[float, Feature] | None] = [
+            {} if b - a == 1 and bool(np.all(first[:, a] == np.round(first[:, a]))) else None
+            for _, (a, b), _ in self.groups
+        ]
+
+    def rows(self, dense: npt.NDArray[np.float64]) -> Iterator[tuple[Feature, ...]]:
+        """The features tuple of each row of `dense`."""
+        n = len(dense)
+        rows = dense.tolist()
+        columns: list[list[Feature]] = []
+        for (name, (a, b), style), cache in zip(self.groups, self.caches, strict=True):
+            if cache is not None:
+                columns.append(self._cached(dense[:, a], cache, name, style))
+                continue
+            values: Iterable[tuple[float, ...]]
+            if b - a > 1:
+                values = map(operator.itemgetter(*range(a, b)), rows)
+            elif b - a == 1:
+                values = zip(map(operator.itemgetter(a), rows))
+            else:
+                values = itertools.repeat((), n)
+            names, styles = itertools.repeat(name, n), itertools.repeat(style, n)
+            columns.append(_build_all(_FeatureTwin, Feature, n, names, values, styles))
+        return zip(*columns, strict=True) if columns else itertools.repeat((), n)
+
+    @staticmethod
+    def _cached(
+        column: npt.NDArray[np.float64], cache: dict[float, Feature], name: str, style: str
+    ) -> list[Feature]:
+        """Feature objects of a single-value group, shared through `cache`."""
+        values = column.tolist()
+        for v in set(values).difference(cache):
+            if len(cache) >= _CACHE_SIZE:
+                break
+            cache[v] = _feature(name, (v if v else 0.0,), style)  # a -0.0 key stores +0.0
+        try:
+            out = list(map(cache.__getitem__, values))
+        except KeyError:  # the cache is full: build what it lacks
+            out = [cache.get(v) or _feature(name, (v,), style) for v in values]
+        negative_zero = np.flatnonzero((column == 0) & np.signbit(column))
+        for i in negative_zero.tolist():
+            out[i] = _feature(name, (-0.0,), style)
+        return out
+
+
+def _groups(blocks: Iterable[NBestBlock], n_sentences: int | None) -> Iterator[NBestGroup]:
+    """Hypothesis objects grouped by sentence, with an empty group for every missing id."""
+    builders: dict[FeatureLayout, _FeatureColumns] = {}
+    cur = -1
+    hyps: list[Hypothesis] = []
+    for block in blocks:
+        n = len(block)
+        columns = builders.get(block.layout)
+        if columns is None:
+            columns = builders[block.layout] = _FeatureColumns(block.layout, block.dense)
+        sids = block.sent_ids.tolist()
+        with _gc_paused():
+            made = _build_all(
+                _HypothesisTwin,
+                Hypothesis,
+                n,
+                sids,
+                _token_tuples(block.surfaces),
+                columns.rows(block.dense),
+                block.sparse,
+                block.totals.tolist(),
+                block.extra,
+                block.raw_features,
+                block.raw_totals,
+            )
+        starts = np.flatnonzero(np.diff(block.sent_ids, prepend=cur)).tolist()
+        hyps.extend(made[: starts[0] if starts else n])  # rows continuing the current sentence
+        for i, j in itertools.pairwise([*starts, n]):
+            if cur >= 0:
+                yield NBestGroup(cur, tuple(hyps))
+            for missing in range(cur + 1, sids[i]):
+                yield NBestGroup(missing, ())
+            hyps = made[i:j]
+            cur = sids[i]
+    if cur >= 0:
+        yield NBestGroup(cur, tuple(hyps))
+    if n_sentences is not None:
+        for missing in range(cur + 1, n_sentences):
+            yield NBestGroup(missing, ())
 
 
 def read_nbest(
@@ -668,15 +1208,17 @@ def read_nbest(
     max_hyps: int | None = None,
     labeled: bool | None = None,
 ) -> Iterator[NBestGroup]:
-    """Stream the sentences of an n-best list (plain, .gz or "-"), one group in memory at a time.
+    """Stream the sentences of an n-best list (plain, .gz or "-"), one block in memory at a time.
 
     Yields a group for every id 0..last, empty for ids missing from the file. `n_sentences` (the
     number of source lines) adds trailing empty groups and makes a larger id an error. `max_hyps`
     keeps the first k hypotheses of each sentence (the others are only checked for field count
     and id order). `labeled=None` detects from the first line whether features are labelled;
     unlabelled values get the names F0, F1, ... and style "". Bad lines raise NBestFormatError.
+    Built on `read_nbest_blocks`; code that needs arrays rather than objects should use that.
     """
-    return iter(_Reader(path, n_sentences=n_sentences, max_hyps=max_hyps, labeled=labeled))
+    reader = _Reader(path, n_sentences=n_sentences, max_hyps=max_hyps, labeled=labeled)
+    return _groups(reader, n_sentences)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -831,7 +1373,7 @@ def nbest_stats(path: PathLike) -> NBestStats:
     counts: list[int] = []
     missing: list[int] = []
     n_hyps = n_distinct = n_sparse = n_empty = n_extra = 0
-    for group in reader:
+    for group in _groups(reader, None):
         hyps = group.hyps
         counts.append(len(hyps))
         if not hyps:

@@ -17,10 +17,10 @@ from typing import IO, Literal
 
 import torch
 
-from nbest_rescore.checkpoint import ModelBundle, load_model
+from nbest_rescore.checkpoint import ModelBundle, assign_directions, load_model
 from nbest_rescore.ensemble import Ensemble, EnsembleConfig, SourceIds
 from nbest_rescore.errors import InputError
-from nbest_rescore.features import model_features
+from nbest_rescore.features import model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
 from nbest_rescore.metrics import BleuConfig, corpus_bleu
 from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis
@@ -209,6 +209,13 @@ def write_outputs(
     return best
 
 
+def shipped_translation_models(device: str | torch.device = "cpu") -> list[ModelBundle]:
+    """The shipped models that translate: the left-to-right source-to-target ones (the shipped
+    right-to-left and target-to-source models are rescoring features only)."""
+    bundles = assign_directions([load_model(p, device) for p in shipped_models().models], None)
+    return [b for b in bundles if model_kind(b) == "lstm"]
+
+
 @dataclass(frozen=True)
 class TranslateJob:
     """Settings of `rescore translate`; no `models`: the shipped ones."""
@@ -228,8 +235,10 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     """Translate `input` into `output` (`-`: stdin/stdout); returns a BLEU line with `ref`."""
     import sys
 
-    paths = job.models or tuple(str(p) for p in shipped_models().models)
-    ens = load_ensemble(paths, job.config.ensemble, device=job.device)
+    if job.models:
+        ens = load_ensemble(job.models, job.config.ensemble, device=job.device)
+    else:
+        ens = Ensemble(shipped_translation_models(job.device), job.config.ensemble)
     refs = read_lines(job.ref) if job.ref is not None else None
     lines = read_lines(job.input) if job.input != "-" else iter_text_lines("-")
     total = len(lines) if isinstance(lines, list) else None

@@ -19,7 +19,7 @@ from nbest_rescore.train import TrainConfig, train
 SCRIPT = Path(__file__).with_name("ddp_train_script.py")
 
 
-def _config(paths: dict[str, str], out: Path) -> TrainConfig:
+def _config(paths: dict[str, str], out: Path, attention: str = "none") -> TrainConfig:
     # 50 sentences in global batches of 7: uneven 3/4 slices, and a final batch of ONE sentence
     # (one rank idle). Paper SGD with clipping, so clipping must also agree.
     return TrainConfig.preset_config(
@@ -35,18 +35,20 @@ def _config(paths: dict[str, str], out: Path) -> TrainConfig:
         log_every=2,
         checkpoint_every=3,
         num_threads=1,
+        attention=attention,
     )
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 @pytest.mark.slow
-def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("attention", ["none", "luong"])
+def test_two_process_gloo_matches_single_process(tmp_path: Path, attention: str) -> None:
     torch.set_num_threads(1)
     paths = write_task(tmp_path / "data", "reverse", n_train=50, n_valid=20)
-    single = train(_config(paths, tmp_path / "single"))
+    single = train(_config(paths, tmp_path / "single", attention))
     assert single.steps == 8
 
-    cfg = _config(paths, tmp_path / "ddp")
+    cfg = _config(paths, tmp_path / "ddp", attention)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     # The user's command: `torchrun --nproc-per-node 2 -m nbest_rescore train ...`.
@@ -55,7 +57,7 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
            "--valid-tgt", paths["valid_tgt"], "--out", cfg.out_dir, "--preset", "tiny",
            "--optimizer", "sgd", "--lr", "0.7", "--clip-norm", "1.0", "--batch-size", "7",
            "--epochs", "1", "--log-every", "2", "--checkpoint-every", "3", "--threads", "1",
-           "--quiet"]  # fmt: skip
+           "--attention", attention, "--quiet"]  # fmt: skip
     proc = subprocess.run([*cmd, *cli], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

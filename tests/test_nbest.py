@@ -6,13 +6,16 @@ import copy
 import dataclasses
 import functools
 import gzip
+import math
 import pickle
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -635,8 +638,12 @@ FEATURES = st.lists(
 SPARSE = st.lists(
     st.tuples(st.from_regex(r"[A-Za-z]+_[A-Za-z0-9]+", fullmatch=True), NUMBER), max_size=3
 )
-EXTRA = st.lists(
-    st.text(alphabet=st.characters(blacklist_characters="|\n\r"), max_size=10), max_size=2
+EXTRA = st.lists(  # no surrogates: a file holds UTF-8
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="|\n\r"),
+        max_size=10,
+    ),
+    max_size=2,
 )
 
 
@@ -703,3 +710,140 @@ def test_raw_text_round_trips(
     line = f"3 ||| {' '.join(tokens)} ||| {feats} ||| {total}"
     h = read_one_line(line)
     assert format_hypothesis(h) == line
+
+
+# --- the column block reader ------------------------------------------------------------------
+
+
+def concat_blocks(path: Path, **kwargs: object) -> dict[str, list[object]]:
+    """The columns of all blocks of a file, concatenated (rows as plain Python values)."""
+    out: dict[str, list[object]] = {
+        k: [] for k in ("sent_ids", "lines", "surfaces", "dense", "totals", "raw", "extra")
+    }
+    for b in nbest.read_nbest_blocks(path, **kwargs):  # type: ignore[arg-type]
+        assert b.sent_ids.dtype == np.int64 and b.lines.dtype == np.int64
+        assert b.dense.dtype == np.float64 and b.totals.dtype == np.float64
+        assert b.dense.shape == (len(b), b.layout.width) and b.totals.shape == (len(b),)
+        assert len(b.surfaces) == len(b.raw_features) == len(b.extra) == len(b.sparse) == len(b)
+        out["sent_ids"] += b.sent_ids.tolist()
+        out["lines"] += b.lines.tolist()
+        out["surfaces"] += b.surfaces
+        out["dense"] += [tuple(r) for r in b.dense.tolist()]
+        out["totals"] += b.totals.tolist()
+        out["raw"] += list(zip(b.raw_features, b.raw_totals, strict=True))
+        out["extra"] += b.extra
+    return out
+
+
+def test_blocks_hold_the_hypotheses_as_columns() -> None:
+    blocks = list(nbest.read_nbest_blocks(SLICE))
+    assert [b.layout.names for b in blocks] == [LABELS]
+    assert blocks[0].layout.sizes == (6, 1, 1, 1, 1, 4) and blocks[0].layout.width == 14
+    cols = concat_blocks(SLICE)
+    hyps = all_hyps(SLICE)
+    assert cols["sent_ids"] == [h.sent_id for h in hyps]
+    assert cols["lines"] == list(range(1, 592))
+    assert cols["surfaces"] == [h.surface for h in hyps]
+    assert cols["dense"] == [h.dense_vector() for h in hyps]
+    assert cols["totals"] == [h.total for h in hyps]
+    assert cols["raw"] == [(h.raw_features, h.raw_total) for h in hyps]
+    first = real_lines()[0].split(" ||| ")
+    assert cols["dense"][0] == tuple(float(t) for t in first[2].split() if not t.endswith("="))
+
+
+def test_block_size_does_not_change_the_columns(tmp_path: Path) -> None:
+    """Chunks of any size (sentences split across them) give the same rows; so does max_hyps,
+    whose count goes on across chunks."""
+    lines = [
+        f"{int(line.split(' ||| ', 1)[0]) + 30 * k} ||| {line.split(' ||| ', 1)[1]}"
+        for k in range(3)
+        for line in real_lines()
+    ]
+    path = write_text(tmp_path / "x3.nbest.gz", lines)
+    whole = concat_blocks(path)
+    assert len(whole["surfaces"]) == 3 * 591
+    for size in (300, 4096, 50_000):
+        assert concat_blocks(path, block_bytes=size) == whole
+        top = concat_blocks(path, block_bytes=size, max_hyps=3)
+        expected = [
+            i for i, sid in enumerate(whole["sent_ids"]) if whole["sent_ids"][:i].count(sid) < 3
+        ]
+        assert top["lines"] == [whole["lines"][i] for i in expected]
+        assert top["dense"] == [whole["dense"][i] for i in expected]
+
+
+def test_mixed_lines_give_what_each_line_says(tmp_path: Path) -> None:
+    """Lines the whole-chunk parser cannot take (other field counts, spacing, a label order or
+    numbers it does not read) sit among ordinary ones; every line reads as a naive parse says."""
+    lines = list(real_lines()[:40])
+    lines[3] = lines[3] + " ||| 0-1=0-2 ||| 0-0 1-1"  # extra fields on one line
+    lines[5] = lines[5].replace(" ||| ", " |||  ", 1)  # a leading space in the surface
+    lines[7] = lines[7].replace("Distortion0= 0", "Distortion0= -0")  # negative zero
+    lines[9] = re.sub(r"LM0= \S+", "LM0= 1_0", lines[9])  # a value only float() reads
+    lines[11] = re.sub(r"(LM0= \S+) (WordPenalty0= \S+)", r"\2 \1", lines[11])  # labels swapped
+    lines[13] = lines[13].replace("TranslationModel0= ", "TranslationModel0=\t", 1)
+    lines[15] = re.sub(r" \|\|\| -(\S+)$", r" ||| +\1", lines[15])  # total written with a +
+    path = write_text(tmp_path / "mixed.nbest", lines)
+    hyps = all_hyps(path)
+    for line, h in zip(lines, hyps, strict=True):
+        sid, surface, feats, total, *extra = line.split(" ||| ")
+        toks = feats.split()
+        assert h.sent_id == int(sid) and h.tokens == tuple(surface.split())
+        assert [math.copysign(1, v) for v in h.dense_vector()] == [
+            math.copysign(1, float(t)) for t in toks if not t.endswith("=")
+        ]
+        assert list(h.dense_vector()) == [float(t) for t in toks if not t.endswith("=")]
+        assert [f.name + "=" for f in h.features] == [t for t in toks if t.endswith("=")]
+        assert h.total == float(total) and h.extra == tuple(extra) and h.raw_features == feats
+    assert hyps[9].feature("LM0") == (10.0,)
+    assert math.copysign(1, hyps[7].feature("Distortion0")[0]) == -1
+    later_zero = next(i for i in range(8, 40) if " Distortion0= 0 " in lines[i])
+    assert math.copysign(1, hyps[later_zero].feature("Distortion0")[0]) == 1  # not shared
+    assert nbest_stats(path).first_label_change_line == 12
+    cols = concat_blocks(path)
+    assert cols["surfaces"] == [h.surface for h in hyps]
+    assert cols["extra"][3] == ("0-1=0-2", "0-0 1-1")
+    # one line per chunk: the whole-chunk parser takes the lines it can, with the same result
+    assert concat_blocks(path, block_bytes=100) == cols
+    by_line = [
+        h
+        for g in nbest._groups(nbest.read_nbest_blocks(path, block_bytes=100), None)
+        for h in g.hyps
+    ]
+    assert by_line == hyps and math.copysign(1, by_line[7].feature("Distortion0")[0]) == -1
+
+
+def test_ids_written_differently_name_one_sentence(tmp_path: Path) -> None:
+    lines = [*lines_of(0)[:2], *lines_of(1)[:3]]
+    lines[1] = "00" + lines[1][1:]  # "00" after "0": still sentence 0
+    groups = list(read_nbest(write_text(tmp_path / "ids.nbest", lines)))
+    assert [len(g.hyps) for g in groups] == [2, 3]
+
+
+def test_stopping_early_ends_the_gzip_reader_thread(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "x.nbest.gz", real_lines())
+    before = {t.ident for t in threading.enumerate()}
+    blocks = nbest.read_nbest_blocks(path, block_bytes=2048)
+    next(blocks)
+    blocks.close()  # type: ignore[attr-defined]
+    assert {t.ident for t in threading.enumerate()} == before  # no decompression thread left
+    assert sum(len(b) for b in nbest.read_nbest_blocks(path, block_bytes=2048)) == 591
+    assert {t.ident for t in threading.enumerate()} == before
+
+
+def test_gzip_members_padding_and_damage(tmp_path: Path) -> None:
+    """Concatenated gzip members (as `cat a.gz b.gz` makes) with zero padding read as one file; a
+    damaged checksum or a cut file is reported as corrupt gzip data."""
+    data = "".join(line + "\n" for line in real_lines()).encode()
+    cut = data.index(b"\n", len(data) // 2) + 1
+    path = tmp_path / "members.nbest.gz"
+    path.write_bytes(gzip.compress(data[:cut]) + gzip.compress(data[cut:]) + bytes(16))
+    assert list(read_nbest(path)) == list(read_nbest(SLICE))
+    damaged = bytearray(gzip.compress(data))
+    damaged[-6] ^= 0xFF  # inside the CRC-32 of the trailer
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(InputError, match="corrupt gzip"):
+        list(read_nbest(path))
+    path.write_bytes(gzip.compress(data)[:-20])
+    with pytest.raises(InputError, match="corrupt gzip"):
+        list(read_nbest(path))

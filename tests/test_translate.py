@@ -264,3 +264,21 @@ def test_no_empty_translation_for_a_non_empty_source(checkpoints: list[Path]) ->
     assert [r.text == "" for r in default] == [False, False, True, False]
     allowed = TranslateConfig(SearchConfig(beam=3, min_len=0))
     assert all(r.text == "" for r in translate_lines([bundle], lines, allowed))
+
+
+def test_shipped_translation_models_leave_out_rescoring_only_models(
+    checkpoints: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shipped directory with a left-to-right and a right-to-left model translates with the
+    first alone (the R2L model is a rescoring feature)."""
+    from nbest_rescore.shipped import ENV_VAR
+    from nbest_rescore.translate import shipped_translation_models
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    (shipped / "a-l2r.pt").write_bytes(checkpoints[0].read_bytes())
+    model = train_copy_model(4, 50, VOCAB, reverse_target=True)
+    save_checkpoint(shipped / "b-r2l.pt", model_payload(model, VOCAB, VOCAB, SRC_TOK, TGT_TOK))
+    monkeypatch.setenv(ENV_VAR, str(shipped))
+    bundles = shipped_translation_models()
+    assert [Path(b.path).name for b in bundles] == ["a-l2r.pt"]

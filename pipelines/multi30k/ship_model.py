@@ -1,10 +1,14 @@
-"""Ship a trained model as the package default: half-precision weights under data/models/, the
-interpolation weights tuned on the val n-best list, and a model card.
+"""Ship trained models as the package defaults: half-precision weights under data/models/, the
+interpolation weights tuned for them on the val n-best list, and a model card.
 
-    python -m pipelines.multi30k.ship_model CKPT TUNE_SUMMARY_DIR [--name NAME]
+    python -m pipelines.multi30k.ship_model --model NAME=RUN_DIR [--model NAME=RUN_DIR ...] \\
+        --tuned RESCORE_OUT [--command "how the models were trained"]
 
-TUNE_SUMMARY_DIR is the `--out` of a `rescore run` with `--tune-nbest` (its weights.json and
-summary.json are copied and summarised).
+RUN_DIR is a training run (`rescore train --out`: its checkpoint_best.pt and log.jsonl); RESCORE_OUT
+is the `--out` of a `rescore run` with exactly these models (in this order) and `--tune-nbest`: its
+weights.json and summary.json are copied and summarised. Other `*.pt` files in data/models/ are
+removed, so the directory holds exactly the shipped set (`rescore run` uses all of them,
+`rescore translate` the left-to-right ones).
 """
 
 from __future__ import annotations
@@ -12,85 +16,114 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from nbest_rescore.checkpoint import load_model, model_payload, save_checkpoint
+from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, save_checkpoint
 from nbest_rescore.fileio import atomic_write, sha256_file
 from nbest_rescore.model import count_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
+OUT_DIR = ROOT / "data" / "models"
+TRAIN_KEYS = (
+    "preset", "optimizer", "lr", "lr_schedule", "batch_size", "epochs", "dropout", "patience",
+    "vocab_min_count", "seed", "reverse_source", "reverse_target", "attention",
+)  # fmt: skip
 
 
-def ship(ckpt: Path, tuned: Path, name: str, log: Path | None) -> Path:
-    bundle = load_model(ckpt)
-    out_dir = ROOT / "data" / "models"
-    dest = out_dir / f"{name}.pt"
-    save_checkpoint(
-        dest,
-        model_payload(
-            bundle.model,
-            bundle.src_vocab,
-            bundle.tgt_vocab,
-            bundle.src_tok,
-            bundle.tgt_tok,
-            half=True,
-        ),
-    )
-    weights = json.loads((tuned / "weights.json").read_text())
-    with atomic_write(out_dir / "weights.json") as fh:
-        fh.write(json.dumps(weights, indent=2) + "\n")
-    summary = json.loads((tuned / "summary.json").read_text())
-    systems = "\n".join(f"| {k} | {v['bleu']:.2f} |" for k, v in summary.get("systems", {}).items())
-    train_info = ""
-    if log is not None and log.is_file():
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        valid = [r for r in records if r.get("event") == "valid"]
-        cfg = records[0].get("config", {})
-        train_info = (
-            f"- Training: {json.dumps({k: cfg.get(k) for k in ('optimizer', 'lr', 'batch_size', 'epochs', 'dropout', 'lr_decay_start', 'lr_decay_every', 'vocab_min_count', 'seed', 'reverse_source')})}\n"
-            f"- Best validation perplexity: {min(r['valid_ppl'] for r in valid):.2f} "
-            f"(val, {len(valid)} validations)\n"
-        )
+def _training(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+    return records[0].get("config", {}), [r for r in records if r.get("event") == "valid"]
+
+
+def _model_section(name: str, dest: Path, bundle: ModelBundle, run: Path, feature: str) -> str:
+    cfg, valid = _training(run)
+    best = min(valid, key=lambda r: r["valid_ppl"])
     c = bundle.config
+    return f"""## `{name}.pt` (feature `{feature}`)
+
+- {c.kind}; {c.layers} x {c.hidden} LSTM, {c.emb_dim}-d embeddings, attention `{c.attention}`;
+  {count_parameters(bundle.model):,} parameters; vocabularies {c.src_vocab_size:,}
+  ({bundle.src_tok.lang}) / {c.tgt_vocab_size:,} ({bundle.tgt_tok.lang}).
+- Training: `{json.dumps({k: cfg.get(k) for k in TRAIN_KEYS})}`.
+- Best validation perplexity {best["valid_ppl"]:.2f} at epoch {best["epoch"]:.0f} of
+  {max(r["epoch"] for r in valid):.0f} ({len(valid)} validations, {best["elapsed_s"] / 60:.0f} min of
+  one CPU thread to the best checkpoint).
+- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{sha256_file(dest)}`
+  (training checkpoint `{bundle.sha256}`).
+"""
+
+
+def ship(models: list[tuple[str, Path]], tuned: Path, command: str) -> list[Path]:
+    summary = json.loads((tuned / "summary.json").read_text())
+    features = [m["feature"] for m in summary["models"]]
+    if len(features) != len(models):
+        raise SystemExit(f"{tuned} was run with {len(features)} models, not {len(models)}")
+    keep = {f"{name}.pt" for name, _ in models}
+    for old in OUT_DIR.glob("*.pt"):
+        if old.name not in keep:
+            old.unlink()
+    sections, dests = [], []
+    for (name, run), feature in zip(models, features, strict=True):
+        bundle = load_model(run / "checkpoint_best.pt")
+        dest = OUT_DIR / f"{name}.pt"
+        payload = model_payload(
+            bundle.model, bundle.src_vocab, bundle.tgt_vocab, bundle.src_tok, bundle.tgt_tok,
+            half=True,
+        )  # fmt: skip
+        save_checkpoint(dest, payload)
+        sections.append(_model_section(name, dest, bundle, run, feature))
+        dests.append(dest)
+    weights = json.loads((tuned / "weights.json").read_text())
+    with atomic_write(OUT_DIR / "weights.json") as fh:
+        fh.write(json.dumps(weights, indent=2) + "\n")
+    tuning = summary.get("tuning", {})
     depth = summary.get("provenance", {}).get("max_hyps")
     depth_txt = "all hypotheses" if depth is None else f"the top {depth} hypotheses of every list"
-    card = f"""# Default model: `{name}.pt`
+    systems = "\n".join(
+        f"| {k} | {v['bleu']:.2f} | {summary.get('significance', {}).get(k, {}).get('p_value', '')} |"
+        for k, v in summary.get("systems", {}).items()
+    )
+    card = f"""# Default models
 
-- Architecture: the 2014 LSTM encoder-decoder, `small` preset: {c.layers} x {c.hidden} LSTM, {c.emb_dim}-d
-  embeddings, {"reversed" if c.reverse_source else "forward"} source, no attention;
-  {count_parameters(bundle.model):,} parameters; vocabularies {c.src_vocab_size:,} (en) / {c.tgt_vocab_size:,} (fr).
-- Data: Multi30k task 1 English->French, the 29,000 training pairs; validated on its 1,014 val pairs.
-  Tokenisation: sacremoses, no escaping, case kept (saved in the checkpoint).
-{train_info}- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{sha256_file(dest)}`
-  (training checkpoint `{bundle.sha256}`).
-- `weights.json`: interpolation weights over `Baseline0` (the Moses total), `LSTM0` (the model's
-  log-prob) and `Length0` (words), tuned by MERT on the Multi30k val Moses n-best list
-  ({depth_txt}); `rescore run` without `-m` uses them and calls that system `given`. Dev BLEU
-  {summary.get("tuning", {}).get("dev_bleu", float("nan")):.2f} against
-  {summary.get("tuning", {}).get("dev_bleu_even_average", float("nan")):.2f} for the scale-aware even average.
+`rescore run` without `-m` scores with every model below (one feature each) and weighs them with
+`weights.json`; `rescore translate` without `-m` uses the left-to-right source-to-target ones.
+Data: Multi30k task 1 English->French, the 29,000 training pairs, validated on its 1,014 val
+pairs; tokenisation sacremoses, no escaping, case kept (saved in each checkpoint). How they were
+trained: `{command}`.
+
+{chr(10).join(sections)}
+## `weights.json`
+
+Weights over {", ".join(f"`{f}`" for f in weights["weights"])}, tuned by MERT on the Multi30k val
+Moses n-best list ({depth_txt}): dev BLEU {tuning.get("dev_bleu", float("nan")):.2f} against
+{tuning.get("dev_bleu_even_average", float("nan")):.2f} for the scale-aware even average.
+`rescore run` without `-m` uses them and calls that system `given`.
 
 ## Test2016 scores of that run ({depth_txt}, `rescore run`, {summary.get("signature")})
 
-The `tuned` row is what `rescore run` reports as `given` with the shipped weights.
+The `tuned` row is what `rescore run` reports as `given` with the shipped weights; p-values are
+paired bootstrap against the Moses 1-best.
 
-| system | BLEU |
-| --- | --- |
+| system | BLEU | p-value |
+| --- | --- | --- |
 {systems}
 
 Licence: trained on Multi30k, non-commercial research data (see `data/README.md`).
 """
-    with atomic_write(out_dir / "MODEL_CARD.md") as fh:
+    with atomic_write(OUT_DIR / "MODEL_CARD.md") as fh:
         fh.write(card)
-    return dest
+    return dests
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("tuned", type=Path)
-    p.add_argument("--name", default="small-rev")
-    p.add_argument("--log", type=Path, default=None)
+    p.add_argument("--model", action="append", required=True, help="NAME=RUN_DIR, in run order")
+    p.add_argument("--tuned", type=Path, required=True)
+    p.add_argument("--command", default="python -m pipelines.multi30k (see RESULTS.md)")
     a = p.parse_args()
-    print(ship(a.checkpoint, a.tuned, a.name, a.log))
+    models = [(spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in a.model]
+    for dest in ship(models, a.tuned, a.command):
+        print(dest)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""The Multi30k En->Fr study: the paper's Tables 1 and 2 and its Figures 2 and 3, at our scale.
+"""The Multi30k En->Fr study: the paper's Tables 1 and 2, a depth table and its Figures 2 and 3,
+at our scale, with the `multi30k` recipe (train to convergence; attention as an extra row).
 
-prepare -> train -> translate -> rescore (+ oracle) -> results. Every step writes its outputs under
-the work directory and is skipped when they already exist, so the study resumes after a kill.
+train -> translate -> rescore (+ oracle) -> results. Every step writes its outputs under the work
+directory and is skipped when they already exist, so the study resumes after a kill (training runs
+resume from their last checkpoint). The models take CPU-hours in all, so `--models` trains a subset
+and `--no-train` builds the tables from the models that are ready (a `checkpoint_best.pt`);
+rows whose models are missing are listed as pending in RESULTS.md.
 """
 
 from __future__ import annotations
@@ -35,17 +39,63 @@ from nbest_rescore.text import tokenize
 from nbest_rescore.train import TrainConfig, train
 from nbest_rescore.translate import TranslateConfig, load_ensemble, translate_lines
 from nbest_rescore.tune import MertConfig
+from pipelines.multi30k.curves import plot_curves, validations
 
 HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the study: a name, the source direction and a seed."""
+    """One model of the study: its name, seed and how it differs from the `multi30k` recipe."""
 
     name: str
-    reverse: bool
     seed: int
+    reverse: bool = True
+    attention: str = "luong"
+    reverse_target: bool = False
+    layers: int | None = None
+    swap: bool = False
+    """Trained fr->en: a target-to-source rescoring feature."""
+
+    def overrides(self) -> dict[str, Any]:
+        over: dict[str, Any] = {
+            "seed": self.seed,
+            "reverse_source": self.reverse,
+            "attention": self.attention,
+            "reverse_target": self.reverse_target,
+        }
+        if self.layers is not None:
+            over["layers"] = self.layers
+        if self.swap:
+            over["src_lang"], over["tgt_lang"] = "fr", "en"
+        return over
+
+    def describe(self) -> str:
+        parts = ["reversed source" if self.reverse else "forward source"]
+        parts.append("no attention" if self.attention == "none" else f"{self.attention} attention")
+        if self.reverse_target:
+            parts.append("right-to-left target")
+        if self.swap:
+            parts.append("fr->en (target-to-source)")
+        if self.layers is not None:
+            parts.append(f"{self.layers} layers")
+        return ", ".join(parts)
+
+
+ATT = "att-rev-1"
+"""The main model: the `multi30k` recipe (2 x 512 LSTM, Luong attention, reversed source)."""
+ENSEMBLE = tuple(f"att-rev-{i}" for i in range(1, 6))
+DEPTHS = {1: "depth-1", 2: ATT, 3: "depth-3", 4: "depth-4"}
+
+MODELS: tuple[ModelSpec, ...] = (
+    *(ModelSpec(name, seed=i) for i, name in enumerate(ENSEMBLE, start=1)),
+    ModelSpec("att-r2l", seed=2, reverse=False, reverse_target=True),
+    ModelSpec("att-t2s", seed=1, swap=True),
+    ModelSpec("plain-rev", seed=1, attention="none"),
+    ModelSpec("plain-fwd", seed=1, reverse=False, attention="none"),
+    *(ModelSpec(DEPTHS[d], seed=1, layers=d) for d in (1, 3, 4)),
+)
+"""Every model of the study, in the order `train_models` trains them."""
 
 
 @dataclass(frozen=True)
@@ -55,18 +105,18 @@ class StudyConfig:
     data_dir: Path
     work_dir: Path
     results: Path = HERE / "RESULTS.md"
-    models: tuple[ModelSpec, ...] = (
-        ModelSpec("rev-s1", True, 1),
-        ModelSpec("rev-s2", True, 2),
-        ModelSpec("fwd-s1", False, 1),
-    )
-    epochs: float = 7.0
+    models: tuple[ModelSpec, ...] = MODELS
+    train: tuple[str, ...] | None = None
+    """Names of the models to train (None: all); the others are used only if already trained."""
     threads: int = 1
     max_hyps: int | None = None
     beams: tuple[int, ...] = (1, 2, 12)
     device: str = "cpu"
     train_overrides: dict[str, Any] = field(default_factory=dict)
     progress: ProgressSettings = ProgressSettings()
+
+    def spec(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
 
 
 def _done(path: Path) -> bool:
@@ -87,38 +137,58 @@ def data_files(d: Path) -> dict[str, Path]:
     }
 
 
-def train_models(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
-    """Train every model (resuming an interrupted run); returns their results."""
+def train_config(cfg: StudyConfig, spec: ModelSpec) -> TrainConfig:
+    """The `multi30k` recipe for one model (`rescore train --preset multi30k` plus its overrides)."""
     files = data_files(cfg.data_dir)
+    src, tgt = ("train_src", "train_tgt") if not spec.swap else ("train_tgt", "train_src")
+    vsrc, vtgt = ("val_src", "val_ref") if not spec.swap else ("val_ref", "val_src")
+    return TrainConfig.preset_config(
+        "multi30k",
+        train_src=str(files[src]),
+        train_tgt=str(files[tgt]),
+        valid_src=str(files[vsrc]),
+        valid_tgt=str(files[vtgt]),
+        out_dir=str(cfg.work_dir / "models" / spec.name),
+        num_threads=cfg.threads,
+        device=cfg.device,
+        resume=True,
+        cache_dir=str(cfg.work_dir / "cache"),
+        **{**spec.overrides(), **cfg.train_overrides},
+    )
+
+
+def train_models(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
+    """Train the selected models (resuming interrupted runs); returns the record of every model
+    that is ready: finished (`done.json`) or with a best checkpoint so far."""
     out: dict[str, dict[str, Any]] = {}
     for spec in cfg.models:
         run_dir = cfg.work_dir / "models" / spec.name
         marker = run_dir / "done.json"
-        if not _done(marker):
-            tc = TrainConfig.preset_config(
-                "small",
-                train_src=str(files["train_src"]),
-                train_tgt=str(files["train_tgt"]),
-                valid_src=str(files["val_src"]),
-                valid_tgt=str(files["val_ref"]),
-                out_dir=str(run_dir),
-                reverse_source=spec.reverse,
-                seed=spec.seed,
-                epochs=cfg.epochs,
-                num_threads=cfg.threads,
-                device=cfg.device,
-                resume=True,
-                cache_dir=str(cfg.work_dir / "cache"),
-                **cfg.train_overrides,
-            )
+        tc = train_config(cfg, spec)
+        if not _done(marker) and (cfg.train is None or spec.name in cfg.train):
             t0 = time.time()
             res = train(tc, cfg.progress)
             with atomic_write(marker) as fh:
                 fh.write(
                     to_json({**asdict(res), "wall_s": time.time() - t0, "config": tc.to_dict()})
                 )
-        out[spec.name] = json.loads(marker.read_text())
+        if _done(marker):
+            out[spec.name] = {**json.loads(marker.read_text()), "finished": True}
+        elif checkpoint(cfg, spec.name).is_file():
+            out[spec.name] = {**_partial_record(run_dir), "finished": False}
     return out
+
+
+def _partial_record(run_dir: Path) -> dict[str, Any]:
+    """What an unfinished run has reached so far, from its log.jsonl."""
+    valid = validations(run_dir / "log.jsonl")
+    config = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])["config"]
+    return {
+        "best_valid_ppl": float(valid["valid_ppl"].min()),
+        "epochs_done": float(valid["epoch"].max()),
+        "elapsed_s": float(valid["elapsed_s"].max()),
+        "config": config,
+    }
 
 
 def checkpoint(cfg: StudyConfig, name: str) -> Path:
@@ -145,38 +215,43 @@ def translate_system(cfg: StudyConfig, name: str, models: Sequence[str], beam: i
     return out
 
 
-def table1(cfg: StudyConfig, bleu: BleuConfig) -> pd.DataFrame:
+def table1_systems(cfg: StudyConfig, ready: set[str]) -> list[tuple[str, tuple[str, ...], int]]:
+    """(label, models, beam) of every direct-translation row whose models are in `ready`."""
+    rows: list[tuple[str, tuple[str, ...], int]] = [
+        ("single forward LSTM, no attention (plain-fwd), beam 12", ("plain-fwd",), 12),
+        *((f"single reversed LSTM, no attention (plain-rev), beam {b}", ("plain-rev",), b)
+          for b in cfg.beams),
+        *((f"single reversed LSTM with attention ({ATT}), beam {b}", (ATT,), b)
+          for b in cfg.beams),
+        *((f"ensemble of 2 reversed attention LSTMs, beam {b}", ENSEMBLE[:2], b)
+          for b in cfg.beams),
+        *((f"ensemble of 5 reversed attention LSTMs, beam {b}", ENSEMBLE, b) for b in cfg.beams),
+    ]  # fmt: skip
+    return [r for r in rows if set(r[1]) <= ready]
+
+
+def table1(cfg: StudyConfig, bleu: BleuConfig, ready: set[str]) -> pd.DataFrame:
     """Direct translation BLEU on test2016 (the paper's Table 1 shape) and the Moses 1-best."""
     files = data_files(cfg.data_dir)
     refs = read_lines(files["test_ref"])
-    rev = [m.name for m in cfg.models if m.reverse]
-    fwd = [m.name for m in cfg.models if not m.reverse]
-    systems: list[tuple[str, list[str], int]] = []
-    if fwd:
-        systems.append((f"single forward LSTM ({fwd[0]}), beam 12", fwd[:1], 12))
-    for beam in cfg.beams:
-        systems.append((f"single reversed LSTM ({rev[0]}), beam {beam}", rev[:1], beam))
-    if len(rev) > 1:
-        for beam in cfg.beams:
-            systems.append((f"ensemble of {len(rev)} reversed LSTMs, beam {beam}", rev, beam))
     rows = [
         {
             "method": "Moses phrase-based baseline (1-best)",
             "bleu": corpus_bleu(read_lines(files["test_1best"]), refs, bleu).score,
+            "empty outputs": 0,
             "seconds": None,
         }
     ]
-    for label, models, beam in systems:
-        name = "+".join(models)
-        path = translate_system(cfg, name, models, beam)
+    for label, models, beam in table1_systems(cfg, ready):
+        path = translate_system(cfg, "+".join(models), models, beam)
         hyps = read_lines(path)
         meta = json.loads(path.with_suffix(".json").read_text())
         rows.append(
             {
                 "method": label,
                 "bleu": corpus_bleu(hyps, refs, bleu).score,
+                "empty outputs": sum(1 for h in hyps if not h.strip()),
                 "seconds": meta["seconds"],
-                "output": str(path.relative_to(cfg.work_dir)),
             }
         )
     return pd.DataFrame(rows)
@@ -208,45 +283,71 @@ def rescore_system(
     return json.loads((out / "summary.json").read_text())
 
 
-def table2(cfg: StudyConfig, bleu: BleuConfig) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+def table2_systems(ready: set[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, models) of every rescoring run whose models are in `ready`."""
+    runs: list[tuple[str, tuple[str, ...]]] = [
+        ("single forward LSTM, no attention", ("plain-fwd",)),
+        ("single reversed LSTM, no attention", ("plain-rev",)),
+        ("single reversed LSTM with attention", (ATT,)),
+        ("ensemble of 5 reversed attention LSTMs", ENSEMBLE),
+        ("attention LSTM + right-to-left feature", (ATT, "att-r2l")),
+        ("attention LSTM + target-to-source feature", (ATT, "att-t2s")),
+        ("attention LSTM + R2L + T2S features", (ATT, "att-r2l", "att-t2s")),
+        ("ensemble of 5 + R2L + T2S features", (*ENSEMBLE, "att-r2l", "att-t2s")),
+    ]
+    return [r for r in runs if set(r[1]) <= ready]
+
+
+SYSTEM_ROWS = (
+    ("lstm", "LSTM log-prob alone"),
+    ("even_average_raw", "literal even average (paper)"),
+    ("even_average", "scale-aware even average"),
+    ("tuned", "weights tuned on val (MERT)"),
+)
+
+
+def table2(
+    cfg: StudyConfig, bleu: BleuConfig, ready: set[str]
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Rescoring the Moses test2016 1000-best list (the paper's Table 2 shape)."""
-    rev = [m.name for m in cfg.models if m.reverse]
-    fwd = [m.name for m in cfg.models if not m.reverse]
-    runs: list[tuple[str, list[str]]] = []
-    if fwd:
-        runs.append((f"single forward LSTM ({fwd[0]})", fwd[:1]))
-    runs.append((f"single reversed LSTM ({rev[0]})", rev[:1]))
-    if len(rev) > 1:
-        runs.append((f"ensemble of {len(rev)} reversed LSTMs", rev))
-    summaries = {label: rescore_system(cfg, "+".join(m), m, bleu) for label, m in runs}
-    first = next(iter(summaries.values()))
-    sys0 = first["systems"]
+    summaries = {
+        label: rescore_system(cfg, "+".join(models), models, bleu)
+        for label, models in table2_systems(ready)
+    }
+    if not summaries:
+        return pd.DataFrame(columns=["method", "bleu", "p_value"]), {}
+    sys0 = next(iter(summaries.values()))["systems"]
     rows = [{"method": "Moses baseline 1-best", "bleu": sys0["baseline"]["bleu"], "p_value": None}]
     for label, s in summaries.items():
-        for key, what in (
-            ("lstm", "LSTM log-prob alone"),
-            ("even_average_raw", "literal even average (paper)"),
-            ("even_average", "scale-aware even average"),
-            ("tuned", "weights tuned on val (MERT)"),
-        ):
-            rows.append(
-                {
-                    "method": f"rescoring, {label}: {what}",
-                    "bleu": s["systems"][key]["bleu"],
-                    "p_value": s["significance"].get(key, {}).get("p_value"),
-                }
-            )
-    rows.append(
-        {"method": "oracle (corpus-level)", "bleu": sys0["oracle"]["bleu"], "p_value": None}
-    )
-    rows.append(
-        {
-            "method": "oracle (sentence-level)",
-            "bleu": sys0["oracle_sentence"]["bleu"],
-            "p_value": None,
-        }
-    )
+        for key, what in SYSTEM_ROWS:
+            if key in s["systems"]:
+                rows.append(
+                    {
+                        "method": f"rescoring, {label}: {what}",
+                        "bleu": s["systems"][key]["bleu"],
+                        "p_value": s["significance"].get(key, {}).get("p_value"),
+                    }
+                )
+    for key, what in (("oracle", "corpus-level"), ("oracle_sentence", "sentence-level")):
+        rows.append({"method": f"oracle ({what})", "bleu": sys0[key]["bleu"], "p_value": None})
     return pd.DataFrame(rows), summaries
+
+
+def depth_table(trained: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Validation perplexity by depth (1 to 4 layers, same width and recipe)."""
+    rows = []
+    for depth, name in DEPTHS.items():
+        rec = trained.get(name)
+        rows.append(
+            {
+                "layers": depth,
+                "model": name,
+                "best valid ppl": rec["best_valid_ppl"] if rec else None,
+                "epochs": rec["epochs_done"] if rec else None,
+                "finished": rec["finished"] if rec else None,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: str, direct: Path) -> Path:
@@ -255,12 +356,12 @@ def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: str, direct: Path)
 
     files = data_files(cfg.data_dir)
     refs = read_lines(files["test_ref"])
-    src_tok = load_model(checkpoint(cfg, cfg.models[0].name)).src_tok
+    src_tok = load_model(checkpoint(cfg, ATT)).src_tok
     src_len = np.asarray([len(tokenize(s, src_tok)) for s in read_lines(files["test_src"])])
     systems = {
         "Moses baseline": read_lines(files["test_1best"]),
         "best rescoring": read_lines(cfg.work_dir / "rescore" / best_rescore / "best.detok.txt"),
-        "direct (ensemble, beam 12)": read_lines(direct),
+        f"direct ({direct.stem})": read_lines(direct),
     }
     cols: dict[str, Any] = {}
     for name, hyps in systems.items():
@@ -296,13 +397,13 @@ def figure2(cfg: StudyConfig) -> Path:
     """2-D PCA of the encoder's final hidden state for related phrases (the paper's Figure 2)."""
     import matplotlib.pyplot as plt
 
-    bundle = load_model(checkpoint(cfg, cfg.models[0].name))
+    bundle = load_model(checkpoint(cfg, ATT))
     ids = [bundle.src_vocab.encode(tokenize(p, bundle.src_tok)) for p in PCA_PHRASES]
     with torch.no_grad():
         feats = []
         for x in ids:
-            h, _ = bundle.model.encode(torch.tensor([x]), torch.tensor([len(x)]))
-            feats.append(h[-1, 0].numpy())
+            state = bundle.model.encode(torch.tensor([x]), torch.tensor([len(x)]))
+            feats.append(state[0][-1, 0].numpy())
     m = np.stack(feats)
     m = m - m.mean(axis=0)
     _, _, vt = np.linalg.svd(m, full_matrices=False)
@@ -311,7 +412,7 @@ def figure2(cfg: StudyConfig) -> Path:
     ax.scatter(xy[:, 0], xy[:, 1])
     for (x, y), p in zip(xy, PCA_PHRASES, strict=True):
         ax.annotate(p, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax.set_title(f"PCA of the encoder's last-layer final state ({cfg.models[0].name})")
+    ax.set_title(f"PCA of the encoder's last-layer final state ({ATT})")
     path = cfg.results.parent / "figure2_pca.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -334,113 +435,150 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _models_md(cfg: StudyConfig, trained: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        "| model | what | best valid ppl | epochs | finished | training CPU min | checkpoint sha256 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, rec in trained.items():
+        b = load_model(checkpoint(cfg, name))
+        rows.append(
+            f"| {name} | {cfg.spec(name).describe()}, seed {cfg.spec(name).seed} | "
+            f"{rec['best_valid_ppl']:.2f} | {rec['epochs_done']:.1f} | "
+            f"{'yes' if rec['finished'] else 'no (best so far)'} | {rec['elapsed_s'] / 60:.0f} | "
+            f"`{b.sha256}` |"
+        )
+    return "\n".join(rows)
+
+
+def _pending(cfg: StudyConfig, ready: set[str]) -> list[str]:
+    everything = {m.name for m in cfg.models}
+    t1 = {label for label, *_ in table1_systems(cfg, everything)} - {
+        label for label, *_ in table1_systems(cfg, ready)
+    }
+    t2 = {label for label, _ in table2_systems(everything)} - {
+        label for label, _ in table2_systems(ready)
+    }
+    missing = sorted(everything - ready)
+    out = [f"- models not trained yet: {', '.join(missing) or 'none'}"]
+    out += [f"- Table 1 row pending: {label}" for label in sorted(t1)]
+    out += [f"- Table 2 run pending: {label}" for label in sorted(t2)]
+    return out
+
+
+def _rescoring_details(summaries: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for label, s in summaries.items():
+        tuned = s["weights"].get("tuned", {})
+        timing = s["scoring"]["timing"]
+        lines.append(
+            f"- {label}: tuned weights {json.dumps({k: round(v, 5) for k, v in tuned.items()})}; "
+            f"dev BLEU {s['tuning'].get('dev_bleu', float('nan')):.2f} (scale-aware even average "
+            f"{s['tuning'].get('dev_bleu_even_average', float('nan')):.2f}); scoring "
+            f"{timing.get('hyps_scored', 0):.0f} new hypotheses at "
+            f"{timing.get('hyps_per_s', 0):.0f} hyp/s (0: every score came from the cache)"
+        )
+    return "\n".join(lines)
+
+
 def run_study(cfg: StudyConfig, argv: Sequence[str]) -> Path:
     """Every step, then RESULTS.md."""
     t_start = time.time()
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     bleu = BleuConfig(tokenize="13a", tgt_lang="fr")
     trained = train_models(cfg)
-    t1 = table1(cfg, bleu)
-    t2, summaries = table2(cfg, bleu)
-    rev = [m.name for m in cfg.models if m.reverse]
-    best_name = "+".join(rev) if len(rev) > 1 else rev[0]
-    direct = cfg.work_dir / "translate" / f"{best_name}.beam12.txt"
-    if not direct.is_file():
-        direct = translate_system(cfg, rev[0], rev[:1], 12)
-    f3 = figure3(cfg, bleu, best_name, direct)
-    f2 = figure2(cfg)
-    oracle_k = next(iter(summaries.values()))["oracle_at_k"]
-    oracle = next(iter(summaries.values()))["systems"]["oracle"]["bleu"]
-    base = next(iter(summaries.values()))["systems"]["baseline"]["bleu"]
-    t2_gain = max(s["systems"]["tuned"]["bleu"] for s in summaries.values()) - base
+    ready = set(trained)
+    t1 = table1(cfg, bleu, ready)
+    t2, summaries = table2(cfg, bleu, ready)
+    depth = depth_table(trained)
+    curves = plot_curves(
+        {n: validations(cfg.work_dir / "models" / n / "log.jsonl") for n in trained},
+        cfg.results.parent / "learning_curves.png",
+    )
+    figures = ""
+    if ATT in ready and summaries:
+        best = max(summaries, key=lambda k: summaries[k]["systems"]["tuned"]["bleu"])
+        best_name = "+".join(dict(table2_systems(ready))[best])
+        direct = translate_system(cfg, ATT, (ATT,), 12)
+        f3 = figure3(cfg, bleu, best_name, direct)
+        f2 = figure2(cfg)
+        figures = f"![BLEU by sentence length]({f3.name})\n\n![PCA of encoder states]({f2.name})"
+    oracle_k = next(iter(summaries.values()))["oracle_at_k"] if summaries else {}
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
-    models_md = []
-    for name, res in trained.items():
-        ck = checkpoint(cfg, name)
-        b = load_model(ck)
-        models_md.append(
-            f"| {name} | {'reversed' if b.config.reverse_source else 'forward'} | "
-            f"{res['config']['seed']} | {res['best_valid_ppl']:.2f} | {res['epochs_done']:.2f} | "
-            f"{res['elapsed_s'] / 60:.1f} | `{b.sha256[:16]}` |"
-        )
-    text = (
-        f"""# Multi30k En->Fr: the paper's tables at our scale
+    recipe = {k: v for k, v in TrainConfig.preset_config(
+        "multi30k", train_src="", train_tgt="", valid_src="", valid_tgt="", out_dir=""
+    ).to_dict().items() if k in ("optimizer", "lr", "batch_size", "dropout", "lr_schedule",
+        "lr_decay_factor", "plateau_patience", "min_lr", "patience", "epochs", "attention",
+        "vocab_min_count", "clip_norm")}  # fmt: skip
+    text = f"""# Multi30k En->Fr: the paper's tables at our scale
 
-Produced by `python -m pipelines.multi30k {" ".join(shlex.quote(a) for a in argv[1:])}` at commit `{commit}`, on
-{platform.node()} ({platform.machine()}, {torch.get_num_threads()} torch threads, device {cfg.device}),
-{time.strftime("%Y-%m-%d", time.gmtime())}; this invocation took {(time.time() - t_start) / 60:.1f} min
-(steps whose outputs existed were skipped). Data: `{cfg.data_dir}` (Multi30k task 1 and the real Moses
-1000-best lists; see its README). BLEU: sacrebleu, detokenized hypotheses against raw references,
-signature `{signature(bleu)}`. Every number below was measured by this pipeline; none is copied.
+Produced by `python -m pipelines.multi30k {" ".join(shlex.quote(a) for a in argv[1:])}` at commit
+`{commit}`, on {platform.node()} ({platform.machine()}, {torch.get_num_threads()} torch threads,
+device {cfg.device}), {time.strftime("%Y-%m-%d", time.gmtime())}; this invocation took
+{(time.time() - t_start) / 60:.1f} min (steps whose outputs existed were skipped). Data:
+Multi30k task 1 and the real Moses 1000-best lists (`{cfg.data_dir.name}`; see its README). BLEU:
+sacrebleu, detokenized hypotheses against raw references, signature `{signature(bleu)}`. Every
+number below was measured by this pipeline; none is copied.
 
-## Models (`small` preset: 2 x 256 LSTM, 256-d embeddings, Adam, dropout 0.3; not the paper's 4 x 1000 SGD)
+## Models
 
-| model | source | seed | best valid ppl | epochs | training min | checkpoint sha256 |
-| --- | --- | --- | --- | --- | --- | --- |
-{chr(10).join(models_md)}
+The `multi30k` recipe (`rescore train --preset multi30k`): 2 x 512 LSTM, 256-d embeddings,
+vocabularies of the words seen twice in train (at most 10k), Luong (bilinear) attention on the
+decoder's top layer, Adam, dropout 0.3, the learning rate halved after every validation (once an
+epoch) without a new best, stopped after {recipe["patience"]} validations without one or once the
+learning rate falls below {recipe["min_lr"]}: `{json.dumps(recipe)}`. Rows below override one thing
+each (no attention, forward source, right-to-left target, fr->en, depth). Training CPU minutes are
+wall-clock on a shared 2-core machine, one thread per model, two models at a time.
 
-Training settings: `{json.dumps({k: v for k, v in next(iter(trained.values()))["config"].items() if k in ("optimizer", "lr", "batch_size", "dropout", "lr_decay_start", "lr_decay_every", "vocab_min_count", "epochs")})}`.
+{_models_md(cfg, trained)}
 
-## Table 1 shape: direct translation of test2016 (beam search, ensembles average probabilities)
+![learning curves]({curves.name})
 
-{_md(t1.drop(columns=[c for c in ("output",) if c in t1.columns]))}
+## Table 1 shape: direct translation of test2016
+
+Beam search with summed log-probs (the paper's), EOS forbidden before the first token (so no
+empty output), ensembles average probabilities.
+
+{_md(t1)}
 
 ## Table 2 shape: rescoring the Moses test2016 1000-best list
 
-Each rescoring run scores every hypothesis{"" if cfg.max_hyps is None else f" of the top {cfg.max_hyps}"}
-of every list; "tuned" weights (Moses total, each LSTM's log-prob, length) were found by MERT on
-the val 1000-best list and applied unchanged to test2016. p-values: sacrebleu's paired bootstrap
-(1000 resamples) against the Moses 1-best.
+Each run scores every hypothesis{"" if cfg.max_hyps is None else f" of the top {cfg.max_hyps}"} of
+every list; "tuned" weights (Moses total, each model's feature, length) were found by MERT on the
+val 1000-best list and applied unchanged to test2016. p-values: paired bootstrap (1000 resamples)
+against the Moses 1-best. The LSTM-alone and even-average rows use the left-to-right models only;
+right-to-left (R2L) and target-to-source (T2S) features enter the tuned weights.
 
 {_md(t2)}
 
 Oracle@k (corpus-level oracle restricted to the top k): {", ".join(f"@{k} {v:.2f}" for k, v in oracle_k.items())}.
 
+{_rescoring_details(summaries)}
+
+## Depth
+
+Validation perplexity of the recipe at 1 to 4 layers (same width 512; the paper reports each
+extra layer cutting perplexity by nearly 10%).
+
+{_md(depth)}
+
+## Pending
+
+{chr(10).join(_pending(cfg, ready))}
+
 ## Figures
 
-![BLEU by sentence length]({f3.name})
+{figures}
 
-![PCA of encoder states]({f2.name})
+## How to reproduce
 
-## Rescoring details
-
+`python -m pipelines.multi30k --threads 1 --models att-rev-1` trains that model (or resumes it)
+and rebuilds every table from the models that are ready; `--no-train` only rebuilds the tables.
+Each model is exactly `rescore train --preset multi30k` with the overrides in the table above
+(`train_config`), on `train.{{en,fr}}.gz` with `val.{{en,fr}}.gz` for validation.
 """
-        + "\n".join(
-            f"- {label}: tuned weights "
-            f"{json.dumps({k: round(v, 5) for k, v in s['weights'].get('tuned', {}).items()})}; "
-            f"dev BLEU {s['tuning'].get('dev_bleu', float('nan')):.2f} "
-            f"(scale-aware even average {s['tuning'].get('dev_bleu_even_average', float('nan')):.2f}); "
-            f"scoring {s['scoring']['timing'].get('hyps_scored', 0):.0f} new hypotheses per list at "
-            f"{s['scoring']['timing'].get('hyps_per_s', 0):.0f} hyp/s (0: every score came from the cache)"
-            for label, s in summaries.items()
-        )
-        + f"""
-
-## How the models were trained
-
-Each model is `rescore train --preset small --epochs 7 --threads 1 --seed N` (plus `--no-reverse`
-for the forward one) on `train.{{en,fr}}.gz` with `val.{{en,fr}}.gz` for validation; the pipeline's
-train step runs exactly that configuration (`train_models`) and skips a model whose `done.json`
-exists. Training minutes are wall-clock on a shared 2-core machine (the forward model shared its
-cores with other jobs). Training is deterministic: the same seed reproduces the same checkpoint.
-
-## Reading
-
-- Rescoring reproduces the paper's Table 2 shape: every LSTM improves the Moses 1-best once the
-  scores are combined on a common scale, the reversed model more than the forward one, and the
-  ensemble of two reversed models most (tuned on val: +{t2_gain:.2f} BLEU over Moses on test2016).
-- The paper's literal even average loses several BLEU here: Moses' total is on MERT's scale and
-  the LSTM log-prob is not; the scale-aware average and MERT tuning fix that.
-- Direct translation is far below Moses: these are 7-million-parameter models trained for 12 minutes
-  on 29k sentence pairs, without attention, against the paper's 384M parameters and 12M pairs. The
-  ordering still follows the paper: reversed beats forward, the ensemble beats a single model, and
-  beam 2 beats greedy; beam 12 loses a little to beam 2 because summed log-probs favour short
-  outputs (brevity penalty), a known effect the paper's larger models hide.
-- The oracle shows the head-room left in the lists: {oracle:.2f} BLEU with all hypotheses.
-"""
-    )
     with atomic_write(cfg.results) as fh:
         fh.write(text)
     return cfg.results
@@ -456,17 +594,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--work-dir", type=Path, default=HERE / "work")
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
-    p.add_argument("--epochs", type=float, default=7.0)
+    p.add_argument("--models", default=None, help="comma-separated models to train (default all)")
+    p.add_argument("--no-train", action="store_true", help="use only models already trained")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-hyps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv[1:])
+    train_only: tuple[str, ...] | None = None
+    if a.no_train:
+        train_only = ()
+    elif a.models:
+        train_only = tuple(a.models.split(","))
     cfg = StudyConfig(
         data_dir=a.data_dir,
         work_dir=a.work_dir,
         results=a.results,
-        epochs=a.epochs,
+        train=train_only,
         threads=a.threads,
         max_hyps=a.max_hyps,
         device=a.device,
