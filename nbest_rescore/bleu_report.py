@@ -55,11 +55,15 @@ def depth_limited(edges: Sequence[int], depth: int) -> tuple[int, ...]:
     return (*[k for k in edges if k < depth], depth)
 
 
-def check_parallel(name: str, path: str, n_lines: int, n_ids: int) -> None:
-    """A reference/source must have one line per n-best sentence id (trailing ids may be absent)."""
+def check_parallel(
+    name: str, path: str, n_lines: int, n_ids: int, nbest: str | None = None
+) -> None:
+    """A reference/source must have one line per n-best sentence id (trailing ids may be absent);
+    the message names both files, as either may be the wrong one."""
     if n_lines < n_ids:
+        listed = "the n-best list" if nbest is None else f"the n-best list {nbest}"
         raise InputError(
-            f"has {n_lines} lines but the n-best list has sentence ids up to {n_ids - 1}: "
+            f"has {n_lines} lines but {listed} has sentence ids up to {n_ids - 1}: "
             f"the {name} must have one line per source sentence",
             path,
         )

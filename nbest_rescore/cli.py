@@ -17,6 +17,13 @@ import typer
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.progress import ProgressSettings
+from nbest_rescore.validate import (
+    DEFAULT_MAX_LEN,
+    option_above,
+    option_at_least,
+    option_finite,
+    option_in_range,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -81,6 +88,12 @@ def _progress(quiet: bool) -> ProgressSettings:
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         typer.echo(message, err=True)
+
+
+def _warn(warnings: list[str] | tuple[str, ...]) -> None:
+    """Warnings go to stderr even with --quiet: they say an output may not be what it seems."""
+    for w in warnings:
+        typer.echo(f"rescore: warning: {w}", err=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +161,7 @@ def oracle(
         max_hyps=max_hyps,
     )
     summary = run_oracle_job(job, _progress(quiet))
+    _warn(summary.get("warnings", []))
     typer.echo(summary_table(summary))
     _say(quiet, f"report written to {out}/")
 
@@ -217,6 +231,8 @@ def rerank(
         bleu=BleuConfig(tokenize=tokenize, tgt_lang=tgt_lang),
     )
     result = run_rerank_job(job, _progress(quiet))
+    if result.missing_note:
+        _warn([result.missing_note])
     used = " ".join(f"{n}={w:g}" for n, w in result.weights.items())
     _say(quiet, f"weights: {used}")
     if result.bleu is not None:
@@ -257,6 +273,13 @@ def run(
         int | None, typer.Option(help="Target tokens per scoring batch [default: 8192].")
     ] = None,
     max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
+    max_len: Annotated[
+        int,
+        typer.Option(
+            help="Longest hypothesis (and source) in tokens: a longer one is an error naming "
+            "its line (scoring memory grows with hypotheses x this length)."
+        ),
+    ] = DEFAULT_MAX_LEN,
     prefix_sharing: Annotated[
         bool, typer.Option(help="Score each list's shared prefixes once (prefix trie).")
     ] = True,
@@ -314,11 +337,13 @@ def run(
         max_hyps=max_hyps,
         src_lang=src_lang,
         cache_dir=cache_dir,
+        max_len=max_len,
     )
     with distributed.process_group(device) as info:
         summary = run_rescore_job(job, _progress(quiet or not info.is_main))
     if summary is None:
         return
+    _warn(summary.get("warnings", []))
     if summary["systems"]:
         typer.echo(summary_table(summary))
     _say(quiet, f"outputs written to {out}/ (1-best: {out}/best.detok.txt)")
@@ -413,6 +438,26 @@ def train(
     from nbest_rescore.train import TrainConfig
     from nbest_rescore.train import train as run_training
 
+    for name, path in {"--train-src": train_src, "--train-tgt": train_tgt,
+                       "--valid-src": valid_src, "--valid-tgt": valid_tgt}.items():  # fmt: skip
+        if path == "-":
+            raise InputError(f"{name} -: training reads its files several times; give a file")
+    option_above("--epochs", epochs, 0)
+    option_above("--lr", lr, 0)
+    for name, value in {
+        "--batch-size": batch_size, "--batch-tokens": batch_tokens, "--emb-dim": emb_dim,
+        "--hidden": hidden, "--layers": layers, "--src-vocab-size": src_vocab_size,
+        "--tgt-vocab-size": tgt_vocab_size, "--vocab-min-count": vocab_min_count,
+        "--checkpoint-every": checkpoint_every, "--log-every": log_every, "--threads": threads,
+    }.items():  # fmt: skip
+        option_at_least(name, value, 1)
+    for name, value in {"--patience": patience, "--valid-every": valid_every}.items():
+        option_at_least(name, value, 0)
+    option_in_range("--dropout", dropout, 0, 1)
+    option_in_range("--label-smoothing", label_smoothing, 0, 1)
+    option_above("--clip-norm", clip_norm, 0)
+    option_at_least("--lr-decay-start", lr_decay_start, 0)
+    option_above("--lr-decay-every", lr_decay_every, 0)
     overrides = {
         k: v
         for k, v in dict(
@@ -528,6 +573,7 @@ def translate(
     """
     from nbest_rescore.distributed import resolve_device
     from nbest_rescore.ensemble import EnsembleConfig
+    from nbest_rescore.metrics import BleuConfig
     from nbest_rescore.search import SearchConfig
     from nbest_rescore.translate import TranslateConfig, TranslateJob, run_translate_job
 
@@ -537,6 +583,18 @@ def translate(
             weights = tuple(float(w) for w in ensemble_weights.split(","))
         except ValueError:
             raise InputError(f"--ensemble-weights {ensemble_weights!r}: expected numbers") from None
+    if input == "-" and ref == "-":
+        raise InputError("only one input can be - (stdin), got --input, --ref")
+    option_at_least("--beam", beam, 1)
+    option_at_least("--nbest", nbest, 1)
+    option_at_least("--batch-size", batch_size, 1)
+    option_at_least("--min-len", min_len, 0)
+    option_at_least("--max-len-a", max_len_a, 0)
+    option_at_least("--max-len-b", max_len_b, 0)
+    option_finite("--length-penalty", length_penalty)
+    for w in weights or ():
+        option_finite("--ensemble-weights", w)
+    BleuConfig(tokenize=tokenize)  # an unknown --tokenize is an error before any work
     if combine not in ("prob", "logprob"):
         raise InputError(f"--combine {combine!r}: choose prob or logprob")
     if beam is not None and nbest is not None and nbest > beam:

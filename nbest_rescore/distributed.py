@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from nbest_rescore.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -65,6 +67,19 @@ def resolve_device(device: str) -> str:
     """`auto` is CUDA when torch sees a GPU, else the CPU; other names are returned unchanged."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: this torch sees no CUDA device (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise InputError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
     return device
 
 

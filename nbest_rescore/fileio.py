@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -62,20 +63,72 @@ def open_binary(path: PathLike) -> IO[bytes]:
         raise InputError("no such file", p) from exc
 
 
+def iter_text_lines(path: PathLike) -> Iterator[str]:
+    """The lines of a text file or "-" (stdin), lazily, without their newline; invalid UTF-8
+    is an `InputError` naming the line."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    fh = open_binary(path)
+    try:
+        for i, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"invalid UTF-8 ({exc.reason})", name, i) from exc
+            yield text.rstrip("\n").rstrip("\r")
+    except (EOFError, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"cannot read ({exc})", name) from exc
+    finally:
+        if str(path) != "-":
+            fh.close()
+
+
+@contextlib.contextmanager
+def stdin_spooled(**inputs: str | None) -> Iterator[dict[str, str | None]]:
+    """The given input paths with `-` (stdin) replaced by a temp file holding stdin's bytes,
+    read once, so that jobs needing several passes see the same data as from a file. Only one
+    input may be `-` (`InputError` naming the options otherwise); errors that name the temp file
+    name `<stdin>` instead. Keys are option names without dashes (`nbest`, `ref`, ...)."""
+    dashed = [k for k, v in inputs.items() if v is not None and str(v) == "-"]
+    if len(dashed) > 1:
+        opts = ", ".join(f"--{k.replace('_', '-')}" for k in dashed)
+        raise InputError(f"only one input can be - (stdin), got {opts}")
+    if not dashed:
+        yield dict(inputs)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="nbest-rescore-stdin-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while block := sys.stdin.buffer.read(1 << 20):
+                out.write(block)
+        try:
+            yield {k: (tmp if k == dashed[0] else v) for k, v in inputs.items()}
+        except InputError as exc:
+            if exc.path == tmp:
+                exc.path = "<stdin>"
+                exc.args = (str(exc),)
+            exc.message = exc.message.replace(tmp, "<stdin>")
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def read_lines(path: PathLike) -> list[str]:
     """All lines of a small text file (source, reference), without their newline.
 
     Invalid UTF-8 is an `InputError` naming the line.
     """
-    lines: list[str] = []
-    with open_binary(path) as fh:
-        for i, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"invalid UTF-8 ({exc.reason})", str(path), i) from exc
-            lines.append(text.rstrip("\n").rstrip("\r"))
-    return lines
+    return list(iter_text_lines(path))
+
+
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO,
+     errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+)  # fmt: skip
+"""OS errors of writing an output that are the user's to fix (full disk, permissions, a file
+where a directory should be): `atomic_write` turns them into `InputError`s naming the path."""
 
 
 @contextlib.contextmanager
@@ -85,10 +138,13 @@ def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> 
     `gz` defaults to whether `path` ends in `.gz`; `mode` is "w" (text, UTF-8) or "wb".
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    use_gz = target.suffix == ".gz" if gz is None else gz
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _write_error(exc, target) from exc
     os.close(fd)
+    use_gz = target.suffix == ".gz" if gz is None else gz
     try:
         with contextlib.ExitStack() as stack:
             if use_gz:
@@ -114,10 +170,17 @@ def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> 
                 yield fh
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise _write_error(exc, target) from exc
         raise
+
+
+def _write_error(exc: OSError, target: Path) -> InputError:
+    """A write failure as a user error: the output's path and the OS's reason."""
+    return InputError(f"cannot write ({exc.strerror or exc})", str(target))
 
 
 def _umask() -> int:

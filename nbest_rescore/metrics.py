@@ -51,7 +51,9 @@ class BleuConfig:
     def __post_init__(self) -> None:
         if self.tokenize not in BLEU.TOKENIZERS:
             known = ", ".join(sorted(BLEU.TOKENIZERS))
-            raise InputError(f"unknown BLEU tokenizer {self.tokenize!r} (known: {known})")
+            raise InputError(
+                f"--tokenize {self.tokenize!r}: unknown BLEU tokenizer (known: {known})"
+            )
 
     @property
     def detokenizes(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,13 @@ from nbest_rescore.bleu_report import (
     model_free_selections,
     source_lengths,
 )
-from nbest_rescore.fileio import read_lines
+from nbest_rescore.fileio import read_lines, stdin_spooled
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
-from nbest_rescore.outputs import check_out_dir, write_selection
+from nbest_rescore.outputs import check_out_dir, missing_note, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.report import Report, provenance, write_report
 from nbest_rescore.table import read_table
+from nbest_rescore.validate import option_at_least
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,24 @@ class OracleJob:
     src_lang: str = "en"
     workers: int | None = None
 
+    def __post_init__(self) -> None:
+        option_at_least("--max-hyps", self.max_hyps, 1)
+
 
 def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[str, Any]:
-    """Compute and write the oracle analysis report; returns `summary.json`'s content."""
+    """Compute and write the oracle analysis report; returns `summary.json`'s content (its
+    `warnings` are for the console too). One of the inputs may be `-` (stdin)."""
     check_out_dir(job.out)
+    with stdin_spooled(nbest=job.nbest, ref=job.ref, src=job.src) as p:
+        return _oracle(
+            replace(job, nbest=str(p["nbest"]), ref=str(p["ref"]), src=p["src"]), progress
+        )
+
+
+def _oracle(job: OracleJob, progress: ProgressSettings) -> dict[str, Any]:
     refs = read_lines(job.ref)
     table = read_table(job.nbest, max_hyps=job.max_hyps)
-    check_parallel("reference", job.ref, len(refs), table.n_sentences)
+    check_parallel("reference", job.ref, len(refs), table.n_sentences, job.nbest)
     table = table.padded(len(refs))
     hs = compute_hyp_stats(
         table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers
@@ -52,6 +64,7 @@ def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[s
         "n_hypotheses": hs.n_hypotheses,
         "n_missing": int(hs.missing.sum()),
         "signature": signature(job.bleu),
+        "warnings": [w for w in [missing_note(table.missing)] if w],
     }
     report = Report(
         title=f"Oracle analysis of {job.nbest}",
@@ -63,7 +76,8 @@ def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[s
         ),
         notes=[
             f"{hs.n_sentences} sentences, {hs.n_hypotheses} hypotheses, "
-            f"{int(hs.missing.sum())} sentences without hypotheses.",
+            f"{int(hs.missing.sum())} sentences without hypotheses (empty output lines).",
+            *summary["warnings"],
             f"BLEU signature: {signature(job.bleu)}",
             "oracle.tok.txt and oracle.detok.txt hold the oracle's choices.",
         ],

@@ -3,6 +3,7 @@ every hypothesis' scores."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,14 +16,35 @@ from nbest_rescore.metrics import BleuConfig, detokenize
 from nbest_rescore.table import NBestTable
 
 
-def check_out_dir(out: Path) -> None:
-    """Create the `--out` directory; a path that exists as a file is a user error (exit 2)."""
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """Create the `--out` directory and make sure a file can be written there (before any long
+    work); a path that exists as a file, or a directory we cannot write, is a user error (exit 2)
+    naming the path and the OS's reason."""
     if out.exists() and not out.is_dir():
-        raise InputError("--out must name a directory, but this is a file", str(out))
+        raise InputError(f"{option} must name a directory, but this is a file", str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the --out directory: {exc.strerror}", str(out)) from exc
+        raise InputError(
+            f"cannot create the {option} directory ({exc.strerror})", str(out)
+        ) from exc
+    try:
+        with tempfile.TemporaryFile(dir=out, prefix=".write-probe-") as fh:
+            fh.write(b"x")
+    except OSError as exc:
+        raise InputError(
+            f"cannot write in the {option} directory ({exc.strerror})", str(out)
+        ) from exc
+
+
+def missing_note(missing: np.ndarray) -> str | None:
+    """What the console and report say about sentences without hypotheses (None if there are
+    none): each gets an empty output line, in `rescore run`, `rerank` and `oracle` alike."""
+    ids = np.flatnonzero(missing)
+    if not len(ids):
+        return None
+    shown = ", ".join(map(str, ids[:10].tolist())) + (", ..." if len(ids) > 10 else "")
+    return f"{len(ids)} sentence(s) without hypotheses (ids {shown}): their output lines are empty"
 
 
 def write_selection(out_dir: Path, stem: str, surfaces: Sequence[str], config: BleuConfig) -> None:

@@ -23,21 +23,34 @@ from nbest_rescore.table import NBestTable
 Weights = dict[str, float]
 
 
-def expand_weights(raw: Mapping[str, Sequence[float]], names: Sequence[str]) -> Weights:
-    """Map `name -> values` (Moses style: `TranslationModel0= a b c d`) onto flat column names."""
+def expand_weights(
+    raw: Mapping[str, Sequence[float]], names: Sequence[str], source: str = "weight"
+) -> Weights:
+    """Map `name -> values` (Moses style: `TranslationModel0= a b c d`) onto flat column names.
+
+    A group needs exactly one value per column (`TranslationModel0.0` .. `.3`): a shorter or
+    longer vector is an error, never padded or cut. `source` names where the weights came from.
+    """
     out: Weights = {}
     for name, vals in raw.items():
         vals = list(vals)
+        bad = [v for v in vals if not math.isfinite(v)]
+        if bad:
+            raise InputError(f"{source}: weight {name!r} is not a finite number ({bad[0]})")
         if name in names and len(vals) == 1:
             out[name] = vals[0]
             continue
-        cols = [f"{name}.{i}" for i in range(len(vals))]
-        if len(vals) > 1 and all(c in names for c in cols):
-            out.update(zip(cols, vals, strict=True))
+        cols = [n for n in names if n.startswith(f"{name}.") and n[len(name) + 1 :].isdigit()]
+        if len(cols) > 1 and len(vals) == len(cols):
+            out.update(zip([f"{name}.{i}" for i in range(len(vals))], vals, strict=True))
             continue
+        if cols or name in names:
+            raise InputError(
+                f"{source}: weight {name!r} has {len(vals)} value(s) but the feature has "
+                f"{len(cols) or 1}"
+            )
         raise InputError(
-            f"weight {name!r} with {len(vals)} value(s) matches no feature; "
-            f"features are: {', '.join(names)}"
+            f"{source}: weight {name!r} matches no feature; features are: {', '.join(names)}"
         )
     return out
 
@@ -62,14 +75,28 @@ def read_weights(path: PathLike) -> dict[str, list[float]]:
     """Weights from a JSON object (`{"name": value or [values]}`, e.g. a saved `weights.json`)
     or a Moses `[weight]` section / `Name= v1 v2` lines."""
     lines = read_lines(path)
+    p = str(path)
     text = "\n".join(lines).strip()
     if text.startswith("{"):
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg})", str(path), exc.lineno) from exc
-        obj = obj.get("weights", obj)
-        return {k: [float(x) for x in (v if isinstance(v, list) else [v])] for k, v in obj.items()}
+        except (json.JSONDecodeError, RecursionError) as exc:
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            at = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+            raise InputError(f"invalid JSON ({msg})", p, at) from exc
+        if isinstance(obj, dict):
+            obj = obj.get("weights", obj)
+        if not isinstance(obj, dict) or not obj:
+            raise InputError("expected a JSON object of weights {name: number or [numbers]}", p)
+        raw_json: dict[str, list[float]] = {}
+        for k, v in obj.items():
+            vals = v if isinstance(v, list) else [v]
+            if not vals or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in vals
+            ):
+                raise InputError(f"weight {k!r}: expected a number or a list of numbers", p)
+            raw_json[k] = [float(x) for x in vals]
+        return raw_json
     raw: dict[str, list[float]] = {}
     for i, line in enumerate(lines, start=1):
         s = line.split("#", 1)[0].strip()
@@ -80,10 +107,14 @@ def read_weights(path: PathLike) -> dict[str, list[float]]:
             if not sep:
                 raise ValueError
             raw[head.strip()] = [float(v) for v in rest.split()]
+            if not raw[head.strip()] or not head.strip():
+                raise ValueError
         except ValueError:
-            raise InputError(f"expected 'Name= value ...', got {line!r}", str(path), i) from None
+            raise InputError(f"expected 'Name= value ...', got {line!r}", p, i) from None
+        if not all(math.isfinite(v) for v in raw[head.strip()]):
+            raise InputError(f"weight {head.strip()!r} is not a finite number", p, i)
     if not raw:
-        raise InputError("no weights found", str(path))
+        raise InputError("no weights found", p)
     return raw
 
 

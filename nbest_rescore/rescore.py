@@ -1,15 +1,21 @@
 """The job behind `rescore run`, in stages that read top to bottom in `run_rescore_job`:
 
-1. load the models (the shipped ones, with their tuned weights, when none is given);
-2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), then the
-   list read once into an `NBestTable` whose columns are the decoder's features, `Baseline0` (the
-   decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
+1. read and check every input before any expensive work (`read_list`, `validate.py`): `--out`
+   writable, each list read once into an `NBestTable` (finite numbers, one dense layout,
+   hypotheses within `--max-len`, errors naming file:line), sources and references parallel to
+   it, then the models (the shipped ones, with their tuned weights, when none is given; checked on
+   load) and a `--weights` file against the run's feature names; a `-` input is spooled once;
+2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), added
+   to the table as `Baseline0` (the decoder's total), one column per model (`LSTM0`, `LSTM1`,
+   ...) and `Length0`;
 3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
    file (`given`) and MERT on the dev list (`tuned`);
 4. select: every system's 1-best (`rerank.rerank`, also in `weigh`);
 5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list
-   (`--out` must be a directory; checked before scoring too), the per-hypothesis scores;
-6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models.
+   the per-hypothesis scores;
+6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models,
+   and the warnings (sentences without hypotheses, models that know too few of the list's
+   target tokens) that the console shows too.
 
 The paper's "even average" of the baseline and LSTM scores assumes one scale. Moses' total is on
 MERT's scale (around -2) while an LSTM log-prob is around -20, so a literal average lets the LSTM
@@ -37,6 +43,7 @@ from nbest_rescore import distributed
 from nbest_rescore.bleu_report import (
     add_bleu_section,
     bleu_section,
+    check_parallel,
     model_free_selections,
     source_lengths,
 )
@@ -49,10 +56,10 @@ from nbest_rescore.features import (
     model_features,
     model_kind,
 )
-from nbest_rescore.fileio import atomic_write, read_lines, sha256_file
+from nbest_rescore.fileio import atomic_write, read_lines, sha256_file, stdin_spooled
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
-from nbest_rescore.outputs import check_out_dir, write_scores_table, write_selection
+from nbest_rescore.outputs import check_out_dir, missing_note, write_scores_table, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.report import Report, provenance, to_json, write_report
 from nbest_rescore.rerank import (
@@ -68,9 +75,13 @@ from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table
 from nbest_rescore.tune import MertConfig, mert
+from nbest_rescore.validate import DEFAULT_MAX_LEN, check_source_lengths, option_at_least
 
 LSTM = "lstm"
 """The system that ranks by the models' mean log-prob alone."""
+
+LOW_COVERAGE = 0.2
+"""Share of unknown target tokens above which a model's coverage of the list is warned about."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,12 @@ class RunJob:
     workers: int | None = None
     cache_dir: Path | None = None
     """Score chunk cache (shareable between runs); default OUT/cache."""
+    max_len: int = DEFAULT_MAX_LEN
+    """Longest hypothesis/source in tokens; a longer one is an error (see `validate.py`)."""
+
+    def __post_init__(self) -> None:
+        option_at_least("--max-hyps", self.max_hyps, 1)
+        option_at_least("--max-len", self.max_len, 1)
 
 
 @dataclass
@@ -158,44 +175,73 @@ def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[s
     return table.select(others).with_columns([BASELINE, *names, LENGTH], rounded)
 
 
-def score_list(
-    nbest: str,
-    src: str,
-    ref: str | None,
-    bundles: Sequence[ModelBundle],
-    names: Sequence[str],
-    job: RunJob,
-    progress: ProgressSettings,
-) -> ScoredList | None:
-    """Score a list (sharded under torchrun), read it once, compute its BLEU statistics against
-    `ref`; None on non-main ranks."""
+@dataclass(frozen=True)
+class ListInput:
+    """One n-best list with its source (and reference) lines, read and checked, not scored."""
+
+    nbest: str
+    src: str
+    table: NBestTable
+    sources: list[str]
+    refs: list[str] | None
+
+
+def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
+    """Stage 2a, before any scoring: read and validate a list, its source and its reference
+    (`table.read_table`, `validate.py`); a mismatch blames the file that is short."""
     sources = read_lines(src)
+    check_source_lengths(sources, job.max_len, src)
+    table = read_table(nbest, max_hyps=job.max_hyps, max_len=job.max_len)
+    check_parallel("source", src, len(sources), table.n_sentences, nbest)
+    table = table.padded(len(sources))
     refs = None
     if ref is not None:
         refs = read_lines(ref)
         if len(refs) != len(sources):
             raise InputError(f"has {len(refs)} lines but the source {src} has {len(sources)}", ref)
+    return ListInput(nbest, src, table, sources, refs)
+
+
+def score_list(
+    inp: ListInput,
+    bundles: Sequence[ModelBundle],
+    names: Sequence[str],
+    job: RunJob,
+    progress: ProgressSettings,
+) -> ScoredList | None:
+    """Stage 2b: score a list read by `read_list` (sharded under torchrun), add the model
+    features to its table, compute its BLEU statistics; None on non-main ranks."""
     cache_dir = job.cache_dir or job.out / "cache"
     scores = score_nbest(
-        nbest,
-        sources,
+        inp.nbest,
+        inp.sources,
         bundles,
         job.scoring,
         cache_dir,
         progress,
         max_hyps=job.max_hyps,
-        sources_path=src,
+        sources_path=inp.src,
     )
     if not distributed.is_main():
         return None
-    table = read_table(nbest, n_sentences=len(sources), max_hyps=job.max_hyps)
-    table = add_model_features(table, scores, names)
+    table = add_model_features(inp.table, scores, names)
     stats = None
-    if refs is not None:
+    if inp.refs is not None:
         stats = compute_hyp_stats(
-            table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers
+            table.groups(), inp.refs, job.bleu, progress_settings=progress, workers=job.workers
         )
     return ScoredList(table=table, scores=scores, stats=stats)
+
+
+def coverage_warnings(scores: NBestScores, names: Sequence[str]) -> list[str]:
+    """A warning per model whose target vocabulary misses more than `LOW_COVERAGE` of the
+    list's tokens (a model for another language pair, or a cut vocabulary, scores noise)."""
+    return [
+        f"model {n}: {rate:.0%} of the n-best list's target tokens are outside its vocabulary "
+        f"(more than {LOW_COVERAGE:.0%}); its scores say little about these hypotheses"
+        for n, rate in zip(names, scores.tgt_oov_rate, strict=True)
+        if rate > LOW_COVERAGE
+    ]
 
 
 # ---------------------------------------------------------------------------- 3. weigh, 4. select
@@ -240,11 +286,11 @@ def weight_sets(table: NBestTable, names: Sequence[str]) -> dict[str, Weights]:
     return sets
 
 
-def given_weights(path: str, table: NBestTable) -> tuple[Weights, dict[str, Any]]:
-    """A `--weights` file over the table's features, and its tuning record if it has one."""
+def given_weights(path: str, names: Sequence[str]) -> tuple[Weights, dict[str, Any]]:
+    """A `--weights` file over the features `names`, and its tuning record if it has one."""
     import json
 
-    weights = expand_weights(read_weights(path), table.names)
+    weights = expand_weights(read_weights(path), names, path)
     record: dict[str, Any] = {
         "weights_file": {"name": Path(path).name, "sha256": sha256_file(path)}
     }
@@ -260,7 +306,7 @@ def weigh(job: RunJob, test: ScoredList, dev: ScoredList | None, names: Sequence
     sets = weight_sets(test.table, names)
     tuning: dict[str, Any] = {}
     if job.weights is not None:
-        sets["given"], tuning = given_weights(job.weights, test.table)
+        sets["given"], tuning = given_weights(job.weights, test.table.names)
     if dev is not None and job.tune_nbest is not None:
         sets["tuned"], tuning = tune_weights(dev, names, job.mert)
         tuning["tune_nbest"] = {
@@ -387,24 +433,44 @@ def write_run_report(
 
 
 def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
-    """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0)."""
+    """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0).
+    One input may be `-` (stdin, spooled to a temp file: the list is read several times)."""
     job = resolve_job(job)
     check_out_dir(job.out)  # before any scoring
+    if job.cache_dir is not None:
+        check_out_dir(job.cache_dir, "--cache-dir")
+    inputs = {"nbest": job.nbest, "src": job.src, "ref": job.ref, "weights": job.weights}
+    inputs.update(tune_nbest=job.tune_nbest, tune_src=job.tune_src, tune_ref=job.tune_ref)
+    with stdin_spooled(**inputs) as p:
+        return _run(replace(job, **p), progress)  # type: ignore[arg-type]
+
+
+def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
+    # Every input is read and checked before the models score anything.
+    dev_in = None
+    if job.tune_nbest is not None and job.tune_src is not None:
+        dev_in = read_list(job.tune_nbest, job.tune_src, job.tune_ref, job)
+    test_in = read_list(job.nbest, job.src, job.ref, job)
     # The first model's source language is the list's: models that read the other side score
     # p(source | hypothesis).
     loaded = [load_model(m, device=job.scoring.device) for m in job.models]
     bundles = assign_directions(loaded, None)
     names = model_features([model_kind(b) for b in bundles])
+    if job.weights is not None:
+        others = [n for n in test_in.table.names if n != TOTAL]
+        given_weights(job.weights, [*others, BASELINE, *names, LENGTH])
 
-    dev = None
-    if job.tune_nbest is not None and job.tune_src is not None:
-        dev = score_list(job.tune_nbest, job.tune_src, job.tune_ref, bundles, names, job, progress)
-    test = score_list(job.nbest, job.src, job.ref, bundles, names, job, progress)
+    dev = None if dev_in is None else score_list(dev_in, bundles, names, job, progress)
+    test = score_list(test_in, bundles, names, job, progress)
     if test is None:
         return None
 
     weighed = weigh(job, test, dev, names)
     notes = write_outputs(job, test, weighed, names)
+    warnings = [w for w in [missing_note(test.table.missing)] if w] + coverage_warnings(
+        test.scores, names
+    )
+    notes.extend(warnings)
 
     summary: dict[str, Any] = {
         "n_sentences": test.table.n_sentences,
@@ -417,11 +483,12 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
         "tuning": weighed.tuning,
         "models": model_info(bundles, names),
         "scoring": scoring_info(test.scores, job.scoring),
+        "warnings": warnings,
         "systems": {},
     }
     if job.scoring.bf16:
         summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
-            job.nbest, read_lines(job.src), bundles, job.scoring
+            job.nbest, test_in.sources, bundles, job.scoring
         )
     write_run_report(job, test, weighed, summary, notes)
     return summary

@@ -30,6 +30,7 @@ import torch
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.model import Seq2Seq, State, select_state, shift_right
 from nbest_rescore.text import looks_escaped, to_model_tokens, tokenize
+from nbest_rescore.validate import option_at_least
 from nbest_rescore.vocab import BOS, EOS, PAD, UNK
 
 DETECT_HYPS = 1000
@@ -57,17 +58,19 @@ class ScoringConfig:
     """Decode each distinct (sentence, prefix) once (a prefix trie) instead of every token."""
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
-        if self.chunk_sentences < 1:
-            raise ValueError("chunk_sentences must be >= 1")
+        option_at_least("--max-tokens", self.max_tokens, 1)
+        option_at_least("chunk_sentences", self.chunk_sentences, 1)
 
     def numeric_key(self) -> str:
-        """The settings that can change scores' bits (batching, precision, device type)."""
+        """The settings that can change scores' bits (batching, precision, device type, and on
+        a CPU the thread count: float sums split over threads round differently). A chunk is
+        thus only reused by a run that would compute the same bits, so a resumed run's outputs
+        are byte-identical to a clean one's."""
         dev = torch.device(self.device).type
+        threads = f";threads={torch.get_num_threads()}" if dev == "cpu" else ""
         return (
             f"max_tokens={self.max_tokens};device={dev};bf16={self.bf16};"
-            f"share_prefixes={self.share_prefixes}"
+            f"share_prefixes={self.share_prefixes}{threads}"
         )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike
 from nbest_rescore.nbest import NBestGroup, format_number, read_nbest
+from nbest_rescore.validate import check_finite, check_lengths, line_of
 
 TOTAL = "total"
 """Column name of the decoder's total, the 4th field of an n-best line."""
@@ -152,15 +153,16 @@ def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None
     missing: list[bool] = []
     empty_rows: list[int] = []
     for g in groups:
-        for h in g.hyps:
+        for rank, h in enumerate(g.hyps):
             this = tuple((f.name, len(f.values)) for f in h.features)
             if layout is None:
                 layout = this
             elif this != layout:
                 raise InputError(
-                    f"sentence {h.sent_id}: dense features {this} differ from the first line's "
-                    f"{layout}",
+                    f"sentence {h.sent_id}: dense features {_layout_text(this)} differ from the "
+                    f"first line's {_layout_text(layout)} (every line needs the same features)",
                     None if path is None else str(path),
+                    None if path is None else line_of(path, h.sent_id, rank),
                 )
             rows.append((h.total, *h.dense_vector()))
             surfaces.append(h.surface)
@@ -183,11 +185,28 @@ def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None
     )
 
 
+def _layout_text(layout: tuple[tuple[str, int], ...]) -> str:
+    return " ".join(f"{name}({n})" for name, n in layout) or "(none)"
+
+
 def read_table(
-    path: PathLike, *, n_sentences: int | None = None, max_hyps: int | None = None
+    path: PathLike,
+    *,
+    n_sentences: int | None = None,
+    max_hyps: int | None = None,
+    max_len: int | None = None,
 ) -> NBestTable:
-    """Read an n-best list once into a table (see `nbest.read_nbest` for the arguments)."""
-    return table_from_groups(read_nbest(path, n_sentences=n_sentences, max_hyps=max_hyps), path)
+    """Read an n-best list once into a table (see `nbest.read_nbest` for the arguments) and
+    validate it (`validate.py`): at least one hypothesis, finite numbers, the same dense layout
+    on every line and, with `max_len`, no hypothesis longer than that many tokens. Errors name
+    the file and line (exit 2)."""
+    table = table_from_groups(read_nbest(path, n_sentences=n_sentences, max_hyps=max_hyps), path)
+    if table.n_hypotheses == 0:
+        raise InputError("the n-best list has no hypotheses (empty file?)", str(path))
+    check_finite(table.names, table.values, table.offsets, path)
+    if max_len is not None:
+        check_lengths(table.surfaces, table.offsets, max_len, path)
+    return table
 
 
 def as_written(x: np.ndarray) -> np.ndarray:

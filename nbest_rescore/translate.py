@@ -21,7 +21,7 @@ from nbest_rescore.checkpoint import ModelBundle, assign_directions, load_model
 from nbest_rescore.ensemble import Ensemble, EnsembleConfig, SourceIds
 from nbest_rescore.errors import InputError
 from nbest_rescore.features import model_features, model_kind
-from nbest_rescore.fileio import PathLike, atomic_write, open_text, read_lines
+from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
 from nbest_rescore.metrics import BleuConfig, corpus_bleu
 from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
@@ -240,9 +240,7 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     else:
         ens = Ensemble(shipped_translation_models(job.device), job.config.ensemble)
     refs = read_lines(job.ref) if job.ref is not None else None
-    lines = (
-        read_lines(job.input) if job.input != "-" else (ln.rstrip("\n") for ln in open_text("-"))
-    )
+    lines = read_lines(job.input) if job.input != "-" else iter_text_lines("-")
     total = len(lines) if isinstance(lines, list) else None
     results = translate_lines(ens, lines, job.config, progress, total=total)
     if job.output == "-":

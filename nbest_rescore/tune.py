@@ -16,6 +16,7 @@ import numpy as np
 from nbest_rescore.metrics import corpus_bleu_many
 from nbest_rescore.rerank import select_best, weight_vector
 from nbest_rescore.table import NBestTable
+from nbest_rescore.validate import option_at_least
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class MertConfig:
     max_iterations: int = 10
     seed: int = 1
     min_gain: float = 1e-6
+
+    def __post_init__(self) -> None:
+        option_at_least("--restarts", self.restarts, 0)
+        option_at_least("random_directions", self.random_directions, 0)
+        option_at_least("max_iterations", self.max_iterations, 1)
 
 
 @dataclass(frozen=True)
