@@ -179,35 +179,15 @@ def search_batch(
         na, width_in = scores.shape
         logp, per_model, states = ensemble.step(prev, states)
         # In place is safe even when `logp` aliases `per_model`: banned entries are never chosen.
-        logp = logp.view(na, width_in, -1)
-        logp[..., banned] = float("-inf")
-        too_short = min_len_t > t
-        if bool(too_short.any()):
-            logp[too_short, :, EOS] = float("-inf")
-        force = max_len_t <= t
-        if bool(force.any()):
-            eos_col = logp[force, :, EOS]
-            logp[force] = float("-inf")
-            logp[force, :, EOS] = eos_col
+        logp = _constrain(logp.view(na, width_in, -1), t, banned, min_len_t, max_len_t)
         res = beam_step(scores, logp, k)
         rows = torch.arange(na, device=dev).unsqueeze(1) * width_in
         per_model = per_model.view(m, na * width_in, -1)
 
         # Hypotheses that end here join their sentence's finished set.
-        if bool(res.eos_mask.any()):
-            r, c = res.eos_mask.nonzero(as_tuple=True)
-            src_flat = (rows.squeeze(1)[r] + res.eos_origin[r, c]).long()
-            fin_ms = model_scores.view(na * width_in, m)[src_flat] + per_model[:, src_flat, EOS].T
-            fin_tok = history.view(na * width_in, t)[src_flat]
-            for row, s, ms, toks in zip(
-                r.tolist(),
-                res.eos_scores[r, c].tolist(),
-                fin_ms.tolist(),
-                fin_tok.tolist(),
-                strict=True,
-            ):
-                rank = s / length_penalty(len(toks) + 1, alpha)
-                finished[alive[row]].append(BeamHypothesis(tuple(toks), s, tuple(ms), rank))
+        ended = _ended(res, rows.squeeze(1), model_scores, per_model, history, t, alpha)
+        for row, hyp in ended:
+            finished[alive[row]].append(hyp)
 
         # Advance the beam: reorder states and histories by origin, append the chosen tokens.
         width = res.tokens.size(1)  # k, or fewer while the beam is still filling up
@@ -225,17 +205,7 @@ def search_batch(
         t += 1
 
         # Sentences whose n-best can no longer change leave the batch.
-        best_active = scores[:, 0].tolist()
-        keep: list[int] = []
-        for row, sent in enumerate(alive):
-            fin = finished[sent]
-            if fin:
-                fin.sort(key=lambda h: h.rank_score, reverse=True)
-            if t > max_lens[sent] or not _could_improve(
-                fin, best_active[row], t, max_lens[sent], cfg.nbest, alpha
-            ):
-                continue
-            keep.append(row)
+        keep = _open_rows(finished, alive, scores[:, 0].tolist(), t, max_lens, cfg)
         if len(keep) < na:
             if not keep:
                 break
@@ -266,3 +236,70 @@ def _could_improve(
     if alpha != 0:
         bound /= max(length_penalty(t + 1, alpha), length_penalty(max_len + 1, alpha))
     return bound > fin[nbest - 1].rank_score
+
+
+def _constrain(logp: Tensor, t: int, banned: list[int], min_len: Tensor, max_len: Tensor) -> Tensor:
+    """Next-token log-probs (sentences, beam, V) after the rules: banned tokens never, EOS not
+    before a sentence's minimum length, nothing but EOS at its maximum (in place)."""
+    logp[..., banned] = float("-inf")
+    too_short = min_len > t
+    if bool(too_short.any()):
+        logp[too_short, :, EOS] = float("-inf")
+    force = max_len <= t
+    if bool(force.any()):
+        eos_col = logp[force, :, EOS]
+        logp[force] = float("-inf")
+        logp[force, :, EOS] = eos_col
+    return logp
+
+
+def _ended(
+    res: StepResult,
+    row_base: Tensor,
+    model_scores: Tensor,
+    per_model: Tensor,
+    history: Tensor,
+    t: int,
+    alpha: float,
+) -> list[tuple[int, BeamHypothesis]]:
+    """(live row, finished hypothesis) for every hypothesis that emits EOS at step `t`.
+
+    `row_base[r]` is row r's first slot in the flattened (rows x beam) layout of the step's input.
+    """
+    if not bool(res.eos_mask.any()):
+        return []
+    m = per_model.size(0)
+    r, c = res.eos_mask.nonzero(as_tuple=True)
+    src_flat = (row_base[r] + res.eos_origin[r, c]).long()
+    width = model_scores.numel() // m
+    fin_ms = model_scores.view(width, m)[src_flat] + per_model[:, src_flat, EOS].T
+    fin_tok = history.view(width, t)[src_flat]
+    out = []
+    for row, s, ms, toks in zip(
+        r.tolist(), res.eos_scores[r, c].tolist(), fin_ms.tolist(), fin_tok.tolist(), strict=True
+    ):
+        rank = s / length_penalty(len(toks) + 1, alpha)
+        out.append((row, BeamHypothesis(tuple(toks), s, tuple(ms), rank)))
+    return out
+
+
+def _open_rows(
+    finished: list[list[BeamHypothesis]],
+    alive: list[int],
+    best_active: list[float],
+    t: int,
+    max_lens: list[int],
+    cfg: SearchConfig,
+) -> list[int]:
+    """Live rows whose sentence's n-best can still change (finished lists sorted in place)."""
+    keep: list[int] = []
+    for row, sent in enumerate(alive):
+        fin = finished[sent]
+        if fin:
+            fin.sort(key=lambda h: h.rank_score, reverse=True)
+        if t > max_lens[sent] or not _could_improve(
+            fin, best_active[row], t, max_lens[sent], cfg.nbest, cfg.length_penalty
+        ):
+            continue
+        keep.append(row)
+    return keep

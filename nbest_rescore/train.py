@@ -498,138 +498,186 @@ def _train(
     info: dist.DistInfo,
     on_step: Callable[[int], None] | None,
 ) -> TrainResult:
+    """Check the settings, load the data (and the run to resume), then the epoch loop."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    if cfg.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but CUDA is not available")
-        device = (
-            torch.device("cuda", info.local_rank) if info.distributed else torch.device(cfg.device)
-        )
-    else:
-        device = torch.device("cpu")
-    if cfg.batch_size < 1 or (cfg.batch_tokens is not None and cfg.batch_tokens < 1):
-        raise InputError("batch size must be positive")
-    if cfg.attention not in ATTENTION:
-        raise InputError(f"unknown attention {cfg.attention!r}; choose from {ATTENTION}")
-    current_lr(cfg, 0.0, 1.0)  # rejects an unknown schedule before any work
+    device = _device(cfg, info)
+    _check_settings(cfg)
     out = Path(cfg.out_dir)
-    last_path, best_path, log_path = out / LAST, out / BEST, out / LOG
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-
-    saved: dict[str, Any] | None = None
-    if last_path.is_file():
-        if not cfg.resume:
-            raise InputError(
-                f"{out} already holds a training run; pass --resume to continue it or choose "
-                "another --out",
-                str(last_path),
-            )
-        saved = read_checkpoint(last_path)
-        try:
-            _check_resume_config(saved["train_state"]["config"], cfg, str(last_path))
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(
-                f"checkpoint has no usable train_state ({exc}); cannot resume", str(last_path)
-            ) from exc
+    saved = _resume_payload(cfg, out / LAST)
     dist.barrier()
-
     vocabs = None
     if saved is not None:
         vocabs = (Vocab.from_list(saved["src_vocab"]), Vocab.from_list(saved["tgt_vocab"]))
     data = _load_data(cfg, info, vocabs)
-    src_tok, tgt_tok = _tok_config(cfg, cfg.src_lang), _tok_config(cfg, cfg.tgt_lang)
+    trainer = _Trainer(cfg, info, device, data, saved)
+    trainer.loop(progress, on_step)
+    dist.barrier()
+    return trainer.result()
 
-    torch.manual_seed(cfg.seed)
-    mcfg = cfg.model_config(len(data.src_vocab), len(data.tgt_vocab))
-    raw_model = Seq2Seq(mcfg)
-    st = _State()
-    if saved is not None:
-        try:
-            raw_model.load_state_dict(saved["model"])
-            ts = saved["train_state"]
-            st = _State(**{k: ts["loop"].get(k, v) for k, v in asdict(_State()).items()})
-        except (KeyError, RuntimeError, TypeError) as exc:
-            raise CheckpointError(
-                f"checkpoint does not fit this run: {exc}", str(last_path)
-            ) from exc
-    raw_model.to(device)
-    model: nn.Module = raw_model
-    if info.distributed:
-        model = DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = _make_optimizer(cfg, raw_model.parameters())
-    # Each rank its own dropout stream; a resumed run restores the exact states.
-    torch.manual_seed(cfg.seed + 7919 * info.rank + 1)
-    random.seed(cfg.seed + info.rank)
-    if saved is not None:
-        ts = saved["train_state"]
-        optimizer.load_state_dict(ts["optimizer"])
-        rngs = ts["rng"]
-        if len(rngs) == info.world_size:
-            _set_rng_state(rngs[info.rank])
-    resumed_from = st.step if saved is not None else None
 
-    log = _Log(log_path, info.is_main, resumed_from)
-    bcfg = BatchingConfig(batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, seed=cfg.seed)
-    n_batches0 = len(make_batches(data.train, bcfg, 0))
-    if saved is None:
-        log.write(
-            {
-                "event": "data",
-                "step": 0,
-                **data.report,
-                "batches_per_epoch": n_batches0,
-                "model": mcfg.to_dict(),
-                "config": cfg.to_dict(),
-                "world_size": info.world_size,
-            }
-        )
-    else:
-        log.write(
-            {"event": "resume", "step": st.step, "epoch": st.epoch, "world_size": info.world_size}
-        )
+def _device(cfg: TrainConfig, info: dist.DistInfo) -> torch.device:
+    if not cfg.device.startswith("cuda"):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    return torch.device("cuda", info.local_rank) if info.distributed else torch.device(cfg.device)
 
-    def save_last() -> None:
+
+def _check_settings(cfg: TrainConfig) -> None:
+    """Settings that no later step would reject before spending time on data."""
+    if cfg.batch_size < 1 or (cfg.batch_tokens is not None and cfg.batch_tokens < 1):
+        raise InputError("batch size must be positive")
+    if cfg.attention not in ATTENTION:
+        raise InputError(f"unknown attention {cfg.attention!r}; choose from {ATTENTION}")
+    current_lr(cfg, 0.0, 1.0)  # rejects an unknown schedule
+
+
+def _resume_payload(cfg: TrainConfig, last_path: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run without
+    `resume` and to resume with settings that would change the trajectory."""
+    if not last_path.is_file():
+        return None
+    if not cfg.resume:
+        raise InputError(
+            f"{last_path.parent} already holds a training run; pass --resume to continue it or "
+            "choose another --out",
+            str(last_path),
+        )
+    saved = read_checkpoint(last_path)
+    try:
+        _check_resume_config(saved["train_state"]["config"], cfg, str(last_path))
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint has no usable train_state ({exc}); cannot resume", str(last_path)
+        ) from exc
+    return saved
+
+
+class _Trainer:
+    """One run's model, optimiser, loop state and log; the steps of `_train`'s loop.
+
+    The order of the seeding and restoring in `__init__` is what makes a resumed run bit-identical
+    to an uninterrupted one: keep it.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        info: dist.DistInfo,
+        device: torch.device,
+        data: _Data,
+        saved: dict[str, Any] | None,
+    ) -> None:
+        self.cfg, self.info, self.device, self.data = cfg, info, device, data
+        out = Path(cfg.out_dir)
+        self.last_path, self.best_path, self.log_path = out / LAST, out / BEST, out / LOG
+        self.src_tok, self.tgt_tok = _tok_config(cfg, cfg.src_lang), _tok_config(cfg, cfg.tgt_lang)
+        torch.manual_seed(cfg.seed)
+        self.mcfg = cfg.model_config(len(data.src_vocab), len(data.tgt_vocab))
+        self.raw_model = Seq2Seq(self.mcfg)
+        self.st = _State()
+        if saved is not None:
+            try:
+                self.raw_model.load_state_dict(saved["model"])
+                loop = saved["train_state"]["loop"]
+                self.st = _State(**{k: loop.get(k, v) for k, v in asdict(_State()).items()})
+            except (KeyError, RuntimeError, TypeError) as exc:
+                raise CheckpointError(
+                    f"checkpoint does not fit this run: {exc}", str(self.last_path)
+                ) from exc
+        self.raw_model.to(device)
+        self.model: nn.Module = self.raw_model
+        if info.distributed:
+            self.model = DistributedDataParallel(
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.optimizer = _make_optimizer(cfg, self.raw_model.parameters())
+        # Each rank its own dropout stream; a resumed run restores the exact states.
+        torch.manual_seed(cfg.seed + 7919 * info.rank + 1)
+        random.seed(cfg.seed + info.rank)
+        if saved is not None:
+            self.optimizer.load_state_dict(saved["train_state"]["optimizer"])
+            rngs = saved["train_state"]["rng"]
+            if len(rngs) == info.world_size:
+                _set_rng_state(rngs[info.rank])
+        self.resumed_from = self.st.step if saved is not None else None
+        self.log = _Log(self.log_path, info.is_main, self.resumed_from)
+        self.bcfg = BatchingConfig(
+            batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, seed=cfg.seed
+        )
+        self.n_batches0 = len(make_batches(data.train, self.bcfg, 0))
+        if saved is None:
+            self.log.write(
+                {
+                    "event": "data",
+                    "step": 0,
+                    **data.report,
+                    "batches_per_epoch": self.n_batches0,
+                    "model": self.mcfg.to_dict(),
+                    "config": cfg.to_dict(),
+                    "world_size": info.world_size,
+                }
+            )
+        else:
+            self.log.write(
+                {"event": "resume", "step": self.st.step, "epoch": self.st.epoch,
+                 "world_size": info.world_size}
+            )  # fmt: skip
+        self.elapsed0 = self.st.elapsed_s
+        self.run_start = time.perf_counter()
+        self.acc = dict.fromkeys(("loss", "nll", "tgt", "words", "sents", "time"), 0.0)
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.run_start
+
+    def payload(self) -> dict[str, Any]:
+        d = self.data
+        return model_payload(self.raw_model, d.src_vocab, d.tgt_vocab, self.src_tok, self.tgt_tok)
+
+    def save_last(self) -> None:
+        """checkpoint_last.pt: the model and everything needed to resume exactly (rank 0)."""
+        st, cfg = self.st, self.cfg
         rngs = dist.all_gather_object(_rng_state())
-        if not info.is_main:
+        if not self.info.is_main:
             return
-        payload = model_payload(raw_model, data.src_vocab, data.tgt_vocab, src_tok, tgt_tok)
+        payload = self.payload()
         payload["train_state"] = {
             "config": cfg.to_dict(),
-            "optimizer": optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "loop": asdict(st),
             "rng": rngs,
-            "lr": current_lr(cfg, st.epoch + st.batch_index / n_batches0, st.lr_scale),
+            "lr": current_lr(cfg, st.epoch + st.batch_index / self.n_batches0, st.lr_scale),
             "data_position": {"epoch": st.epoch, "next_batch": st.batch_index},
-            "world_size": info.world_size,
+            "world_size": self.info.world_size,
         }
-        save_checkpoint(last_path, payload)
+        save_checkpoint(self.last_path, payload)
 
-    def validate(epoch_progress: float, lr: float) -> None:
+    def validate(self, epoch_progress: float, lr: float) -> None:
+        """Validation perplexity; a new best is saved, a stall decays the lr (plateau schedule)
+        and counts towards early stopping."""
+        st, cfg = self.st, self.cfg
         ppl, nll, tok = evaluate_perplexity(
-            raw_model,
-            data.valid,
+            self.raw_model,
+            self.data.valid,
             batch_size=max(64, cfg.batch_size),
-            device=device,
+            device=self.device,
             autocast=cfg.bf16,
         )
         st.last_valid_ppl = ppl
         improved = ppl < st.best_valid_ppl
         if improved:
             st.best_valid_ppl = ppl
-            st.bad_validations = 0
-            if info.is_main:
-                payload = model_payload(raw_model, data.src_vocab, data.tgt_vocab, src_tok, tgt_tok)
+            st.bad_validations = st.plateau_bad = 0
+            if self.info.is_main:
+                payload = self.payload()
                 payload["train_info"] = {
-                    "step": st.step,
-                    "epoch": epoch_progress,
-                    "valid_ppl": ppl,
+                    "step": st.step, "epoch": epoch_progress, "valid_ppl": ppl,
                     "config": cfg.to_dict(),
-                }
-                save_checkpoint(best_path, payload)
+                }  # fmt: skip
+                save_checkpoint(self.best_path, payload)
         else:
             st.bad_validations += 1
             st.plateau_bad += 1
@@ -638,9 +686,7 @@ def _train(
                 st.plateau_bad = 0
                 if cfg.lr * st.lr_scale < cfg.min_lr:
                     st.stopped_early = True
-        if improved:
-            st.plateau_bad = 0
-        log.write(
+        self.log.write(
             {
                 "event": "valid",
                 "step": st.step,
@@ -650,124 +696,132 @@ def _train(
                 "valid_nll_per_token": nll / max(tok, 1),
                 "best_valid_ppl": st.best_valid_ppl,
                 "improved": improved,
-                "elapsed_s": round(elapsed0 + time.perf_counter() - run_start, 2),
+                "elapsed_s": round(self.elapsed(), 2),
             }
         )
         if cfg.patience is not None and st.bad_validations >= cfg.patience:
             st.stopped_early = True
 
-    n_epochs = math.ceil(cfg.epochs - 1e-9)
-    total_est = round(cfg.epochs * n_batches0)
-    pbar = bar(progress if info.is_main else QUIET, desc="train", total=total_est, unit="step")
-    pbar.update(min(st.step, total_est))
-    run_start = time.perf_counter()
-    elapsed0 = st.elapsed_s
-    acc = {"loss": 0.0, "nll": 0.0, "tgt": 0.0, "words": 0.0, "sents": 0.0, "time": 0.0}
-    autocast = cfg.bf16
-    raw_model.train()
-    try:
-        while st.epoch < n_epochs and not st.stopped_early:
-            batches = make_batches(data.train, bcfg, st.epoch)
-            frac = cfg.epochs - st.epoch
-            limit = len(batches) if frac >= 1 else max(1, round(frac * len(batches)))
-            while st.batch_index < limit and not st.stopped_early:
-                t0 = time.perf_counter()
-                epoch_progress = st.epoch + st.batch_index / len(batches)
-                lr = current_lr(cfg, epoch_progress, st.lr_scale)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                global_idx = batches[st.batch_index]
-                n_global = len(global_idx)
-                local = shard(global_idx, info.rank, info.world_size)
-                weight = float(info.world_size) / n_global
-                if not local:  # an idle rank still joins DDP's gradient all-reduce
-                    local, weight = global_idx[:1], 0.0
-                loss_sum, nll, _ = _batch_loss(
-                    model, data.train, local, device, cfg.label_smoothing, autocast
-                )
-                optimizer.zero_grad(set_to_none=True)
-                (loss_sum * weight).backward()
-                grad_norm = (
-                    float(nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_norm))
-                    if cfg.clip_norm is not None
-                    else math.nan
-                )
-                optimizer.step()
-                st.step += 1
-                st.batch_index += 1
-                if weight > 0:
-                    acc["loss"] += float(loss_sum.detach())
-                    acc["nll"] += float(nll)
-                tgt_tokens = sum(len(data.train.tgt[i]) + 1 for i in global_idx)
-                words = sum(len(data.train.src[i]) + len(data.train.tgt[i]) for i in global_idx)
-                acc["tgt"] += tgt_tokens
-                acc["words"] += words
-                acc["sents"] += n_global
-                dt = time.perf_counter() - t0
-                acc["time"] += dt
-                st.elapsed_s = elapsed0 + time.perf_counter() - run_start
-                pbar.update(1)
-                epoch_end = st.batch_index >= limit
-                if st.step % max(cfg.log_every, 1) == 0 or epoch_end:
-                    loss_tot, nll_tot = dist.sum_floats([acc["loss"], acc["nll"]])
-                    rec = {
-                        "event": "train",
-                        "step": st.step,
-                        "epoch": round(st.epoch + st.batch_index / len(batches), 4),
-                        "lr": lr,
-                        "train_loss": loss_tot / max(acc["sents"], 1),
-                        "train_nll_per_token": nll_tot / max(acc["tgt"], 1),
-                        "train_ppl": math.exp(min(nll_tot / max(acc["tgt"], 1), 50.0)),
-                        "tokens_per_s": acc["tgt"] / max(acc["time"], 1e-9),
-                        "words_per_s": acc["words"] / max(acc["time"], 1e-9),
-                        "grad_norm": grad_norm,
-                        "elapsed_s": round(st.elapsed_s, 2),
-                    }
-                    log.write(rec)
-                    pbar.set_postfix(
-                        tok_s=f"{rec['tokens_per_s']:.0f}",
-                        loss=f"{rec['train_loss']:.2f}",
-                        ppl=f"{rec['train_ppl']:.1f}",
-                        lr=f"{lr:.3g}",
-                        refresh=False,
-                    )
-                    acc = dict.fromkeys(acc, 0.0)
-                if epoch_end or (cfg.valid_every > 0 and st.step % cfg.valid_every == 0):
-                    validate(st.epoch + st.batch_index / len(batches), lr)
-                if epoch_end:
-                    st.epoch += 1
-                    st.batch_index = 0
-                if (
-                    epoch_end
-                    or st.stopped_early
-                    or (cfg.checkpoint_every > 0 and st.step % cfg.checkpoint_every == 0)
-                ):
-                    st.elapsed_s = elapsed0 + time.perf_counter() - run_start
-                    save_last()
-                if on_step is not None:
-                    on_step(st.step)
-                if epoch_end:
-                    break
-    finally:
-        pbar.close()
-        log.close()
-    dist.barrier()
-    epochs_done = st.epoch + (st.batch_index / n_batches0 if st.batch_index else 0.0)
-    result = TrainResult(
-        out_dir=str(out),
-        last_checkpoint=str(last_path),
-        best_checkpoint=str(best_path),
-        log=str(log_path),
-        best_valid_ppl=st.best_valid_ppl,
-        final_valid_ppl=st.last_valid_ppl,
-        steps=st.step,
-        epochs_done=epochs_done,
-        elapsed_s=st.elapsed_s,
-        stopped_early=st.stopped_early,
-        resumed_from_step=resumed_from,
-        data=data.report,
-    )
-    if info.is_main:
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"event": "end", **asdict(result)}, sort_keys=True) + "\n")
-    return result
+    def step(self, global_idx: list[int], lr: float) -> float:
+        """One optimiser step on this rank's share of a global batch; returns the grad norm."""
+        cfg, info, acc = self.cfg, self.info, self.acc
+        t0 = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        n_global = len(global_idx)
+        local = shard(global_idx, info.rank, info.world_size)
+        weight = float(info.world_size) / n_global
+        if not local:  # an idle rank still joins DDP's gradient all-reduce
+            local, weight = global_idx[:1], 0.0
+        loss_sum, nll, _ = _batch_loss(
+            self.model, self.data.train, local, self.device, cfg.label_smoothing, cfg.bf16
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum * weight).backward()
+        grad_norm = (
+            float(nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_norm))
+            if cfg.clip_norm is not None
+            else math.nan
+        )
+        self.optimizer.step()
+        if weight > 0:
+            acc["loss"] += float(loss_sum.detach())
+            acc["nll"] += float(nll)
+        train = self.data.train
+        acc["tgt"] += sum(len(train.tgt[i]) + 1 for i in global_idx)
+        acc["words"] += sum(len(train.src[i]) + len(train.tgt[i]) for i in global_idx)
+        acc["sents"] += n_global
+        acc["time"] += time.perf_counter() - t0
+        return grad_norm
+
+    def log_train(self, epoch: float, lr: float, grad_norm: float, pbar: Any) -> None:
+        """The `train` record of the steps since the last one (summed over ranks)."""
+        acc = self.acc
+        loss_tot, nll_tot = dist.sum_floats([acc["loss"], acc["nll"]])
+        rec = {
+            "event": "train",
+            "step": self.st.step,
+            "epoch": round(epoch, 4),
+            "lr": lr,
+            "train_loss": loss_tot / max(acc["sents"], 1),
+            "train_nll_per_token": nll_tot / max(acc["tgt"], 1),
+            "train_ppl": math.exp(min(nll_tot / max(acc["tgt"], 1), 50.0)),
+            "tokens_per_s": acc["tgt"] / max(acc["time"], 1e-9),
+            "words_per_s": acc["words"] / max(acc["time"], 1e-9),
+            "grad_norm": grad_norm,
+            "elapsed_s": round(self.st.elapsed_s, 2),
+        }
+        self.log.write(rec)
+        pbar.set_postfix(
+            tok_s=f"{rec['tokens_per_s']:.0f}", loss=f"{rec['train_loss']:.2f}",
+            ppl=f"{rec['train_ppl']:.1f}", lr=f"{lr:.3g}", refresh=False,
+        )  # fmt: skip
+        self.acc = dict.fromkeys(acc, 0.0)
+
+    def loop(self, progress: ProgressSettings, on_step: Callable[[int], None] | None) -> None:
+        """Epochs until `epochs` or early stopping: steps, logs, validations, checkpoints."""
+        st, cfg = self.st, self.cfg
+        n_epochs = math.ceil(cfg.epochs - 1e-9)
+        total_est = round(cfg.epochs * self.n_batches0)
+        shown = progress if self.info.is_main else QUIET
+        pbar = bar(shown, desc="train", total=total_est, unit="step")
+        pbar.update(min(st.step, total_est))
+        self.raw_model.train()
+        try:
+            while st.epoch < n_epochs and not st.stopped_early:
+                batches = make_batches(self.data.train, self.bcfg, st.epoch)
+                frac = cfg.epochs - st.epoch
+                limit = len(batches) if frac >= 1 else max(1, round(frac * len(batches)))
+                while st.batch_index < limit and not st.stopped_early:
+                    lr = current_lr(cfg, st.epoch + st.batch_index / len(batches), st.lr_scale)
+                    grad_norm = self.step(batches[st.batch_index], lr)
+                    st.step += 1
+                    st.batch_index += 1
+                    st.elapsed_s = self.elapsed()
+                    pbar.update(1)
+                    epoch_end = st.batch_index >= limit
+                    progress_now = st.epoch + st.batch_index / len(batches)
+                    if st.step % max(cfg.log_every, 1) == 0 or epoch_end:
+                        self.log_train(progress_now, lr, grad_norm, pbar)
+                    if epoch_end or (cfg.valid_every > 0 and st.step % cfg.valid_every == 0):
+                        self.validate(progress_now, lr)
+                    if epoch_end:
+                        st.epoch += 1
+                        st.batch_index = 0
+                    if (
+                        epoch_end
+                        or st.stopped_early
+                        or (cfg.checkpoint_every > 0 and st.step % cfg.checkpoint_every == 0)
+                    ):
+                        st.elapsed_s = self.elapsed()
+                        self.save_last()
+                    if on_step is not None:
+                        on_step(st.step)
+                    if epoch_end:
+                        break
+        finally:
+            pbar.close()
+            self.log.close()
+
+    def result(self) -> TrainResult:
+        """What the run produced; rank 0 appends it to the log as the `end` record."""
+        st = self.st
+        epochs_done = st.epoch + (st.batch_index / self.n_batches0 if st.batch_index else 0.0)
+        result = TrainResult(
+            out_dir=str(Path(self.cfg.out_dir)),
+            last_checkpoint=str(self.last_path),
+            best_checkpoint=str(self.best_path),
+            log=str(self.log_path),
+            best_valid_ppl=st.best_valid_ppl,
+            final_valid_ppl=st.last_valid_ppl,
+            steps=st.step,
+            epochs_done=epochs_done,
+            elapsed_s=st.elapsed_s,
+            stopped_early=st.stopped_early,
+            resumed_from_step=self.resumed_from,
+            data=self.data.report,
+        )
+        if self.info.is_main:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"event": "end", **asdict(result)}, sort_keys=True) + "\n")
+        return result
