@@ -17,7 +17,12 @@ import numpy as np
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike
-from nbest_rescore.nbest import NBestGroup, format_number, read_nbest
+from nbest_rescore.nbest import (
+    NBestBlock,
+    NBestGroup,
+    format_number,
+    read_nbest_blocks,
+)
 from nbest_rescore.validate import check_finite, check_lengths, line_of
 
 TOTAL = "total"
@@ -185,6 +190,53 @@ def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None
     )
 
 
+def table_from_blocks(
+    blocks: Iterable[NBestBlock], path: PathLike, n_sentences: int | None = None
+) -> NBestTable:
+    """`table_from_groups` over the column blocks of `nbest.read_nbest_blocks`: the same table,
+    built with array operations instead of one object per line."""
+    layout: tuple[tuple[str, int], ...] | None = None
+    totals: list[np.ndarray] = []
+    dense: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    surfaces: list[str] = []
+    for b in blocks:
+        if not len(b):
+            continue
+        this = tuple(zip(b.layout.names, b.layout.sizes, strict=True))
+        if layout is None:
+            layout = this
+        elif this != layout:
+            raise InputError(
+                f"sentence {int(b.sent_ids[0])}: dense features {_layout_text(this)} differ from "
+                f"the first line's {_layout_text(layout)} (every line needs the same features)",
+                str(path),
+                int(b.lines[0]),
+            )
+        totals.append(b.totals)
+        dense.append(b.dense)
+        ids.append(b.sent_ids)
+        surfaces.extend(b.surfaces)
+    width = sum(n for _, n in layout or ())
+    sent = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    n_sent = n_sentences if n_sentences is not None else (int(sent[-1]) + 1 if len(sent) else 0)
+    counts = np.bincount(sent, minlength=n_sent)
+    missing = counts == 0
+    offsets = np.concatenate(([0], np.cumsum(np.maximum(counts, 1)))).astype(np.int64)
+    first_real = np.concatenate(([0], np.cumsum(counts)))[:-1]
+    rows = offsets[:-1][sent] + (np.arange(len(sent)) - first_real[sent])
+    values = np.zeros((int(offsets[-1]), 1 + width), dtype=np.float64)
+    if len(sent):
+        values[rows, 0] = np.concatenate(totals)
+        values[rows, 1:] = np.concatenate(dense).reshape(len(sent), width)
+    all_surfaces = [""] * int(offsets[-1])
+    for r, text in zip(rows.tolist(), surfaces, strict=True):
+        all_surfaces[r] = text
+    return NBestTable(
+        (TOTAL, *column_names(layout or ())), values, offsets, missing, tuple(all_surfaces)
+    )
+
+
 def _layout_text(layout: tuple[tuple[str, int], ...]) -> str:
     return " ".join(f"{name}({n})" for name, n in layout) or "(none)"
 
@@ -200,7 +252,8 @@ def read_table(
     validate it (`validate.py`): at least one hypothesis, finite numbers, the same dense layout
     on every line and, with `max_len`, no hypothesis longer than that many tokens. Errors name
     the file and line (exit 2)."""
-    table = table_from_groups(read_nbest(path, n_sentences=n_sentences, max_hyps=max_hyps), path)
+    blocks = read_nbest_blocks(path, n_sentences=n_sentences, max_hyps=max_hyps)
+    table = table_from_blocks(blocks, path, n_sentences)
     if table.n_hypotheses == 0:
         raise InputError("the n-best list has no hypotheses (empty file?)", str(path))
     check_finite(table.names, table.values, table.offsets, path)

@@ -7,6 +7,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats
@@ -51,3 +52,28 @@ def test_as_written_is_what_the_writer_prints() -> None:
     x = np.array([-12.345678912, 0.1 + 0.2, -100.0, 3e-9])
     assert [format_number(v) for v in as_written(x)] == [format_number(v) for v in x]
     assert as_written(x).tolist() == [float(format_number(v)) for v in x]
+
+
+@pytest.mark.parametrize("n_sentences", [None, 30, 33])
+def test_block_reader_builds_the_same_table_as_the_line_reader(
+    tmp_path: Path, n_sentences: int | None
+) -> None:
+    """`read_table` builds the table from column blocks; it equals the per-line construction on
+    the real slice with ids missing at the start, in the middle and at the end."""
+    from nbest_rescore.nbest import read_nbest_blocks
+    from nbest_rescore.table import table_from_blocks, table_from_groups
+
+    lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
+    gappy = tmp_path / "gaps.nbest"
+    gappy.write_text(
+        "".join(ln for ln in lines if int(ln.split(" ||| ")[0]) not in (0, 5, 29)),
+        encoding="utf-8",
+    )
+    for path in (NBEST, gappy):
+        a = table_from_groups(read_nbest(path, n_sentences=n_sentences), path)
+        b = table_from_blocks(read_nbest_blocks(path, n_sentences=n_sentences), path, n_sentences)
+        assert a.names == b.names and a.surfaces == b.surfaces
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.offsets, b.offsets)
+        np.testing.assert_array_equal(a.missing, b.missing)
+    assert b.missing.sum() >= 2
