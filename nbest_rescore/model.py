@@ -177,7 +177,10 @@ class Seq2Seq(nn.Module):
             scores = self.att_v(torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
         scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1).to(memory.dtype)
-        context = torch.bmm(weights, memory)
+        return self.attentional(torch.bmm(weights, memory), hs)
+
+    def attentional(self, context: Tensor, hs: Tensor) -> Tensor:
+        """The attentional state tanh(W_c [context; h]) the output layer reads."""
         return torch.tanh(self.att_out(torch.cat([context, hs], dim=-1)))
 
     def decode(self, tgt_in: Tensor, state: State) -> Tensor:

@@ -281,8 +281,7 @@ def _dense_luong(
     col_src = torch.arange(n_src * width, device=h.device) // width
     own = (col_src.unsqueeze(0) == rows.unsqueeze(1)) & mask.reshape(1, -1)
     weights = torch.softmax(scores.masked_fill(~own, float("-inf")), dim=-1).to(memory.dtype)
-    context = weights @ memory.reshape(n_src * width, hidden)
-    return torch.tanh(model.att_out(torch.cat([context, h], dim=-1)))
+    return model.attentional(weights @ memory.reshape(n_src * width, hidden), h)
 
 
 OUTPUT_ROWS_FLOATS = 1 << 25
@@ -513,13 +512,23 @@ def score_hypotheses(
     src_tok = source_tokens(sources, bundle, tokenized=cfg.src_tokenized, escaped=src_escaped)
     src_ids = [bundle.src_vocab.encode(s) for s in src_tok]
     ids = hypothesis_ids(hyps, bundle, escaped=escaped)
-    logprob, stats = score_ids(bundle.model, src_ids, ids, hyp_src, cfg)
-    n_tokens = np.fromiter((len(r) + 1 for r in ids), dtype=np.int64, count=len(ids))
-    n_unk = np.fromiter((sum(1 for t in r if t == UNK) for r in ids), np.int64, len(ids))
+    return _scored(bundle.model, src_ids, ids, hyp_src, cfg)
+
+
+def _scored(
+    model: Seq2Seq,
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    tgt_src: Sequence[int] | np.ndarray,
+    cfg: ScoringConfig,
+) -> HypScores:
+    """`score_ids` with the counts a report needs: target lengths and UNKs, source UNKs."""
+    logprob, stats = score_ids(model, src_ids, tgt_ids, tgt_src, cfg)
+    n = len(tgt_ids)
     return HypScores(
         logprob=logprob,
-        n_tokens=n_tokens,
-        n_unk=n_unk,
+        n_tokens=np.fromiter((len(r) + 1 for r in tgt_ids), dtype=np.int64, count=n),
+        n_unk=np.fromiter((sum(1 for t in r if t == UNK) for r in tgt_ids), np.int64, n),
         src_tokens=sum(len(s) for s in src_ids),
         src_unk=sum(1 for s in src_ids for t in s if t == UNK),
         stats=stats,
@@ -551,19 +560,8 @@ def score_source_given_hypotheses(
     tgt_ids = [bundle.tgt_vocab.encode(t) for t in tgt_tok]
     if bundle.config.reverse_target:
         tgt_ids = [t[::-1] for t in tgt_ids]
-    owner = np.asarray(hyp_src, dtype=np.int64)
-    targets = [tgt_ids[int(i)] for i in owner]
-    logprob, stats = score_ids(bundle.model, as_src, targets, np.arange(len(hyps)), cfg)
-    n_tokens = np.fromiter((len(t) + 1 for t in targets), dtype=np.int64, count=len(targets))
-    n_unk = np.fromiter((sum(1 for t in r if t == UNK) for r in targets), np.int64, len(targets))
-    return HypScores(
-        logprob=logprob,
-        n_tokens=n_tokens,
-        n_unk=n_unk,
-        src_tokens=sum(len(s) for s in as_src),
-        src_unk=sum(1 for s in as_src for t in s if t == UNK),
-        stats=stats,
-    )
+    targets = [tgt_ids[int(i)] for i in np.asarray(hyp_src, dtype=np.int64)]
+    return _scored(bundle.model, as_src, targets, np.arange(len(hyps)), cfg)
 
 
 # --------------------------------------------------------------------------------------------
