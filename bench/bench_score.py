@@ -1,7 +1,7 @@
 """Scoring throughput on a real Moses 1000-best slice: the batched scorer against a naive one.
 
 Scores every hypothesis of the first `--sentences` sentences of test2016's 1000-best list with a
-`small`-preset model through `score_nbest` (fresh cache), with and without prefix sharing, and
+the shipped `multi30k` attention model (data/models/att-rev-1.pt) through `score_nbest` (fresh cache), with and without prefix sharing, and
 compares with the naive scorer (one hypothesis at a time, source re-encoded every time) timed on
 a random subsample in the same run and extrapolated. Also measures this machine's matmul GFLOP/s
 to put tokens/s against the FLOP-bound rate. Writes bench/results/score.json.
@@ -40,11 +40,11 @@ from nbest_rescore.vocab import Vocab
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
-CHECKPOINT = ROOT / "data" / "models" / "small-rev.pt"  # the shipped default model
+CHECKPOINT = ROOT / "data" / "models" / "att-rev-1.pt"  # the shipped left-to-right model
 
 
 def get_model() -> tuple[ModelBundle, str]:
-    """The trained small model if it exists, else a random `small` model with train vocabularies."""
+    """The shipped attention model if it exists, else a random `small` model with train vocabularies."""
     if CHECKPOINT.is_file():
         return load_model(CHECKPOINT), f"trained checkpoint {CHECKPOINT.relative_to(ROOT)}"
     vocabs = []

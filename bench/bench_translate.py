@@ -1,7 +1,7 @@
 """Translation throughput: batched beam search (`translate_lines`) against a naive beam search.
 
-Translates the first `--sentences` raw sentences of test2016 (English) with a `small`-preset model
-(the shipped default model data/models/small-rev.pt when present, else a randomly initialised
+Translates the first `--sentences` raw sentences of test2016 (English) with a model
+(the shipped left-to-right model data/models/att-rev-1.pt, `multi30k` preset, when present, else a randomly initialised
 one with vocabularies built from the training data) at beam 1, 2 and 12, and times, in the same
 run, a naive decoder on the same sentences: one sentence at a time, one decoder call per
 hypothesis per step, candidates sorted in Python. Writes bench/results/translate.json.
@@ -34,7 +34,7 @@ from nbest_rescore.vocab import BOS, EOS, PAD, Vocab
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-TRAINED = ROOT / "data" / "models" / "small-rev.pt"  # the shipped default model
+TRAINED = ROOT / "data" / "models" / "att-rev-1.pt"  # the shipped left-to-right model
 
 
 def find_data() -> Path:
@@ -51,7 +51,7 @@ def read_gz(path: Path, n: int | None = None) -> list[str]:
 
 
 def get_model(data: Path) -> tuple[ModelBundle, str]:
-    """The trained small model if it exists, else a random `small` model with real vocabularies."""
+    """The shipped attention model if it exists, else a random `small` model with real vocabularies."""
     if TRAINED.is_file():
         return load_model(TRAINED), f"trained: {TRAINED.relative_to(ROOT)}"
     src_tok, tgt_tok = TokenizerConfig("en"), TokenizerConfig("fr")
