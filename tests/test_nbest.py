@@ -847,3 +847,45 @@ def test_gzip_members_padding_and_damage(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(data)[:-20])
     with pytest.raises(InputError, match="corrupt gzip"):
         list(read_nbest(path))
+
+
+NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda v: f"{v:.7g}"),
+    st.from_regex(r"[+-]?[0-9]{0,25}(\.[0-9]{0,25})?([eE][+-]?[0-9]{1,4})?", fullmatch=True),
+    st.text(alphabet="0123456789.eE+-_xnaifINF", min_size=1, max_size=12),
+)
+
+
+def _float_or_none(token: str) -> float | None:
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(NUMBER_TEXT, min_size=3, max_size=3), min_size=1, max_size=6))
+def test_number_reader_reads_like_float(rows: list[list[str]]) -> None:
+    """The fast column reader (pyarrow, or pandas without it) returns exactly what float()
+    returns, or None (the line parser decides) when a token is not a number float() reads the
+    same way; it never returns a value float() would not."""
+    text = "\n".join(f"L= {a} M= {b} {c}" for a, b, c in rows)
+    got = nbest.read_floats(text.encode(), len(rows), [1, 3, 4])
+    want = [[_float_or_none(t) for t in row] for row in rows]
+    if got is None:
+        return
+    for got_row, want_row in zip(got.tolist(), want, strict=True):
+        for g, w in zip(got_row, want_row, strict=True):
+            assert w is not None
+            assert g == w or (math.isnan(g) and math.isnan(w))
+
+
+def test_number_reader_on_the_real_list_equals_float() -> None:
+    """Every feature value and total of the real slice as float() reads it (fast path taken)."""
+    blocks = list(nbest.read_nbest_blocks(SLICE))
+    for b in blocks:
+        for row, raw in zip(b.dense.tolist(), b.raw_features, strict=True):
+            values = [float(t) for t in raw.split() if not t.endswith("=")]
+            assert row == values
+        assert [float(t) for t in b.raw_totals] == b.totals.tolist()

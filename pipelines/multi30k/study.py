@@ -629,6 +629,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--models", default=None, help="comma-separated models to train (default all)")
     p.add_argument("--no-train", action="store_true", help="use only models already trained")
+    p.add_argument(
+        "--train-only", action="store_true", help="train the --models and stop (no tables)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-hyps", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -650,4 +653,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         progress=ProgressSettings(enabled=False) if a.quiet else ProgressSettings(),
     )
     torch.set_num_threads(a.threads)
+    if a.train_only:
+        wanted = train_only if train_only is not None else tuple(m.name for m in MODELS)
+        trained = train_models(replace(cfg, models=tuple(cfg.spec(n) for n in wanted)))
+        print(json.dumps({n: r.get("best_valid_ppl") for n, r in trained.items()}))
+        return
     print(run_study(replace(cfg), argv))
