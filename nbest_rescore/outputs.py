@@ -55,6 +55,11 @@ def write_selection(out_dir: Path, stem: str, surfaces: Sequence[str], config: B
         fh.writelines(detokenize(s.split(), config.tgt_lang) + "\n" for s in surfaces)
 
 
+SCORES_ROWS = 1 << 18
+"""Rows per parquet row group (and per CSV piece): the table is written piece by piece, so its
+memory does not grow with the list."""
+
+
 def write_scores_table(
     path_stem: Path,
     table: NBestTable,
@@ -62,27 +67,42 @@ def write_scores_table(
     extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Every real hypothesis with its features, `extra` columns and which systems chose it, to
-    parquet (pyarrow installed) or CSV; returns the path written."""
-    real = table.real
+    parquet (pyarrow installed) or CSV, `SCORES_ROWS` rows at a time; returns the path written."""
+    real_rows = np.flatnonzero(table.real)
+    chosen = np.zeros((len(table.values), len(choices)), dtype=bool)
+    for j, choice in enumerate(choices.values()):
+        chosen[table.rows_of(choice), j] = True
     gid = np.repeat(np.arange(table.n_sentences), table.counts)
-    rank = np.arange(len(gid)) - table.offsets[gid]
-    df = pd.DataFrame({"sent_id": gid[real], "rank": rank[real]})
-    for i, n in enumerate(table.names):
-        df[n] = table.values[real, i]
-    for n, col in (extra or {}).items():
-        df[n] = col
-    for name, choice in choices.items():
-        chosen = np.zeros(len(gid), dtype=bool)
-        chosen[table.rows_of(choice)] = True
-        df[f"chosen.{name}"] = chosen[real]
-    try:
-        import pyarrow  # noqa: F401
 
-        path = path_stem.with_suffix(".parquet")
-        with atomic_write(path, "wb", gz=False) as fh:
-            df.to_parquet(fh, index=False)
+    def piece(lo: int, hi: int) -> pd.DataFrame:
+        rows = real_rows[lo:hi]
+        df = pd.DataFrame({"sent_id": gid[rows], "rank": rows - table.offsets[gid[rows]]})
+        for i, n in enumerate(table.names):
+            df[n] = table.values[rows, i]
+        for n, col in (extra or {}).items():
+            df[n] = col[lo:hi]
+        for j, name in enumerate(choices):
+            df[f"chosen.{name}"] = chosen[rows, j]
+        return df
+
+    starts = range(0, max(len(real_rows), 1), SCORES_ROWS)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
     except ImportError:
         path = path_stem.with_suffix(".csv")
         with atomic_write(path) as fh:
-            df.to_csv(fh, index=False)
+            for lo in starts:
+                piece(lo, lo + SCORES_ROWS).to_csv(fh, index=False, header=lo == 0)
+        return path
+    path = path_stem.with_suffix(".parquet")
+    with atomic_write(path, "wb", gz=False) as fh:
+        writer = None
+        for lo in starts:
+            part = pa.Table.from_pandas(piece(lo, lo + SCORES_ROWS), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(fh, part.schema)
+            writer.write_table(part)
+        if writer is not None:
+            writer.close()
     return path

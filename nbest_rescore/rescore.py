@@ -31,6 +31,10 @@ the run's 1-best exactly.
 
 from __future__ import annotations
 
+import resource
+import sys
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -166,13 +170,24 @@ def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[s
     real = table.real
     if not np.array_equal(np.diff(scores.offsets), table.counts - table.missing):
         raise InputError("n-best list changed while it was being scored")
-    logprob = np.zeros((len(table.values), len(names)))
-    logprob[real] = scores.logprob
-    length = np.asarray([len(s.split()) for s in table.surfaces], dtype=np.float64)
-    added = np.column_stack([table.column(TOTAL), logprob, length])
-    rounded = np.column_stack([as_written(c) for c in added.T])
-    others = [n for n in table.names if n != TOTAL]
-    return table.select(others).with_columns([BASELINE, *names, LENGTH], rounded)
+    others = [i for i, n in enumerate(table.names) if n != TOTAL]
+    values = np.empty((len(table.values), len(others) + len(names) + 2), dtype=np.float64)
+    for j, i in enumerate(others):  # column by column: no second copy of the whole table
+        values[:, j] = table.values[:, i]
+    k = len(others)
+    values[:, k] = as_written(table.column(TOTAL))
+    for m in range(len(names)):
+        logprob = np.zeros(len(table.values))
+        logprob[real] = scores.logprob[:, m]
+        values[:, k + 1 + m] = as_written(logprob)
+    values[:, -1] = table.surfaces.n_tokens()
+    return NBestTable(
+        (*(table.names[i] for i in others), BASELINE, *names, LENGTH),
+        values,
+        table.offsets,
+        table.missing,
+        table.surfaces,
+    )
 
 
 @dataclass(frozen=True)
@@ -333,7 +348,7 @@ def write_augmented(
     rows = iter(np.flatnonzero(table.real).tolist())
     totals = table.values @ weight_vector(weights, table.names)
     cols = table.select(added).values
-    feats: list[list[Feature]] = []
+    feats: deque[list[Feature]] = deque()  # one group's, handed to the writer line by line
 
     def groups() -> Any:
         for g in read_nbest(nbest, n_sentences=table.n_sentences, max_hyps=max_hyps):
@@ -344,8 +359,7 @@ def write_augmented(
                 hyps.append(replace(h, total=float(totals[r])))
             yield NBestGroup(g.sent_id, tuple(hyps))
 
-    extras = iter(feats)
-    write_nbest(out, groups(), lambda _h: next(extras))
+    write_nbest(out, groups(), lambda _h: feats.popleft())
 
 
 def write_weights(path: Path, system: str, weights: Weights, tuning: dict[str, Any]) -> None:
@@ -445,12 +459,27 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
         return _run(replace(job, **p), progress)  # type: ignore[arg-type]
 
 
+class _Stages:
+    """Wall time and peak RSS at the end of each stage, for summary.json (`timing`)."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.record: dict[str, dict[str, float]] = {}
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.record[name] = {"seconds": round(now - self.t, 3), "peak_rss_mib": peak_rss_mib()}
+        self.t = now
+
+
 def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
+    stages = _Stages()
     # Every input is read and checked before the models score anything.
     dev_in = None
     if job.tune_nbest is not None and job.tune_src is not None:
         dev_in = read_list(job.tune_nbest, job.tune_src, job.tune_ref, job)
     test_in = read_list(job.nbest, job.src, job.ref, job)
+    stages.done("read")
     # The first model's source language is the list's: models that read the other side score
     # p(source | hypothesis).
     loaded = [load_model(m, device=job.scoring.device) for m in job.models]
@@ -459,14 +488,22 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     if job.weights is not None:
         others = [n for n in test_in.table.names if n != TOTAL]
         given_weights(job.weights, [*others, BASELINE, *names, LENGTH])
+    stages.done("load_models")
 
     dev = None if dev_in is None else score_list(dev_in, bundles, names, job, progress)
+    del dev_in
+    sources = test_in.sources
     test = score_list(test_in, bundles, names, job, progress)
+    del test_in  # its table is superseded by test.table
+    stages.done("score")
     if test is None:
         return None
 
     weighed = weigh(job, test, dev, names)
+    del dev
+    stages.done("weigh")
     notes = write_outputs(job, test, weighed, names)
+    stages.done("write")
     warnings = [w for w in [missing_note(test.table.missing)] if w] + coverage_warnings(
         test.scores, names
     )
@@ -485,13 +522,21 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
         "scoring": scoring_info(test.scores, job.scoring),
         "warnings": warnings,
         "systems": {},
+        "timing": stages.record,
     }
     if job.scoring.bf16:
         summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
-            job.nbest, test_in.sources, bundles, job.scoring
+            job.nbest, sources, bundles, job.scoring
         )
     write_run_report(job, test, weighed, summary, notes)
+    stages.done("report")
     return summary
+
+
+def peak_rss_mib() -> float:
+    """This process' peak resident memory so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)
 
 
 def scoring_info(scores: NBestScores, cfg: ScoringConfig) -> dict[str, Any]:

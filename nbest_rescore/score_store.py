@@ -16,6 +16,7 @@ the full result from the shared cache directory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tempfile
 import time
 import zipfile
@@ -29,7 +30,7 @@ from nbest_rescore import distributed
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike, atomic_write
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest import read_nbest, read_nbest_blocks
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import (
     DETECT_HYPS,
@@ -118,6 +119,29 @@ def _check_count(last_id: int, n_sources: int, nbest: PathLike, sources_path: st
         )
 
 
+def _sentences(
+    nbest: PathLike, n_sentences: int | None, max_hyps: int | None
+) -> Iterator[tuple[int, list[str]]]:
+    """(sentence id, surfaces) of every sentence with hypotheses, in file order, from the column
+    blocks (a sentence may span two blocks: its rows are joined)."""
+    cur, rows = -1, list[str]()
+    for block in read_nbest_blocks(nbest, n_sentences=n_sentences, max_hyps=max_hyps):
+        ids = block.sent_ids
+        if not len(ids):
+            continue
+        starts = np.flatnonzero(np.diff(ids, prepend=ids[0] - 1))
+        bounds = [*starts.tolist(), len(ids)]
+        for lo, hi in itertools.pairwise(bounds):
+            sid = int(ids[lo])
+            if sid != cur:
+                if rows:
+                    yield cur, rows
+                cur, rows = sid, []
+            rows.extend(block.surfaces[lo:hi])
+    if rows:
+        yield cur, rows
+
+
 def _scan(
     nbest: PathLike,
     sources: Sequence[str],
@@ -130,28 +154,33 @@ def _scan(
     counts = np.zeros(n, dtype=np.int64)
     chunks = _chunk_ids(n, cfg.chunk_sentences)
     hashers = [hashlib.sha256() for _ in chunks]
-    seen = [False] * n
     sample: list[tuple[str, ...]] = []
     last_id = -1
-    for group in read_nbest(nbest, max_hyps=max_hyps):
-        i = last_id = group.sent_id
-        if i >= n:
-            continue  # read on to report the file's largest id
-        h = hashers[i // cfg.chunk_sentences]
-        h.update(f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode())
-        for hyp in group.hyps:
-            h.update(f"H\t{hyp.surface}\n".encode())
-            if len(sample) < DETECT_HYPS:
-                sample.append(hyp.tokens)
-        counts[i] = len(group.hyps)
-        seen[i] = True
-    _check_count(last_id, n, nbest, sources_path)
-    for i in range(n):
-        if not seen[i]:  # ids after the n-best's last one: a source without hypotheses
+    nxt = 0  # the next id whose "S" line is not hashed yet
+
+    def header(upto: int) -> None:
+        nonlocal nxt
+        for i in range(nxt, min(upto, n)):  # ids without hypotheses hash their source only
             hashers[i // cfg.chunk_sentences].update(
                 f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode()
             )
-    escaped = resolve_escaped(cfg.escaped, sample)
+        nxt = max(nxt, upto)
+
+    for i, surfaces in _sentences(nbest, None, max_hyps):
+        last_id = i
+        if i >= n:
+            continue  # read on to report the file's largest id
+        header(i)
+        nxt = i + 1
+        h = hashers[i // cfg.chunk_sentences]
+        h.update(f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode())
+        h.update("".join([f"H\t{t}\n" for t in surfaces]).encode())
+        if len(sample) < DETECT_HYPS:
+            sample.extend(tuple(t.split(" ")) if t else () for t in surfaces[:DETECT_HYPS])
+        counts[i] = len(surfaces)
+    _check_count(last_id, n, nbest, sources_path)
+    header(n)
+    escaped = resolve_escaped(cfg.escaped, sample[:DETECT_HYPS])
     src_escaped = cfg.src_tokenized and resolve_escaped(
         None, [s.split() for s in sources[:DETECT_HYPS]]
     )
@@ -201,29 +230,26 @@ def _write_chunk(path: Path, key: str, scores: HypScores) -> None:
 def _iter_chunks(
     nbest: PathLike, n_sentences: int, cfg: ScoringConfig, max_hyps: int | None, wanted: set[int]
 ) -> Iterator[tuple[int, list[int], list[tuple[str, ...]], list[int]]]:
-    """Pass 2: the chunks in `wanted` as (index, sentence ids, hypothesis tokens, hyp -> sentence
-    position); only one chunk's tokens are held at a time, and reading stops after the last."""
-    if not wanted:
-        return
-    last = max(wanted)
-    cur = -1
+    """Pass 2: the chunks in `wanted`, in order, as (index, sentence ids, hypothesis tokens,
+    hyp -> sentence position), a chunk without hypotheses too; only one chunk's tokens are held
+    at a time, and reading stops after the last."""
+    order = sorted(wanted)
+    pos = 0  # order[pos] is the next chunk to yield
     hyps: list[tuple[str, ...]] = []
     owner: list[int] = []
-    for group in read_nbest(nbest, n_sentences=n_sentences, max_hyps=max_hyps):
-        k = group.sent_id // cfg.chunk_sentences
-        if k != cur:
-            if cur in wanted:
-                yield cur, _ids(cur, n_sentences, cfg), hyps, owner
-            if k > last:
-                return
-            cur, hyps, owner = k, [], []
-        if k in wanted:
-            pos = group.sent_id - k * cfg.chunk_sentences
-            for hyp in group.hyps:
-                hyps.append(hyp.tokens)
-                owner.append(pos)
-    if cur in wanted:
-        yield cur, _ids(cur, n_sentences, cfg), hyps, owner
+    for sid, surfaces in _sentences(nbest, n_sentences, max_hyps):
+        k = sid // cfg.chunk_sentences
+        while pos < len(order) and order[pos] < k:  # finished (or empty) chunks before this one
+            yield order[pos], _ids(order[pos], n_sentences, cfg), hyps, owner
+            hyps, owner, pos = [], [], pos + 1
+        if pos == len(order):
+            return
+        if order[pos] == k:
+            hyps.extend(tuple(t.split(" ")) if t else () for t in surfaces)
+            owner.extend([sid - k * cfg.chunk_sentences] * len(surfaces))
+    for k in order[pos:]:
+        yield k, _ids(k, n_sentences, cfg), hyps, owner
+        hyps, owner = [], []
 
 
 def _ids(k: int, n: int, cfg: ScoringConfig) -> list[int]:
@@ -280,11 +306,16 @@ def _score_missing(
     n_sent = len(sources)
     stats = ScoreStats()
     n_scored_files = 0
+    written: set[Path] = (
+        set()
+    )  # a chunk identical to one scored earlier in this run is not rescored
     pbar = bar(progress, desc="scoring", total=sum(chunk_hyps[k] for k in todo), unit="hyp")
     try:
         for k, ids, hyps, owner in _iter_chunks(nbest_path, n_sent, cfg, max_hyps, set(todo)):
             chunk_sources = [sources[i] for i in ids]
             for m in todo[k]:
+                if paths[m][k][0] in written:
+                    continue
                 t2s = bundles[m].direction == "t2s"
                 score = score_source_given_hypotheses if t2s else score_hypotheses
                 res = score(
@@ -298,6 +329,7 @@ def _score_missing(
                 )
                 stats.add(res.stats)
                 _write_chunk(*paths[m][k], res)
+                written.add(paths[m][k][0])
                 n_scored_files += 1
             pbar.update(len(hyps))
             if on_chunk is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -42,6 +43,76 @@ class Group:
     hyps: tuple[Hyp, ...]
 
 
+class Surfaces(Sequence[str]):
+    """The hypotheses' texts, one per table row, stored compactly: one UTF-8 buffer with a newline
+    after each row (a surface holds none) and int64 row offsets, about 70 bytes a hypothesis less
+    than a tuple of Python strings. Indexing decodes one row; iteration decodes a block at once."""
+
+    def __init__(self, buffer: np.ndarray, offsets: np.ndarray) -> None:
+        self.buffer = buffer
+        self.offsets = offsets
+
+    @classmethod
+    def of(cls, texts: Iterable[str]) -> Surfaces:
+        encoded = [t.encode() + b"\n" for t in texts]
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        return cls(buffer, np.concatenate(([0], np.cumsum(lengths))).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(lo, hi, step)]
+            return self.rows(lo, hi)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.buffer[a : b - 1].tobytes().decode()
+
+    def rows(self, lo: int, hi: int) -> list[str]:
+        """Rows lo..hi-1, decoded at once."""
+        if hi <= lo:
+            return []
+        a, b = int(self.offsets[lo]), int(self.offsets[hi])
+        return self.buffer[a : b - 1].tobytes().decode().split("\n")
+
+    def __iter__(self) -> Iterator[str]:
+        step = 1 << 16
+        for lo in range(0, len(self), step):
+            yield from self.rows(lo, min(lo + step, len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Surfaces | tuple | list):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def n_tokens(self) -> np.ndarray:
+        """(rows,) tokens per row (single-space separated; 0 for an empty row)."""
+        if not len(self):
+            return np.zeros(0, dtype=np.int64)
+        spaces = np.add.reduceat(self.buffer == 32, self.offsets[:-1], dtype=np.int64)
+        empty = np.diff(self.offsets) == 1
+        return np.where(empty, 0, spaces + 1)
+
+    def padded(self, extra: int) -> Surfaces:
+        """These rows and `extra` empty ones."""
+        buffer = np.concatenate([self.buffer, np.full(extra, 10, dtype=np.uint8)])
+        ends = self.offsets[-1] + np.arange(1, extra + 1)
+        return Surfaces(buffer, np.concatenate([self.offsets, ends]))
+
+
 @dataclass(frozen=True, eq=False)
 class NBestTable:
     """Per-hypothesis feature values (n_rows, d) with column names, surfaces and the CSR offsets."""
@@ -51,12 +122,14 @@ class NBestTable:
     offsets: np.ndarray
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     """(n_sentences,) True where the sentence's only row is the synthetic empty hypothesis."""
-    surfaces: tuple[str, ...] = ()
+    surfaces: Surfaces = field(default_factory=lambda: Surfaces.of(()))
     """Tokens joined by single spaces, one per row ("" for synthetic rows); may be left empty."""
 
     def __post_init__(self) -> None:
         if len(self.missing) != self.n_sentences:
             object.__setattr__(self, "missing", np.zeros(self.n_sentences, dtype=bool))
+        if not isinstance(self.surfaces, Surfaces):
+            object.__setattr__(self, "surfaces", Surfaces.of(self.surfaces))
 
     @property
     def n_sentences(self) -> int:
@@ -111,7 +184,7 @@ class NBestTable:
             np.concatenate([self.values, np.zeros((extra, len(self.names)))]),
             np.concatenate([self.offsets, self.offsets[-1] + np.arange(1, extra + 1)]),
             np.concatenate([self.missing, np.ones(extra, dtype=bool)]),
-            self.surfaces + ("",) * extra,
+            self.surfaces.padded(extra),
         )
 
     def renamed(self, old: str, new: str) -> NBestTable:
@@ -124,7 +197,8 @@ class NBestTable:
 
     def chosen_surfaces(self, choice: np.ndarray) -> list[str]:
         """The chosen hypothesis of every sentence ("" for a sentence without hypotheses)."""
-        return [self.surfaces[r] for r in self.rows_of(choice).tolist()]
+        surfaces = self.surfaces
+        return [surfaces[r] for r in self.rows_of(choice).tolist()]
 
     def groups(self) -> Iterator[Group]:
         """The real hypotheses as groups (`metrics.compute_hyp_stats` input)."""
@@ -133,7 +207,7 @@ class NBestTable:
                 continue
             lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
             yield Group(
-                i, tuple(Hyp(tuple(s.split(" ")) if s else ()) for s in self.surfaces[lo:hi])
+                i, tuple(Hyp(tuple(s.split(" ")) if s else ()) for s in self.surfaces.rows(lo, hi))
             )
 
 
@@ -186,7 +260,7 @@ def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None
         values,
         np.asarray(offsets, dtype=np.int64),
         np.asarray(missing, dtype=bool),
-        tuple(surfaces),
+        Surfaces.of(surfaces),
     )
 
 
@@ -194,12 +268,11 @@ def table_from_blocks(
     blocks: Iterable[NBestBlock], path: PathLike, n_sentences: int | None = None
 ) -> NBestTable:
     """`table_from_groups` over the column blocks of `nbest.read_nbest_blocks`: the same table,
-    built with array operations instead of one object per line."""
+    built with array operations instead of one object per line. The blocks' columns are copied
+    into the final arrays one block at a time and dropped, so the peak memory is about that of
+    the table itself."""
     layout: tuple[tuple[str, int], ...] | None = None
-    totals: list[np.ndarray] = []
-    dense: list[np.ndarray] = []
-    ids: list[np.ndarray] = []
-    surfaces: list[str] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
     for b in blocks:
         if not len(b):
             continue
@@ -213,27 +286,61 @@ def table_from_blocks(
                 str(path),
                 int(b.lines[0]),
             )
-        totals.append(b.totals)
-        dense.append(b.dense)
-        ids.append(b.sent_ids)
-        surfaces.extend(b.surfaces)
+        text = "\n".join(b.surfaces) + "\n"
+        parts.append((b.sent_ids, b.totals, b.dense, text.encode()))
     width = sum(n for _, n in layout or ())
-    sent = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    sent = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     n_sent = n_sentences if n_sentences is not None else (int(sent[-1]) + 1 if len(sent) else 0)
     counts = np.bincount(sent, minlength=n_sent)
     missing = counts == 0
     offsets = np.concatenate(([0], np.cumsum(np.maximum(counts, 1)))).astype(np.int64)
     first_real = np.concatenate(([0], np.cumsum(counts)))[:-1]
     rows = offsets[:-1][sent] + (np.arange(len(sent)) - first_real[sent])
-    values = np.zeros((int(offsets[-1]), 1 + width), dtype=np.float64)
-    if len(sent):
-        values[rows, 0] = np.concatenate(totals)
-        values[rows, 1:] = np.concatenate(dense).reshape(len(sent), width)
-    all_surfaces = [""] * int(offsets[-1])
-    for r, text in zip(rows.tolist(), surfaces, strict=True):
-        all_surfaces[r] = text
+    del sent, first_real
+    n_rows = int(offsets[-1])
+    values = np.zeros((n_rows, 1 + width), dtype=np.float64)
+    # Row byte lengths in table order (1: the newline of an empty synthetic row), then the text.
+    row_bytes = np.ones(n_rows, dtype=np.int64)
+    pos = 0
+    lengths: list[np.ndarray] = []
+    texts: list[bytes] = []
+    while parts:  # each block's arrays are dropped once copied
+        ids, totals, dense, data = parts.pop(0)
+        n = len(ids)
+        at = rows[pos : pos + n]
+        values[at, 0] = totals
+        values[at, 1:] = dense.reshape(n, width)
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        lengths.append(np.diff(ends, prepend=-1))
+        texts.append(data)
+        pos += n
+    file_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    row_bytes[rows] = file_lengths
+    text_offsets = np.concatenate(([0], np.cumsum(row_bytes))).astype(np.int64)
+    buffer = np.empty(int(text_offsets[-1]), dtype=np.uint8)
+    buffer[text_offsets[:-1][offsets[:-1][missing]]] = 10  # synthetic rows: "\n" only
+    start = text_offsets[:-1][rows] if len(rows) else np.zeros(0, dtype=np.int64)
+    pos = 0
+    while texts:  # copy the file's rows in file order; contiguous except around missing ids
+        data = texts.pop(0)
+        src = np.frombuffer(data, dtype=np.uint8)
+        n = len(np.flatnonzero(src == 10))
+        first, last = int(start[pos]), int(start[pos + n - 1] + file_lengths[pos + n - 1])
+        if last - first == len(src):
+            buffer[first:last] = src
+        else:
+            at = 0
+            for r in range(pos, pos + n):
+                k = int(file_lengths[r])
+                buffer[int(start[r]) : int(start[r]) + k] = src[at : at + k]
+                at += k
+        pos += n
     return NBestTable(
-        (TOTAL, *column_names(layout or ())), values, offsets, missing, tuple(all_surfaces)
+        (TOTAL, *column_names(layout or ())),
+        values,
+        offsets,
+        missing,
+        Surfaces(buffer, text_offsets),
     )
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -97,10 +98,16 @@ def check_finite(
 
 
 def check_lengths(
-    surfaces: tuple[str, ...], offsets: np.ndarray, max_len: int, path: PathLike
+    surfaces: Sequence[str], offsets: np.ndarray, max_len: int, path: PathLike
 ) -> None:
     """No hypothesis may have more than `max_len` tokens (see `DEFAULT_MAX_LEN`)."""
-    for row, s in enumerate(surfaces):
+    n_tokens = getattr(surfaces, "n_tokens", None)
+    if n_tokens is not None:  # table.Surfaces: counted without decoding
+        long = np.flatnonzero(n_tokens() > max_len)
+        rows: Iterable[tuple[int, str]] = ((int(r), surfaces[int(r)]) for r in long[:1])
+    else:
+        rows = enumerate(surfaces)
+    for row, s in rows:
         if len(s) > max_len and s.count(" ") + 1 > max_len:
             sent = int(np.searchsorted(offsets, row, side="right") - 1)
             rank = row - int(offsets[sent])
