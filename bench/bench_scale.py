@@ -11,10 +11,13 @@ augmented list, the scores table, the report) handles all 3M hypotheses. The per
 scoring speed of a real list is bench_score.py's.
 
 Runs, each in a fresh process with its peak RSS measured by the parent (ru_maxrss of children):
-1. `rescore run` on one copy (the baseline of the marginal memory per hypothesis);
-2. `rescore run` on the full list, one process, default (shipped) models, `--max-hyps` unset;
-3. the same under `torchrun --nproc-per-node 2` (sharded scoring, its own cache), whose outputs
-   must be byte-identical to run 2's.
+1. `rescore run` on one copy (the baseline of the marginal memory per hypothesis), scoring every
+   distinct chunk into a fresh cache;
+2. `rescore run` on the full list, one process, default (shipped) models, `--max-hyps` unset,
+   with run 1's cache (so its scoring stage loads the scores: on a 2-core machine the model work
+   would add run 1's scoring time again);
+3. the full list under `torchrun --nproc-per-node 2` with a fresh cache (sharded scoring of
+   every distinct chunk), whose outputs must be byte-identical to run 2's.
 Stage times and peak RSS after each stage come from the run's summary.json (`timing`).
 Writes bench/results/scale.json.
 
@@ -102,9 +105,11 @@ def measured(cmd: list[str]) -> dict[str, Any]:
     return result
 
 
-def rescore_cmd(paths: dict[str, str], out: Path, models: list[str], nproc: int) -> list[str]:
+def rescore_cmd(
+    paths: dict[str, str], out: Path, cache: Path, models: list[str], nproc: int
+) -> list[str]:
     args = ["run", "--nbest", paths["nbest"], "--src", paths["src"], "--ref", paths["ref"]]
-    args += ["--out", str(out), "--cache-dir", str(out.with_name(out.name + "-cache")), "--quiet"]
+    args += ["--out", str(out), "--cache-dir", str(cache), "--quiet"]
     for m in models:
         args += ["-m", m]
     if nproc > 1:
@@ -124,17 +129,25 @@ def content_digest(path: Path) -> str:
 
 
 def one_run(
-    label: str, paths: dict[str, str], work: Path, models: list[str], nproc: int
+    label: str,
+    paths: dict[str, str],
+    work: Path,
+    cache: str,
+    models: list[str],
+    nproc: int,
+    fresh_cache: bool,
 ) -> dict[str, Any]:
     out = work / label
-    for p in (out, out.with_name(out.name + "-cache")):
-        shutil.rmtree(p, ignore_errors=True)
-    res = measured(rescore_cmd(paths, out, models, nproc))
+    shutil.rmtree(out, ignore_errors=True)
+    if fresh_cache:
+        shutil.rmtree(work / cache, ignore_errors=True)
+    res = measured(rescore_cmd(paths, out, work / cache, models, nproc))
     summary = json.loads((out / "summary.json").read_text())
     n = summary["n_hypotheses"]
     scoring = summary["scoring"]
     return {
         "nproc": nproc,
+        "cache": "fresh" if fresh_cache else "warm (run 1's)",
         **res,
         "n_hypotheses": n,
         "hyps_per_s_end_to_end": round(n / res["wall_s"]),
@@ -171,12 +184,14 @@ def main() -> None:
     print(f"built {full['n_hypotheses']:,} hypotheses in {time.perf_counter() - t0:.0f} s")
 
     runs: dict[str, Any] = {}
-    runs["one_copy"] = one_run("run-1", one["paths"], a.work, a.model, 1)
+    runs["one_copy"] = one_run("run-1", one["paths"], a.work, "cache", a.model, 1, True)
     print("one copy:", json.dumps(runs["one_copy"]["stages"]))
-    runs["full"] = one_run("run-full", full["paths"], a.work, a.model, 1)
+    runs["full"] = one_run("run-full", full["paths"], a.work, "cache", a.model, 1, False)
     print("full:", json.dumps(runs["full"]["stages"]))
     if not a.skip_torchrun:
-        runs["full_torchrun2"] = one_run("run-full-ddp", full["paths"], a.work, a.model, 2)
+        runs["full_torchrun2"] = one_run(
+            "run-full-ddp", full["paths"], a.work, "cache-ddp", a.model, 2, True
+        )
         print("torchrun:", json.dumps(runs["full_torchrun2"]["stages"]))
     f, o = runs["full"], runs["one_copy"]
     per_hyp = (f["peak_rss_mib"] - o["peak_rss_mib"]) * (1 << 20)

@@ -370,11 +370,13 @@ def compute_hyp_stats(
             row = np.zeros((1, STATS_WIDTH), dtype=np.int64)
             row[0, 1] = len(_tokens_for_bleu(refs[sid], metric))
             per_sent[sid] = row
-    blocks = [s for s in per_sent if s is not None]
-    counts = np.fromiter((len(b) for b in blocks), dtype=np.int64, count=n_sent)
+    counts = np.fromiter((len(b) for b in per_sent if b is not None), dtype=np.int64, count=n_sent)
     offsets = np.zeros(n_sent + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    stats = np.concatenate(blocks) if blocks else np.zeros((0, STATS_WIDTH), dtype=np.int64)
+    stats = np.empty((int(offsets[-1]), STATS_WIDTH), dtype=np.int64)
+    for sid in range(n_sent):  # each sentence's block is dropped once copied
+        stats[offsets[sid] : offsets[sid + 1]] = per_sent[sid]
+        per_sent[sid] = None
     return HypStats(stats=stats, offsets=offsets, missing=missing, config=config)
 
 

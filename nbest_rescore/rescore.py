@@ -61,6 +61,7 @@ from nbest_rescore.features import (
     model_kind,
 )
 from nbest_rescore.fileio import atomic_write, read_lines, sha256_file, stdin_spooled
+from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
 from nbest_rescore.outputs import check_out_dir, missing_note, write_scores_table, write_selection
@@ -467,6 +468,7 @@ class _Stages:
         self.record: dict[str, dict[str, float]] = {}
 
     def done(self, name: str) -> None:
+        release_memory()
         now = time.perf_counter()
         self.record[name] = {"seconds": round(now - self.t, 3), "peak_rss_mib": peak_rss_mib()}
         self.t = now

@@ -18,6 +18,7 @@ import numpy as np
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike
+from nbest_rescore.memory import release_memory
 from nbest_rescore.nbest import (
     NBestBlock,
     NBestGroup,
@@ -102,9 +103,15 @@ class Surfaces(Sequence[str]):
         """(rows,) tokens per row (single-space separated; 0 for an empty row)."""
         if not len(self):
             return np.zeros(0, dtype=np.int64)
-        spaces = np.add.reduceat(self.buffer == 32, self.offsets[:-1], dtype=np.int64)
-        empty = np.diff(self.offsets) == 1
-        return np.where(empty, 0, spaces + 1)
+        out = np.zeros(len(self), dtype=np.int64)
+        step = 1 << 16  # rows at a time: reduceat casts its input to the output type
+        for lo in range(0, len(self), step):
+            hi = min(lo + step, len(self))
+            a, b = int(self.offsets[lo]), int(self.offsets[hi])
+            spaces = self.buffer[a:b] == 32
+            counts = np.add.reduceat(spaces, self.offsets[lo:hi] - a, dtype=np.int64)
+            out[lo:hi] = np.where(np.diff(self.offsets[lo : hi + 1]) == 1, 0, counts + 1)
+        return out
 
     def padded(self, extra: int) -> Surfaces:
         """These rows and `extra` empty ones."""
@@ -288,6 +295,8 @@ def table_from_blocks(
             )
         text = "\n".join(b.surfaces) + "\n"
         parts.append((b.sent_ids, b.totals, b.dense, text.encode()))
+        if len(parts) % 64 == 0:
+            release_memory()  # the freed block buffers lie between the kept columns
     width = sum(n for _, n in layout or ())
     sent = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     n_sent = n_sentences if n_sentences is not None else (int(sent[-1]) + 1 if len(sent) else 0)
@@ -314,6 +323,8 @@ def table_from_blocks(
         lengths.append(np.diff(ends, prepend=-1))
         texts.append(data)
         pos += n
+        if len(texts) % 64 == 0:
+            release_memory()
     file_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     row_bytes[rows] = file_lengths
     text_offsets = np.concatenate(([0], np.cumsum(row_bytes))).astype(np.int64)
@@ -335,6 +346,9 @@ def table_from_blocks(
                 buffer[int(start[r]) : int(start[r]) + k] = src[at : at + k]
                 at += k
         pos += n
+        if len(texts) % 64 == 0:
+            release_memory()
+    release_memory()
     return NBestTable(
         (TOTAL, *column_names(layout or ())),
         values,
