@@ -188,11 +188,17 @@ def main() -> None:
     print("one copy:", json.dumps(runs["one_copy"]["stages"]))
     runs["full"] = one_run("run-full", full["paths"], a.work, "cache", a.model, 1, False)
     print("full:", json.dumps(runs["full"]["stages"]))
+    write(a.out, full, runs)  # a partial result, should the sharded run be stopped
     if not a.skip_torchrun:
         runs["full_torchrun2"] = one_run(
             "run-full-ddp", full["paths"], a.work, "cache-ddp", a.model, 2, True
         )
         print("torchrun:", json.dumps(runs["full_torchrun2"]["stages"]))
+    write(a.out, full, runs)
+
+
+def write(out: Path | None, full: dict[str, Any], runs: dict[str, Any]) -> None:
+    """bench/results/scale.json (or `out`) from the runs so far."""
     f, o = runs["full"], runs["one_copy"]
     per_hyp = (f["peak_rss_mib"] - o["peak_rss_mib"]) * (1 << 20)
     per_hyp /= f["n_hypotheses"] - o["n_hypotheses"]
@@ -210,8 +216,10 @@ def main() -> None:
     }
     if "full_torchrun2" in runs:
         result["torchrun_outputs_identical"] = runs["full_torchrun2"]["digests"] == f["digests"]
+    else:
+        result["torchrun_outputs_identical"] = "not run"
     result["machine"] = machine_info()
-    path = write_result("scale", result, path=a.out)
+    path = write_result("scale", result, path=out)
     print(
         f"{f['n_hypotheses']:,} hyps: {f['wall_s']:.0f} s, peak RSS {f['peak_rss_mib']:.0f} MiB, "
         f"{result['marginal_bytes_per_hypothesis']} B/hyp beyond the one-copy run; torchrun "

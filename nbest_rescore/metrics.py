@@ -375,8 +375,9 @@ def compute_hyp_stats(
     np.cumsum(counts, out=offsets[1:])
     stats = np.empty((int(offsets[-1]), STATS_WIDTH), dtype=np.int64)
     for sid in range(n_sent):  # each sentence's block is dropped once copied
-        stats[offsets[sid] : offsets[sid + 1]] = per_sent[sid]
-        per_sent[sid] = None
+        block, per_sent[sid] = per_sent[sid], None
+        if block is not None:
+            stats[offsets[sid] : offsets[sid + 1]] = block
     return HypStats(stats=stats, offsets=offsets, missing=missing, config=config)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -62,6 +63,10 @@ def test_outputs_and_summary(run_out: Path) -> None:
     assert s["provenance"]["models"][0]["sha256"]
     assert "p_value" in s["significance"]["tuned"]
     assert len(read_lines(run_out / "best.tok.txt")) == 30
+    assert list(s["timing"]) == ["read", "load_models", "score", "weigh", "write"]
+    assert all(t["seconds"] >= 0 and t["peak_rss_mib"] > 0 for t in s["timing"].values())
+    scores = pd.read_parquet(run_out / "scores.parquet")
+    assert len(scores) == 591 and scores["chosen.tuned"].sum() == 30
 
 
 def test_tuning_never_ends_below_even_average(run_out: Path) -> None:

@@ -324,3 +324,22 @@ def test_target_to_source_model_through_the_store(
     np.testing.assert_allclose(res.logprob[:, 1], direct.logprob, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(res.n_tokens, [len(h) + 1 for h in hyps])
     assert res.model_sha256[1].endswith("-t2s")
+
+
+def test_repeated_chunks_are_scored_once(
+    tmp_path: Path, sources: list[str], bundles: list[ModelBundle]
+) -> None:
+    """The real slice twice over (ids shifted by 30, sources repeated): the second copy's chunks
+    have the same content, so they are loaded, not scored again, and their scores are the first
+    copy's bit for bit."""
+    lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
+    shifted = [f"{int(i) + 30} ||| {rest}" for i, _, rest in (x.partition(" ||| ") for x in lines)]
+    doubled = tmp_path / "doubled.nbest"
+    doubled.write_text("".join(lines + shifted), encoding="utf-8")
+    got = score_nbest(doubled, sources * 2, bundles, _cfg(), tmp_path / "cache")
+    assert got.timing["chunk_files_scored"] == 20  # 10 distinct chunks x 2 models
+    assert got.timing["chunk_files"] == 40
+    half = len(got.logprob) // 2
+    assert got.logprob[:half].tobytes() == got.logprob[half:].tobytes()
+    once = score_nbest(NBEST, sources, bundles, _cfg(), None)
+    assert got.logprob[:half].tobytes() == once.logprob.tobytes()

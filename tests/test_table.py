@@ -77,3 +77,39 @@ def test_block_reader_builds_the_same_table_as_the_line_reader(
         np.testing.assert_array_equal(a.offsets, b.offsets)
         np.testing.assert_array_equal(a.missing, b.missing)
     assert b.missing.sum() >= 2
+
+
+def test_surfaces_store_reads_back_every_row() -> None:
+    """The compact surface store: rows (with empty and non-ASCII ones), slices, token counts
+    by single spaces, padding."""
+    from nbest_rescore.table import Surfaces
+
+    texts = ["un chat .", "", "élan à l' été", "x", "a  b"]
+    s = Surfaces.of(texts)
+    assert len(s) == 5 and list(s) == texts and s == tuple(texts)
+    assert [s[i] for i in range(5)] == texts and s[-1] == "a  b" and s[1:4] == texts[1:4]
+    assert s.n_tokens().tolist() == [len(t.split(" ")) if t else 0 for t in texts]
+    padded = s.padded(2)
+    assert list(padded) == [*texts, "", ""]
+    with pytest.raises(IndexError):
+        s[5]
+
+
+def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> None:
+    """The block-built table (compact surfaces, block-by-block copies) equals the per-line one,
+    with missing ids and small blocks that split sentences."""
+    from nbest_rescore.nbest import read_nbest, read_nbest_blocks
+    from nbest_rescore.table import table_from_blocks, table_from_groups
+
+    lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
+    kept = [x for x in lines if not x.startswith(("3 |||", "4 |||", "17 |||"))]
+    path = tmp_path / "gaps.nbest"
+    path.write_text("".join(kept), encoding="utf-8")
+    want = table_from_groups(read_nbest(path, n_sentences=32), path)
+    got = table_from_blocks(read_nbest_blocks(path, n_sentences=32, block_bytes=3000), path, 32)
+    assert got.names == want.names
+    assert got.values.tobytes() == want.values.tobytes()
+    assert got.offsets.tolist() == want.offsets.tolist()
+    assert got.missing.tolist() == want.missing.tolist()
+    assert list(got.surfaces) == list(want.surfaces)
+    assert got.surfaces.n_tokens().tolist() == [len(s.split()) for s in want.surfaces]
