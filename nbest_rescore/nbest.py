@@ -1052,12 +1052,9 @@ class _Reader:
         return pending
 
     def _submit(self, fn: Callable[..., _Numbers | None], *args: Any) -> Future[_Numbers | None]:
-        """`fn(*args)` on the helper thread (or here, outside `__iter__`)."""
-        if self._pool is not None:
-            return self._pool.submit(fn, *args)
-        done: Future[_Numbers | None] = Future()
-        done.set_result(fn(*args))
-        return done
+        """`fn(*args)` on the helper thread (which `__iter__` runs while it parses)."""
+        assert self._pool is not None
+        return self._pool.submit(fn, *args)
 
 
 _Numbers = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -1170,7 +1167,7 @@ def read_nbest_blocks(
     )
 
 
-def _token_tuples(surfaces: list[str]) -> list[tuple[str, ...]]:
+def token_tuples(surfaces: list[str]) -> list[tuple[str, ...]]:
     """Each surface split into its tokens (an empty surface has none)."""
     tokens = list(map(tuple, map(str.split, surfaces, itertools.repeat(" "))))
     if "" in surfaces:
@@ -1283,7 +1280,7 @@ def _groups(blocks: Iterable[NBestBlock], n_sentences: int | None) -> Iterator[N
                 Hypothesis,
                 n,
                 sids,
-                _token_tuples(block.surfaces),
+                token_tuples(block.surfaces),
                 columns.rows(block.dense),
                 block.sparse,
                 block.totals.tolist(),

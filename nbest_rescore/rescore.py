@@ -531,7 +531,6 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
             job.nbest, sources, bundles, job.scoring
         )
     write_run_report(job, test, weighed, summary, notes)
-    stages.done("report")
     return summary
 
 

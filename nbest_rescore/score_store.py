@@ -30,7 +30,7 @@ from nbest_rescore import distributed
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike, atomic_write
-from nbest_rescore.nbest import read_nbest, read_nbest_blocks
+from nbest_rescore.nbest import read_nbest, read_nbest_blocks, token_tuples
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import (
     DETECT_HYPS,
@@ -160,7 +160,7 @@ def _scan(
 
     def header(upto: int) -> None:
         nonlocal nxt
-        for i in range(nxt, min(upto, n)):  # ids without hypotheses hash their source only
+        for i in range(nxt, min(upto, n)):
             hashers[i // cfg.chunk_sentences].update(
                 f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode()
             )
@@ -170,13 +170,10 @@ def _scan(
         last_id = i
         if i >= n:
             continue  # read on to report the file's largest id
-        header(i)
-        nxt = i + 1
-        h = hashers[i // cfg.chunk_sentences]
-        h.update(f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode())
-        h.update("".join([f"H\t{t}\n" for t in surfaces]).encode())
+        header(i + 1)  # the "S" lines of the ids up to this one, this one's last
+        hashers[i // cfg.chunk_sentences].update("".join([f"H\t{t}\n" for t in surfaces]).encode())
         if len(sample) < DETECT_HYPS:
-            sample.extend(tuple(t.split(" ")) if t else () for t in surfaces[:DETECT_HYPS])
+            sample.extend(token_tuples(surfaces[:DETECT_HYPS]))
         counts[i] = len(surfaces)
     _check_count(last_id, n, nbest, sources_path)
     header(n)
@@ -245,7 +242,7 @@ def _iter_chunks(
         if pos == len(order):
             return
         if order[pos] == k:
-            hyps.extend(tuple(t.split(" ")) if t else () for t in surfaces)
+            hyps.extend(token_tuples(surfaces))
             owner.extend([sid - k * cfg.chunk_sentences] * len(surfaces))
     for k in order[pos:]:
         yield k, _ids(k, n_sentences, cfg), hyps, owner

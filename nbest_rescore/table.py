@@ -24,6 +24,7 @@ from nbest_rescore.nbest import (
     NBestGroup,
     format_number,
     read_nbest_blocks,
+    token_tuples,
 )
 from nbest_rescore.validate import check_finite, check_lengths, line_of
 
@@ -213,9 +214,7 @@ class NBestTable:
             if self.missing[i]:
                 continue
             lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-            yield Group(
-                i, tuple(Hyp(tuple(s.split(" ")) if s else ()) for s in self.surfaces.rows(lo, hi))
-            )
+            yield Group(i, tuple(map(Hyp, token_tuples(self.surfaces.rows(lo, hi)))))
 
 
 def column_names(group_names: Sequence[tuple[str, int]]) -> tuple[str, ...]:
@@ -308,46 +307,26 @@ def table_from_blocks(
     del sent, first_real
     n_rows = int(offsets[-1])
     values = np.zeros((n_rows, 1 + width), dtype=np.float64)
-    # Row byte lengths in table order (1: the newline of an empty synthetic row), then the text.
-    row_bytes = np.ones(n_rows, dtype=np.int64)
-    pos = 0
+    buffer = np.empty(sum(len(p[3]) for p in parts), dtype=np.uint8)  # the file's rows, in order
     lengths: list[np.ndarray] = []
-    texts: list[bytes] = []
-    while parts:  # each block's arrays are dropped once copied
+    pos = at = 0
+    while parts:  # copied block by block, each block dropped once copied
         ids, totals, dense, data = parts.pop(0)
         n = len(ids)
-        at = rows[pos : pos + n]
-        values[at, 0] = totals
-        values[at, 1:] = dense.reshape(n, width)
-        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-        lengths.append(np.diff(ends, prepend=-1))
-        texts.append(data)
-        pos += n
-        if len(texts) % 64 == 0:
-            release_memory()
-    file_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-    row_bytes[rows] = file_lengths
-    text_offsets = np.concatenate(([0], np.cumsum(row_bytes))).astype(np.int64)
-    buffer = np.empty(int(text_offsets[-1]), dtype=np.uint8)
-    buffer[text_offsets[:-1][offsets[:-1][missing]]] = 10  # synthetic rows: "\n" only
-    start = text_offsets[:-1][rows] if len(rows) else np.zeros(0, dtype=np.int64)
-    pos = 0
-    while texts:  # copy the file's rows in file order; contiguous except around missing ids
-        data = texts.pop(0)
+        values[rows[pos : pos + n], 0] = totals
+        values[rows[pos : pos + n], 1:] = dense.reshape(n, width)
         src = np.frombuffer(data, dtype=np.uint8)
-        n = len(np.flatnonzero(src == 10))
-        first, last = int(start[pos]), int(start[pos + n - 1] + file_lengths[pos + n - 1])
-        if last - first == len(src):
-            buffer[first:last] = src
-        else:
-            at = 0
-            for r in range(pos, pos + n):
-                k = int(file_lengths[r])
-                buffer[int(start[r]) : int(start[r]) + k] = src[at : at + k]
-                at += k
-        pos += n
-        if len(texts) % 64 == 0:
+        buffer[at : at + len(src)] = src
+        lengths.append(np.diff(np.flatnonzero(src == 10), prepend=-1))
+        pos, at = pos + n, at + len(src)
+        if len(parts) % 64 == 0:
             release_memory()
+    row_bytes = np.ones(n_rows, dtype=np.int64)  # a synthetic row is its newline alone
+    row_bytes[rows] = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    text_offsets = np.concatenate(([0], np.cumsum(row_bytes))).astype(np.int64)
+    if missing.any():  # each synthetic row's newline goes where its row starts among the real ones
+        synthetic = offsets[:-1][missing]
+        buffer = np.insert(buffer, text_offsets[synthetic] - np.arange(len(synthetic)), 10)
     release_memory()
     return NBestTable(
         (TOTAL, *column_names(layout or ())),
@@ -379,7 +358,7 @@ def read_table(
         raise InputError("the n-best list has no hypotheses (empty file?)", str(path))
     check_finite(table.names, table.values, table.offsets, path)
     if max_len is not None:
-        check_lengths(table.surfaces, table.offsets, max_len, path)
+        check_lengths(table.surfaces.n_tokens(), table.offsets, max_len, path)
     return table
 
 

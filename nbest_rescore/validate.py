@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -97,26 +96,20 @@ def check_finite(
     )
 
 
-def check_lengths(
-    surfaces: Sequence[str], offsets: np.ndarray, max_len: int, path: PathLike
-) -> None:
-    """No hypothesis may have more than `max_len` tokens (see `DEFAULT_MAX_LEN`)."""
-    n_tokens = getattr(surfaces, "n_tokens", None)
-    if n_tokens is not None:  # table.Surfaces: counted without decoding
-        long = np.flatnonzero(n_tokens() > max_len)
-        rows: Iterable[tuple[int, str]] = ((int(r), surfaces[int(r)]) for r in long[:1])
-    else:
-        rows = enumerate(surfaces)
-    for row, s in rows:
-        if len(s) > max_len and s.count(" ") + 1 > max_len:
-            sent = int(np.searchsorted(offsets, row, side="right") - 1)
-            rank = row - int(offsets[sent])
-            raise InputError(
-                f"hypothesis of {s.count(' ') + 1} tokens (sentence {sent}): longer than "
-                f"--max-len {max_len}",
-                str(path),
-                line_of(path, sent, rank),
-            )
+def check_lengths(n_tokens: np.ndarray, offsets: np.ndarray, max_len: int, path: PathLike) -> None:
+    """No hypothesis may have more than `max_len` tokens (see `DEFAULT_MAX_LEN`); `n_tokens` holds
+    each table row's token count."""
+    long = np.flatnonzero(n_tokens > max_len)
+    if len(long):
+        row = int(long[0])
+        sent = int(np.searchsorted(offsets, row, side="right") - 1)
+        rank = row - int(offsets[sent])
+        raise InputError(
+            f"hypothesis of {int(n_tokens[row])} tokens (sentence {sent}): longer than "
+            f"--max-len {max_len}",
+            str(path),
+            line_of(path, sent, rank),
+        )
 
 
 def check_source_lengths(lines: list[str], max_len: int, path: PathLike) -> None:
