@@ -11,13 +11,14 @@ augmented list, the scores table, the report) handles all 3M hypotheses. The per
 scoring speed of a real list is bench_score.py's.
 
 Runs, each in a fresh process with its peak RSS measured by the parent (ru_maxrss of children):
-1. `rescore run` on one copy (the baseline of the marginal memory per hypothesis), scoring every
-   distinct chunk into a fresh cache;
-2. `rescore run` on the full list, one process, default (shipped) models, `--max-hyps` unset,
-   with run 1's cache (so its scoring stage loads the scores: on a 2-core machine the model work
-   would add run 1's scoring time again);
-3. the full list under `torchrun --nproc-per-node 2` with a fresh cache (sharded scoring of
-   every distinct chunk), whose outputs must be byte-identical to run 2's.
+1. `rescore run` on one copy with a fresh cache: scores every distinct chunk once (its figures
+   are recorded too: scoring speed and the scorer's working memory);
+2. one copy again and 3. the full list, one process each, default (shipped) models,
+   `--max-hyps` unset, both loading run 1's scores: their difference is the memory that grows
+   with the list (bytes per hypothesis), without the scorer's working set in either;
+4. the full list under `torchrun --nproc-per-node 2` with a fresh cache: sharded scoring of every
+   distinct chunk, and rank 0 then holds the whole 3M-row table, so its peak is the one-process
+   peak with the scorer's working set included; its outputs must be byte-identical to run 3's.
 Stage times and peak RSS after each stage come from the run's summary.json (`timing`).
 Writes bench/results/scale.json.
 
@@ -184,7 +185,9 @@ def main() -> None:
     print(f"built {full['n_hypotheses']:,} hypotheses in {time.perf_counter() - t0:.0f} s")
 
     runs: dict[str, Any] = {}
-    runs["one_copy"] = one_run("run-1", one["paths"], a.work, "cache", a.model, 1, True)
+    runs["one_copy_scoring"] = one_run("run-1s", one["paths"], a.work, "cache", a.model, 1, True)
+    print("one copy, scoring:", json.dumps(runs["one_copy_scoring"]["stages"]))
+    runs["one_copy"] = one_run("run-1", one["paths"], a.work, "cache", a.model, 1, False)
     print("one copy:", json.dumps(runs["one_copy"]["stages"]))
     runs["full"] = one_run("run-full", full["paths"], a.work, "cache", a.model, 1, False)
     print("full:", json.dumps(runs["full"]["stages"]))
@@ -209,6 +212,7 @@ def write(out: Path | None, full: dict[str, Any], runs: dict[str, Any]) -> None:
         "list": {k: v for k, v in full.items() if k != "paths"},
         "runs": runs,
         "peak_rss_mib_one_process": f["peak_rss_mib"],
+        "peak_rss_mib_largest_rank_scoring": runs.get("full_torchrun2", {}).get("peak_rss_mib"),
         "target_peak_rss_mib": 2048,
         "marginal_bytes_per_hypothesis": round(per_hyp),
         "target_bytes_per_hypothesis": 400,

@@ -191,15 +191,24 @@ def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[s
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class ListInput:
     """One n-best list with its source (and reference) lines, read and checked, not scored."""
 
     nbest: str
     src: str
-    table: NBestTable
+    table: NBestTable | None
+    """Handed over to the scored list by `take_table` (None after)."""
     sources: list[str]
     refs: list[str] | None
+
+    def take_table(self) -> NBestTable:
+        """The table, no longer held here: the scored list's table replaces it, and the old one's
+        memory goes as soon as the new one is built."""
+        table, self.table = self.table, None
+        if table is None:
+            raise RuntimeError("this list's table was already taken")
+        return table
 
 
 def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
@@ -238,9 +247,10 @@ def score_list(
         max_hyps=job.max_hyps,
         sources_path=inp.src,
     )
+    release_memory()  # the scorer's freed buffers, before the list-sized arrays below
     if not distributed.is_main():
         return None
-    table = add_model_features(inp.table, scores, names)
+    table = add_model_features(inp.take_table(), scores, names)
     stats = None
     if inp.refs is not None:
         stats = compute_hyp_stats(
@@ -488,6 +498,7 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     bundles = assign_directions(loaded, None)
     names = model_features([model_kind(b) for b in bundles])
     if job.weights is not None:
+        assert test_in.table is not None  # taken only when scored
         others = [n for n in test_in.table.names if n != TOTAL]
         given_weights(job.weights, [*others, BASELINE, *names, LENGTH])
     stages.done("load_models")
@@ -496,7 +507,6 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     del dev_in
     sources = test_in.sources
     test = score_list(test_in, bundles, names, job, progress)
-    del test_in  # its table is superseded by test.table
     stages.done("score")
     if test is None:
         return None

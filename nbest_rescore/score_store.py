@@ -30,6 +30,7 @@ from nbest_rescore import distributed
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike, atomic_write
+from nbest_rescore.memory import release_memory
 from nbest_rescore.nbest import read_nbest, read_nbest_blocks, token_tuples
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import (
@@ -328,6 +329,7 @@ def _score_missing(
                 _write_chunk(*paths[m][k], res)
                 written.add(paths[m][k][0])
                 n_scored_files += 1
+            release_memory()  # the scorer's freed buffers: the RSS stays that of one chunk
             pbar.update(len(hyps))
             if on_chunk is not None:
                 on_chunk(k)

@@ -365,4 +365,10 @@ def read_table(
 def as_written(x: np.ndarray) -> np.ndarray:
     """Values rounded as `nbest.format_number` writes them, so that a list we write and read back
     gives exactly the numbers we computed with."""
-    return np.asarray([float(format_number(v)) for v in np.asarray(x).tolist()], dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty(len(x), dtype=np.float64)
+    step = 1 << 16  # a piece at a time: no Python float per value of a whole 3M-row column
+    for lo in range(0, len(x), step):
+        piece = x[lo : lo + step].tolist()
+        out[lo : lo + step] = [float(format_number(v)) for v in piece]
+    return out
