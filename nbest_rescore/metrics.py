@@ -436,6 +436,13 @@ def corpus_bleu_many(stats: IntArray) -> FloatArray:
     Equal to `corpus_bleu_from_stats` up to floating-point rounding; used to rank candidates.
     """
     st = np.atleast_2d(np.asarray(stats))
+    if len(st) > _ROWS_AT_ONCE:  # a piece at a time: the float temporaries are ~300 B a row
+        return np.concatenate(
+            [
+                sentence_bleu_many(st[lo : lo + _ROWS_AT_ONCE])
+                for lo in range(0, len(st), _ROWS_AT_ONCE)
+            ]
+        )
     logp, log_bp, has_total = _smoothed_log_precisions(st)
     any_correct = (st[:, 2 : 2 + MAX_ORDER] > 0).any(axis=1)
     ok = has_total.all(axis=1) & any_correct
@@ -445,6 +452,9 @@ def corpus_bleu_many(stats: IntArray) -> FloatArray:
     return np.where(ok, score, 0.0)
 
 
+_ROWS_AT_ONCE = 1 << 18
+
+
 def sentence_bleu_many(stats: IntArray) -> FloatArray:
     """Smoothed sentence BLEU of many statistics rows, as `sacrebleu.sentence_bleu`'s defaults.
 
@@ -452,6 +462,13 @@ def sentence_bleu_many(stats: IntArray) -> FloatArray:
     matches) with effective order (only n-gram orders the hypothesis has are averaged).
     """
     st = np.atleast_2d(np.asarray(stats))
+    if len(st) > _ROWS_AT_ONCE:  # a piece at a time: the float temporaries are ~300 B a row
+        return np.concatenate(
+            [
+                sentence_bleu_many(st[lo : lo + _ROWS_AT_ONCE])
+                for lo in range(0, len(st), _ROWS_AT_ONCE)
+            ]
+        )
     logp, log_bp, has_total = _smoothed_log_precisions(st)
     any_correct = (st[:, 2 : 2 + MAX_ORDER] > 0).any(axis=1)
     # sacrebleu stops at the first order without any n-gram; totals decrease with n, so the

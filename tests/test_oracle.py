@@ -164,3 +164,20 @@ def test_missing_sentences_keep_their_empty_row() -> None:
     for sel in (oracle.corpus_oracle(hs), oracle.sentence_oracle(hs), oracle.anti_oracle(hs)):
         assert sel[2] == 0
     assert oracle.oracle_at_k(hs, (1, 5))[1] == bleu(hs, hs.one_best())
+
+
+def test_row_pieces_give_the_whole_list_result(
+    hs: HypStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sentence BLEU and the oracle's linearised step, computed a piece of rows at a time (as on
+    lists of millions of hypotheses), do not depend on the piece size."""
+    from nbest_rescore import metrics
+
+    whole = metrics.sentence_bleu_many(hs.stats)
+    monkeypatch.setattr(metrics, "_ROWS_AT_ONCE", 7)
+    assert metrics.sentence_bleu_many(hs.stats).tobytes() == whole.tobytes()
+    vector = np.linspace(-1.0, 1.0, hs.stats.shape[1])
+    pieces = oracle._rows_dot(hs.stats, vector, step=5)
+    assert pieces.tobytes() == oracle._rows_dot(hs.stats, vector).tobytes()
+    np.testing.assert_allclose(pieces, hs.stats @ vector, rtol=1e-12, atol=1e-9)
+    assert oracle._rows_dot(hs.stats[:0], vector).shape == (0,)
