@@ -19,7 +19,9 @@ Runs, each in a fresh process with its peak RSS measured by the parent (ru_maxrs
 4. the full list under `torchrun --nproc-per-node 2` with a fresh cache: sharded scoring of every
    distinct chunk, and rank 0 then holds the whole 3M-row table, so its peak is the one-process
    peak with the scorer's working set included; its outputs must be byte-identical to run 3's.
-Stage times and peak RSS after each stage come from the run's summary.json (`timing`).
+Stage times and peak RSS after each stage come from the run's summary.json (`timing`). Every run
+uses one CPU thread per process (`--threads 1`, what each torchrun rank gets): scores' last bits
+depend on the thread count, so byte-identical outputs are asked of runs with the same count.
 Writes bench/results/scale.json.
 
     python bench/bench_scale.py [--copies 8] [--nbest F --src F --ref F] [-m MODEL ...]
@@ -54,7 +56,15 @@ SHIPPED = (
     ROOT / "data" / "multi30k" / "test2016.en.gz",
     ROOT / "data" / "multi30k" / "test2016.fr.gz",
 )
-COMPARED = ("best.tok.txt", "best.detok.txt", "weights.json", "nbest.with-lstm.gz")
+THREADS = 1
+"""CPU threads of every `rescore run` here (`--threads`)."""
+COMPARED = (
+    "best.tok.txt",
+    "best.detok.txt",
+    "weights.json",
+    "nbest.with-lstm.gz",
+    "scores.parquet",
+)
 
 
 def build_list(nbest: Path, src: Path, ref: Path, copies: int, out: Path) -> dict[str, Any]:
@@ -110,7 +120,9 @@ def rescore_cmd(
     paths: dict[str, str], out: Path, cache: Path, models: list[str], nproc: int
 ) -> list[str]:
     args = ["run", "--nbest", paths["nbest"], "--src", paths["src"], "--ref", paths["ref"]]
-    args += ["--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    # One CPU thread per process everywhere: torchrun's ranks get one each, and scores' last bits
+    # depend on the thread count, so this is what makes the sharded run comparable byte for byte.
+    args += ["--out", str(out), "--cache-dir", str(cache), "--threads", str(THREADS), "--quiet"]
     for m in models:
         args += ["-m", m]
     if nproc > 1:
@@ -120,10 +132,10 @@ def rescore_cmd(
 
 
 def content_digest(path: Path) -> str:
-    """SHA-256 of a file's content (decompressed for .gz: the gzip header holds a time)."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """SHA-256 of a file's bytes (our gzip headers hold no time or name: byte-identical runs
+    give byte-identical files)."""
     h = hashlib.sha256()
-    with opener(path, "rb") as fh:
+    with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
@@ -211,15 +223,19 @@ def write(out: Path | None, full: dict[str, Any], runs: dict[str, Any]) -> None:
         "model work); default models unless -m",
         "list": {k: v for k, v in full.items() if k != "paths"},
         "runs": runs,
+        "threads_per_process": THREADS,
         "peak_rss_mib_one_process": f["peak_rss_mib"],
+        "peak_rss_gb_one_process": round(f["peak_rss_mib"] * (1 << 20) / 1e9, 3),
         "peak_rss_mib_largest_rank_scoring": runs.get("full_torchrun2", {}).get("peak_rss_mib"),
-        "target_peak_rss_mib": 2048,
+        "target_peak_rss_gb": 2.0,
         "marginal_bytes_per_hypothesis": round(per_hyp),
         "target_bytes_per_hypothesis": 400,
         "ru_maxrss_note": "peak RSS of the largest process, measured by the parent",
     }
     if "full_torchrun2" in runs:
-        result["torchrun_outputs_identical"] = runs["full_torchrun2"]["digests"] == f["digests"]
+        d = runs["full_torchrun2"]["digests"]
+        result["torchrun_outputs_identical"] = d == f["digests"]
+        result["torchrun_files_differing"] = sorted(k for k in d if d[k] != f["digests"].get(k))
     else:
         result["torchrun_outputs_identical"] = "not run"
     result["machine"] = machine_info()

@@ -4,7 +4,8 @@ Reading a large n-best list allocates and frees many block-sized buffers while t
 builds stays; glibc's allocator keeps the freed pages between the kept ones (about 150 MB on a
 765k-line list, 200 bytes a hypothesis), so the process' resident memory grows with the list
 though the live data does not. `release_memory` asks the allocator to return free pages (`malloc_trim`, a
-few milliseconds); elsewhere than glibc it does nothing.
+few milliseconds); elsewhere than glibc it does nothing. pyarrow (the parser's number columns,
+the parquet scores table) keeps freed buffers in its own pool: those are released too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_memory() -> None:
-    """Return the allocator's free pages to the OS (glibc only; otherwise a no-op)."""
+    """Return the allocators' free pages to the OS (glibc's, and pyarrow's pool if in use)."""
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -252,6 +252,8 @@ class HypStats:
     """
 
     stats: IntArray
+    """(rows, STATS_WIDTH) int32 from `compute_hyp_stats` (counts of one sentence: half the memory
+    of int64; sums over rows upcast to int64)."""
     offsets: IntArray
     missing: np.ndarray
     config: BleuConfig
@@ -373,7 +375,7 @@ def compute_hyp_stats(
     counts = np.fromiter((len(b) for b in per_sent if b is not None), dtype=np.int64, count=n_sent)
     offsets = np.zeros(n_sent + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    stats = np.empty((int(offsets[-1]), STATS_WIDTH), dtype=np.int64)
+    stats = np.empty((int(offsets[-1]), STATS_WIDTH), dtype=np.int32)
     for sid in range(n_sent):  # each sentence's block is dropped once copied
         block, per_sent[sid] = per_sent[sid], None
         if block is not None:

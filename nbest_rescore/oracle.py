@@ -43,17 +43,33 @@ def _limit(hs: HypStats, k: int | None) -> IntArray:
     return np.minimum(counts, k)
 
 
+_ROWS_AT_ONCE = 1 << 18
+"""Rows handled together by the per-sentence arg-max (its temporaries are ~60 bytes a row)."""
+
+
+def _sentence_pieces(offsets: IntArray, rows: int = _ROWS_AT_ONCE) -> list[tuple[int, int]]:
+    """Consecutive sentence ranges [s0, s1) of about `rows` rows each (whole sentences)."""
+    cuts = np.searchsorted(offsets, np.arange(0, int(offsets[-1]), rows), side="right") - 1
+    bounds = np.unique(np.concatenate([cuts, [len(offsets) - 1]])).tolist()
+    return list(itertools.pairwise(bounds))
+
+
 def _best_per_sentence(hs: HypStats, values: np.ndarray, k: int | None, sign: float) -> IntArray:
-    """Per sentence, the rank of the row with the highest ``sign * value`` (ties: lowest rank)."""
+    """Per sentence, the rank of the row with the highest ``sign * value`` (ties: lowest rank);
+    a piece of sentences at a time, so memory does not grow with the list."""
     limit = _limit(hs, k)
-    ranks = hs.ranks
-    keep = ranks < np.repeat(limit, hs.counts)
-    v = np.where(keep, sign * values, -np.inf)
-    starts = hs.offsets[:-1]
-    best = np.maximum.reduceat(v, starts)
-    is_best = keep & (v == np.repeat(best, hs.counts))
-    first = np.minimum.reduceat(np.where(is_best, ranks, np.iinfo(np.int64).max), starts)
-    return first.astype(np.int64)
+    out = np.empty(hs.n_sentences, dtype=np.int64)
+    for s0, s1 in _sentence_pieces(hs.offsets, _ROWS_AT_ONCE):
+        lo = int(hs.offsets[s0])
+        starts = hs.offsets[s0:s1] - lo
+        counts = np.diff(hs.offsets[s0 : s1 + 1])
+        ranks = np.arange(int(hs.offsets[s1]) - lo, dtype=np.int64) - np.repeat(starts, counts)
+        keep = ranks < np.repeat(limit[s0:s1], counts)
+        v = np.where(keep, sign * values[lo : int(hs.offsets[s1])], -np.inf)
+        best = np.maximum.reduceat(v, starts)
+        is_best = keep & (v == np.repeat(best, counts))
+        out[s0:s1] = np.minimum.reduceat(np.where(is_best, ranks, np.iinfo(np.int64).max), starts)
+    return out
 
 
 def sentence_bleu_all(hs: HypStats) -> np.ndarray:

@@ -55,7 +55,7 @@ def write_selection(out_dir: Path, stem: str, surfaces: Sequence[str], config: B
         fh.writelines(detokenize(s.split(), config.tgt_lang) + "\n" for s in surfaces)
 
 
-SCORES_ROWS = 1 << 18
+SCORES_ROWS = 1 << 16
 """Rows per parquet row group (and per CSV piece): the table is written piece by piece, so its
 memory does not grow with the list."""
 

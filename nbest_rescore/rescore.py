@@ -78,7 +78,7 @@ from nbest_rescore.rerank import (
 from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.shipped import shipped_models
-from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table
+from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table, spare_view
 from nbest_rescore.tune import MertConfig, mert
 from nbest_rescore.validate import DEFAULT_MAX_LEN, check_source_lengths, option_at_least
 
@@ -166,24 +166,28 @@ def resolve_job(job: RunJob) -> RunJob:
 
 
 def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[str]) -> NBestTable:
-    """`Baseline0` (the decoder's total), one log-prob column per model, `Length0` (words), all
-    rounded as the augmented list writes them."""
+    """`Baseline0` (the decoder's total, in its column), the list's features, one log-prob
+    column per model and `Length0` (words), all rounded as the augmented list writes them. The
+    table is consumed: its spare columns (`read_list`) take the new ones, without a copy."""
     real = table.real
     if not np.array_equal(np.diff(scores.offsets), table.counts - table.missing):
         raise InputError("n-best list changed while it was being scored")
-    others = [i for i, n in enumerate(table.names) if n != TOTAL]
-    values = np.empty((len(table.values), len(others) + len(names) + 2), dtype=np.float64)
-    for j, i in enumerate(others):  # column by column: no second copy of the whole table
-        values[:, j] = table.values[:, i]
-    k = len(others)
-    values[:, k] = as_written(table.column(TOTAL))
+    k = len(table.names)
+    width = k + len(names) + 1
+    values = spare_view(table.values, width)
+    if values is None:
+        values = np.empty((len(table.values), width), dtype=np.float64)
+        for j in range(k):  # column by column: no second copy of the whole table
+            values[:, j] = table.values[:, j]
+    total = table.names.index(TOTAL)
+    values[:, total] = as_written(values[:, total])
     for m in range(len(names)):
         logprob = np.zeros(len(table.values))
         logprob[real] = scores.logprob[:, m]
-        values[:, k + 1 + m] = as_written(logprob)
+        values[:, k + m] = as_written(logprob)
     values[:, -1] = table.surfaces.n_tokens()
     return NBestTable(
-        (*(table.names[i] for i in others), BASELINE, *names, LENGTH),
+        (*(BASELINE if n == TOTAL else n for n in table.names), *names, LENGTH),
         values,
         table.offsets,
         table.missing,
@@ -216,7 +220,9 @@ def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     (`table.read_table`, `validate.py`); a mismatch blames the file that is short."""
     sources = read_lines(src)
     check_source_lengths(sources, job.max_len, src)
-    table = read_table(nbest, max_hyps=job.max_hyps, max_len=job.max_len)
+    # Room for the model features and Length0: scoring adds them without copying the table.
+    spare = len(job.models) + 1
+    table = read_table(nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare)
     check_parallel("source", src, len(sources), table.n_sentences, nbest)
     table = table.padded(len(sources))
     refs = None
@@ -355,19 +361,28 @@ def write_augmented(
     max_hyps: int | None,
 ) -> None:
     """The input list with the run's features appended (`LSTM0= ... Length0= ... Baseline0= ...`)
-    and its 4th field replaced by the run's total under the final weights."""
-    rows = iter(np.flatnonzero(table.real).tolist())
-    totals = table.values @ weight_vector(weights, table.names)
-    cols = table.select(added).values
+    and its 4th field replaced by the run's total under the final weights. Works one list at a
+    time on its block of table rows: nothing per hypothesis beyond the table is held."""
+    w = weight_vector(weights, table.names)
+    idx = [table.names.index(n) for n in added]
+    counts = table.counts
     feats: deque[list[Feature]] = deque()  # one group's, handed to the writer line by line
 
     def groups() -> Any:
         for g in read_nbest(nbest, n_sentences=table.n_sentences, max_hyps=max_hyps):
+            if not g.hyps and table.missing[g.sent_id]:
+                yield g
+                continue
+            lo = int(table.offsets[g.sent_id])
+            if table.missing[g.sent_id] or int(counts[g.sent_id]) != len(g.hyps):
+                raise InputError(
+                    f"n-best list changed while it was being rescored (id {g.sent_id})"
+                )
+            block = table.values[lo : lo + len(g.hyps)]
             hyps = []
-            for h in g.hyps:
-                r = next(rows)
-                feats.append([Feature(n, (float(v),)) for n, v in zip(added, cols[r], strict=True)])
-                hyps.append(replace(h, total=float(totals[r])))
+            for h, t, row in zip(g.hyps, (block @ w).tolist(), block[:, idx].tolist(), strict=True):
+                feats.append([Feature(n, (v,)) for n, v in zip(added, row, strict=True)])
+                hyps.append(replace(h, total=t))
             yield NBestGroup(g.sent_id, tuple(hyps))
 
     write_nbest(out, groups(), lambda _h: feats.popleft())
@@ -390,6 +405,7 @@ def write_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence[str
     added = [*names, LENGTH, BASELINE]
     augmented = job.out / "nbest.with-lstm.gz"
     write_augmented(job.nbest, augmented, table, added, w.final_weights, job.max_hyps)
+    release_memory()  # the parser's freed buffers, before the scores table's
     n_unk = {f"n_unk.{n}": test.scores.n_unk[:, i] for i, n in enumerate(names)}
     scores_path = write_scores_table(job.out / "scores", table, w.choices, n_unk)
     return [
@@ -554,6 +570,7 @@ def scoring_info(scores: NBestScores, cfg: ScoringConfig) -> dict[str, Any]:
     """What the report says about scoring: settings, OOV rates, escaping, timings."""
     return {
         "config": asdict(cfg),
+        "numeric_key": cfg.numeric_key(),
         "model_sha256": list(scores.model_sha256),
         "tgt_oov_rate": list(scores.tgt_oov_rate),
         "src_oov_rate": list(scores.src_oov_rate),

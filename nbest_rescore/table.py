@@ -271,12 +271,16 @@ def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None
 
 
 def table_from_blocks(
-    blocks: Iterable[NBestBlock], path: PathLike, n_sentences: int | None = None
+    blocks: Iterable[NBestBlock],
+    path: PathLike,
+    n_sentences: int | None = None,
+    spare_columns: int = 0,
 ) -> NBestTable:
     """`table_from_groups` over the column blocks of `nbest.read_nbest_blocks`: the same table,
     built with array operations instead of one object per line. The blocks' columns are copied
     into the final arrays one block at a time and dropped, so the peak memory is about that of
-    the table itself."""
+    the table itself. With `spare_columns`, `values` is the left part of a wider zeroed array,
+    which `spare_view` hands to whoever adds that many columns (no copy of the table)."""
     layout: tuple[tuple[str, int], ...] | None = None
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
     for b in blocks:
@@ -306,7 +310,7 @@ def table_from_blocks(
     rows = offsets[:-1][sent] + (np.arange(len(sent)) - first_real[sent])
     del sent, first_real
     n_rows = int(offsets[-1])
-    values = np.zeros((n_rows, 1 + width), dtype=np.float64)
+    values = np.zeros((n_rows, 1 + width + spare_columns), dtype=np.float64)[:, : 1 + width]
     buffer = np.empty(sum(len(p[3]) for p in parts), dtype=np.uint8)  # the file's rows, in order
     lengths: list[np.ndarray] = []
     pos = at = 0
@@ -347,19 +351,36 @@ def read_table(
     n_sentences: int | None = None,
     max_hyps: int | None = None,
     max_len: int | None = None,
+    spare_columns: int = 0,
 ) -> NBestTable:
     """Read an n-best list once into a table (see `nbest.read_nbest` for the arguments) and
     validate it (`validate.py`): at least one hypothesis, finite numbers, the same dense layout
     on every line and, with `max_len`, no hypothesis longer than that many tokens. Errors name
-    the file and line (exit 2)."""
+    the file and line (exit 2). `spare_columns`: room for columns added later (`spare_view`)."""
     blocks = read_nbest_blocks(path, n_sentences=n_sentences, max_hyps=max_hyps)
-    table = table_from_blocks(blocks, path, n_sentences)
+    table = table_from_blocks(blocks, path, n_sentences, spare_columns)
     if table.n_hypotheses == 0:
         raise InputError("the n-best list has no hypotheses (empty file?)", str(path))
     check_finite(table.names, table.values, table.offsets, path)
     if max_len is not None:
         check_lengths(table.surfaces.n_tokens(), table.offsets, max_len, path)
     return table
+
+
+def spare_view(values: np.ndarray, width: int) -> np.ndarray | None:
+    """The `width`-column array whose left part `values` is (from `spare_columns`), or None when
+    `values` has no such room: then the caller must allocate."""
+    base = values.base
+    if (
+        isinstance(base, np.ndarray)
+        and base.ndim == 2
+        and base.shape == (len(values), width)
+        and values.shape[1] <= width
+        and values.__array_interface__["data"][0] == base.__array_interface__["data"][0]
+        and values.strides == base.strides
+    ):
+        return base
+    return None
 
 
 def as_written(x: np.ndarray) -> np.ndarray:

@@ -181,3 +181,16 @@ def test_row_pieces_give_the_whole_list_result(
     assert pieces.tobytes() == oracle._rows_dot(hs.stats, vector).tobytes()
     np.testing.assert_allclose(pieces, hs.stats @ vector, rtol=1e-12, atol=1e-9)
     assert oracle._rows_dot(hs.stats[:0], vector).shape == (0,)
+
+
+def test_per_sentence_argmax_in_pieces_equals_whole(
+    hs: HypStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sentence oracle and anti-oracle, taken a few sentences at a time, pick the same ranks
+    as over the whole list at once (each piece holds whole sentences)."""
+    whole = (oracle.sentence_oracle(hs), oracle.sentence_oracle(hs, k=3), oracle.anti_oracle(hs))
+    monkeypatch.setattr(oracle, "_ROWS_AT_ONCE", 3)
+    assert len(oracle._sentence_pieces(hs.offsets, 3)) > 1
+    pieces = (oracle.sentence_oracle(hs), oracle.sentence_oracle(hs, k=3), oracle.anti_oracle(hs))
+    for a, b in zip(whole, pieces, strict=True):
+        np.testing.assert_array_equal(a, b)

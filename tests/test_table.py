@@ -113,3 +113,41 @@ def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> 
     assert got.missing.tolist() == want.missing.tolist()
     assert list(got.surfaces) == list(want.surfaces)
     assert got.surfaces.n_tokens().tolist() == [len(s.split()) for s in want.surfaces]
+
+
+def test_model_columns_fill_the_spare_room_or_a_copy_alike() -> None:
+    """`rescore.add_model_features` writes into the columns `read_table(spare_columns=)` left
+    free (no copy of the table) and gives the same table as when it has to copy."""
+    from nbest_rescore.rescore import add_model_features
+    from nbest_rescore.score_store import NBestScores
+    from nbest_rescore.table import spare_view
+
+    plain = read_table(NBEST)
+    roomy = read_table(NBEST, spare_columns=3)
+    assert roomy.values.tobytes() == plain.values.tobytes()
+    width = len(roomy.names) + 3
+    assert spare_view(roomy.values, width) is not None and spare_view(plain.values, width) is None
+    n = plain.n_hypotheses
+    rng = np.random.default_rng(0)
+    scores = NBestScores(
+        logprob=-rng.random((n, 2)) * 30,
+        n_tokens=np.ones(n, dtype=np.int64),
+        n_unk=np.zeros((n, 2), dtype=np.int64),
+        offsets=plain.offsets,
+        model_sha256=("a", "b"),
+        tgt_oov_rate=(0.0, 0.0),
+        src_oov_rate=(0.0, 0.0),
+        escaped=True,
+    )
+    base = spare_view(roomy.values, width)
+    a = add_model_features(plain, scores, ["LSTM0", "R2L0"])
+    b = add_model_features(roomy, scores, ["LSTM0", "R2L0"])
+    assert b.values is base  # filled in place
+    assert (
+        a.names == b.names
+        and a.names[0] == "Baseline0"
+        and a.names[-3:] == ("LSTM0", "R2L0", "Length0")
+    )
+    assert a.values.tobytes() == b.values.tobytes()
+    assert a.column("Baseline0").tolist() == as_written(plain.column(TOTAL)).tolist()
+    assert a.column("Length0").tolist() == plain.surfaces.n_tokens().tolist()
