@@ -94,6 +94,7 @@ def _progress(quiet: bool) -> ProgressSettings:
 
 def _set_threads(threads: int | None) -> None:
     """Torch's CPU threads for this process (a process-wide setting, so set here at the edge)."""
+    option_at_least("--threads", threads, 1)
     if threads is not None:
         import torch
 
@@ -329,7 +330,6 @@ def run(
     from nbest_rescore.scoring import ScoringConfig
     from nbest_rescore.tune import MertConfig
 
-    option_at_least("--threads", threads, 1)
     _set_threads(threads)
     device = distributed.resolve_device(device)
     job = RunJob(
@@ -607,7 +607,6 @@ def translate(
     option_at_least("--beam", beam, 1)
     option_at_least("--nbest", nbest, 1)
     option_at_least("--batch-size", batch_size, 1)
-    option_at_least("--threads", threads, 1)
     _set_threads(threads)
     option_at_least("--min-len", min_len, 0)
     option_at_least("--max-len-a", max_len_a, 0)

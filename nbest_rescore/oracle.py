@@ -44,10 +44,11 @@ def _limit(hs: HypStats, k: int | None) -> IntArray:
 
 
 _ROWS_AT_ONCE = 1 << 18
-"""Rows handled together by the per-sentence arg-max (its temporaries are ~60 bytes a row)."""
+"""Rows handled together by the per-sentence arg-max and `_rows_dot` (their temporaries are tens
+of bytes a row)."""
 
 
-def _sentence_pieces(offsets: IntArray, rows: int = _ROWS_AT_ONCE) -> list[tuple[int, int]]:
+def _sentence_pieces(offsets: IntArray, rows: int) -> list[tuple[int, int]]:
     """Consecutive sentence ranges [s0, s1) of about `rows` rows each (whole sentences)."""
     cuts = np.searchsorted(offsets, np.arange(0, int(offsets[-1]), rows), side="right") - 1
     bounds = np.unique(np.concatenate([cuts, [len(offsets) - 1]])).tolist()
@@ -122,7 +123,7 @@ def _log_bleu_gradient(total: IntArray) -> np.ndarray:
     return grad
 
 
-def _rows_dot(stats: IntArray, vector: np.ndarray, step: int = 1 << 18) -> np.ndarray:
+def _rows_dot(stats: IntArray, vector: np.ndarray, step: int = _ROWS_AT_ONCE) -> np.ndarray:
     """`stats @ vector`, a piece of rows at a time (numpy would first copy all of `stats` to
     float64: 80 bytes a hypothesis), summed column by column in a fixed order, so the result does
     not depend on the piece size."""

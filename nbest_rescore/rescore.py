@@ -370,15 +370,16 @@ def write_augmented(
 
     def groups() -> Any:
         for g in read_nbest(nbest, n_sentences=table.n_sentences, max_hyps=max_hyps):
-            if not g.hyps and table.missing[g.sent_id]:
-                yield g
-                continue
-            lo = int(table.offsets[g.sent_id])
-            if table.missing[g.sent_id] or int(counts[g.sent_id]) != len(g.hyps):
+            n = len(g.hyps)
+            if bool(table.missing[g.sent_id]) != (n == 0) or (n and int(counts[g.sent_id]) != n):
                 raise InputError(
                     f"n-best list changed while it was being rescored (id {g.sent_id})"
                 )
-            block = table.values[lo : lo + len(g.hyps)]
+            if n == 0:
+                yield g
+                continue
+            lo = int(table.offsets[g.sent_id])
+            block = table.values[lo : lo + n]
             hyps = []
             for h, t, row in zip(g.hyps, (block @ w).tolist(), block[:, idx].tolist(), strict=True):
                 feats.append([Feature(n, (v,)) for n, v in zip(added, row, strict=True)])

@@ -371,16 +371,10 @@ def spare_view(values: np.ndarray, width: int) -> np.ndarray | None:
     """The `width`-column array whose left part `values` is (from `spare_columns`), or None when
     `values` has no such room: then the caller must allocate."""
     base = values.base
-    if (
-        isinstance(base, np.ndarray)
-        and base.ndim == 2
-        and base.shape == (len(values), width)
-        and values.shape[1] <= width
-        and values.__array_interface__["data"][0] == base.__array_interface__["data"][0]
-        and values.strides == base.strides
-    ):
-        return base
-    return None
+    if not isinstance(base, np.ndarray) or base.shape != (len(values), width):
+        return None
+    same_start = values.__array_interface__["data"] == base.__array_interface__["data"]
+    return base if same_start and values.strides == base.strides else None
 
 
 def as_written(x: np.ndarray) -> np.ndarray:
