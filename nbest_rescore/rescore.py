@@ -80,7 +80,12 @@ from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table, spare_view
 from nbest_rescore.tune import MertConfig, mert
-from nbest_rescore.validate import DEFAULT_MAX_LEN, check_source_lengths, option_at_least
+from nbest_rescore.validate import (
+    DEFAULT_MAX_LEN,
+    check_source_lengths,
+    line_of,
+    option_at_least,
+)
 
 LSTM = "lstm"
 """The system that ranks by the models' mean log-prob alone."""
@@ -373,7 +378,9 @@ def write_augmented(
             n = len(g.hyps)
             if bool(table.missing[g.sent_id]) != (n == 0) or (n and int(counts[g.sent_id]) != n):
                 raise InputError(
-                    f"n-best list changed while it was being rescored (id {g.sent_id})"
+                    f"sentence {g.sent_id}: n-best list changed while it was being rescored",
+                    nbest,
+                    line_of(nbest, g.sent_id, 0),
                 )
             if n == 0:
                 yield g

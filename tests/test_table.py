@@ -151,3 +151,22 @@ def test_model_columns_fill_the_spare_room_or_a_copy_alike() -> None:
     assert a.values.tobytes() == b.values.tobytes()
     assert a.column("Baseline0").tolist() == as_written(plain.column(TOTAL)).tolist()
     assert a.column("Length0").tolist() == plain.surfaces.n_tokens().tolist()
+
+
+def test_augmented_list_refuses_a_list_that_changed_since_it_was_read(tmp_path: Path) -> None:
+    """The augmented list is the input re-read: a sentence whose hypotheses are no longer the
+    table's is an error naming the file and the sentence's first line, and nothing is written."""
+    from nbest_rescore.errors import InputError
+    from nbest_rescore.rescore import write_augmented
+
+    table = read_table(NBEST)
+    lines = gzip.decompress(NBEST.read_bytes()).decode().splitlines()
+    of_2 = [i for i, ln in enumerate(lines) if ln.startswith("2 |||")]
+    changed = tmp_path / "changed.nbest"
+    changed.write_text("\n".join(ln for i, ln in enumerate(lines) if i != of_2[-1]) + "\n")
+    out = tmp_path / "aug.gz"
+    with pytest.raises(InputError) as err:
+        write_augmented(str(changed), out, table, [TOTAL], {TOTAL: 1.0}, None)
+    assert err.value.path == str(changed) and "sentence 2" in str(err.value)
+    assert err.value.line == of_2[0] + 1  # the sentence's first line, 1-based
+    assert not out.exists()
