@@ -8,7 +8,8 @@ RUN_DIR is a training run (`rescore train --out`: its checkpoint_best.pt and log
 is the `--out` of a `rescore run` with exactly these models (in this order) and `--tune-nbest`: its
 weights.json and summary.json are copied and summarised. Other `*.pt` files in data/models/ are
 removed, so the directory holds exactly the shipped set (`rescore run` uses all of them,
-`rescore translate` the left-to-right ones).
+`rescore translate` the left-to-right ones); training.json keeps each model's training record
+(validations, time, configuration) for the study once the run directories are gone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ TRAIN_KEYS = (
 def _training(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
     return records[0].get("config", {}), [r for r in records if r.get("event") == "valid"]
+
+
+def _training_record(run: Path, bundle: ModelBundle) -> dict[str, Any]:
+    """What the study needs of a shipped model once its run directory is gone (training.json)."""
+    cfg, valid = _training(run)
+    best = min(valid, key=lambda r: r["valid_ppl"])
+    keys = ("epoch", "step", "lr", "valid_ppl", "elapsed_s")
+    return {
+        "best_valid_ppl": best["valid_ppl"],
+        "best_epoch": best["epoch"],
+        "epochs_done": max(r["epoch"] for r in valid),
+        "elapsed_s": max(r["elapsed_s"] for r in valid),
+        "finished": (run / "done.json").is_file(),
+        "training_checkpoint_sha256": bundle.sha256,
+        "config": {k: cfg.get(k) for k in TRAIN_KEYS},
+        "validations": [{k: r[k] for k in keys} for r in valid],
+    }
 
 
 def _model_section(name: str, dest: Path, bundle: ModelBundle, run: Path, feature: str) -> str:
@@ -62,7 +80,7 @@ def ship(models: list[tuple[str, Path]], tuned: Path, command: str) -> list[Path
     for old in OUT_DIR.glob("*.pt"):
         if old.name not in keep:
             old.unlink()
-    sections, dests = [], []
+    sections, dests, records = [], [], {}
     for (name, run), feature in zip(models, features, strict=True):
         bundle = load_model(run / "checkpoint_best.pt")
         dest = OUT_DIR / f"{name}.pt"
@@ -72,7 +90,10 @@ def ship(models: list[tuple[str, Path]], tuned: Path, command: str) -> list[Path
         )  # fmt: skip
         save_checkpoint(dest, payload)
         sections.append(_model_section(name, dest, bundle, run, feature))
+        records[name] = _training_record(run, bundle)
         dests.append(dest)
+    with atomic_write(OUT_DIR / "training.json") as fh:
+        fh.write(json.dumps(records, indent=2) + "\n")
     weights = json.loads((tuned / "weights.json").read_text())
     with atomic_write(OUT_DIR / "weights.json") as fh:
         fh.write(json.dumps(weights, indent=2) + "\n")

@@ -10,6 +10,7 @@ rows whose models are missing are listed as pending in RESULTS.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shlex
@@ -27,7 +28,7 @@ import torch
 
 from nbest_rescore.checkpoint import load_model
 from nbest_rescore.ensemble import EnsembleConfig
-from nbest_rescore.fileio import atomic_write, read_lines
+from nbest_rescore.fileio import atomic_write, read_lines, sha256_file
 from nbest_rescore.metrics import BleuConfig, corpus_bleu, corpus_stats, signature
 from nbest_rescore.oracle import bleu_by_length
 from nbest_rescore.progress import ProgressSettings
@@ -42,6 +43,8 @@ from nbest_rescore.tune import MertConfig
 from pipelines.multi30k.curves import plot_curves, validations
 
 HERE = Path(__file__).resolve().parent
+SHIPPED = HERE.parent.parent / "data" / "models"
+"""The package's default models: the study uses one of them when its own run directory is gone."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class StudyConfig:
     device: str = "cpu"
     train_overrides: dict[str, Any] = field(default_factory=dict)
     progress: ProgressSettings = ProgressSettings()
+    shipped: Path = SHIPPED
+    """Shipped models (NAME.pt, described in training.json), used where the work directory has no
+    run of that name and the study is not asked to train it."""
 
     def spec(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -174,9 +180,20 @@ def train_models(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
                 )
         if _done(marker):
             out[spec.name] = {**json.loads(marker.read_text()), "finished": True}
-        elif checkpoint(cfg, spec.name).is_file():
+        elif (run_dir / "checkpoint_best.pt").is_file():
             out[spec.name] = {**_partial_record(run_dir), "finished": False}
+        elif (record := _shipped_record(cfg, spec.name)) is not None:
+            out[spec.name] = record
     return out
+
+
+def _shipped_record(cfg: StudyConfig, name: str) -> dict[str, Any] | None:
+    """The training record of a shipped model (data/models/training.json), or None."""
+    path, runs = cfg.shipped / f"{name}.pt", cfg.shipped / "training.json"
+    if not path.is_file() or not runs.is_file():
+        return None
+    record = json.loads(runs.read_text()).get(name)
+    return None if record is None else {**record, "shipped": True}
 
 
 def _partial_record(run_dir: Path) -> dict[str, Any]:
@@ -191,13 +208,36 @@ def _partial_record(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _curve(cfg: StudyConfig, name: str, record: dict[str, Any]) -> pd.DataFrame | None:
+    """A model's validations: from its run's log, or those a shipped model's record keeps."""
+    if not record.get("shipped"):
+        return validations(cfg.work_dir / "models" / name / "log.jsonl")
+    kept = record.get("validations")
+    return None if not kept else pd.DataFrame(kept)
+
+
 def checkpoint(cfg: StudyConfig, name: str) -> Path:
-    return cfg.work_dir / "models" / name / "checkpoint_best.pt"
+    """The model's best checkpoint: its run in the work directory, else the shipped copy."""
+    own = cfg.work_dir / "models" / name / "checkpoint_best.pt"
+    shipped = cfg.shipped / f"{name}.pt"
+    return shipped if not own.is_file() and shipped.is_file() else own
+
+
+def _models_key(cfg: StudyConfig, models: Sequence[str]) -> str:
+    """Short hash of the checkpoints' bytes: a step's outputs name the exact models they used, so
+    a model trained further (or replaced) is never represented by outputs of its earlier state."""
+    digest = hashlib.sha256(" ".join(sha256_file(checkpoint(cfg, m)) for m in models).encode())
+    return digest.hexdigest()[:10]
+
+
+def rescore_dir(cfg: StudyConfig, models: Sequence[str]) -> Path:
+    """Where the `rescore run` of these models (in their current state) writes."""
+    return cfg.work_dir / "rescore" / f"{'+'.join(models)}.{_models_key(cfg, models)}"
 
 
 def translate_system(cfg: StudyConfig, name: str, models: Sequence[str], beam: int) -> Path:
     """Beam-search translation of test2016 with one model or an ensemble (detokenized text)."""
-    out = cfg.work_dir / "translate" / f"{name}.beam{beam}.txt"
+    out = cfg.work_dir / "translate" / f"{name}.{_models_key(cfg, models)}.beam{beam}.txt"
     if _done(out):
         return out
     files = data_files(cfg.data_dir)
@@ -257,11 +297,9 @@ def table1(cfg: StudyConfig, bleu: BleuConfig, ready: set[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rescore_system(
-    cfg: StudyConfig, name: str, models: Sequence[str], bleu: BleuConfig
-) -> dict[str, Any]:
+def rescore_system(cfg: StudyConfig, models: Sequence[str], bleu: BleuConfig) -> dict[str, Any]:
     """`rescore run` on the test 1000-best list with weights tuned on the val 1000-best list."""
-    out = cfg.work_dir / "rescore" / name
+    out = rescore_dir(cfg, models)
     if not _done(out / "summary.json"):
         files = data_files(cfg.data_dir)
         job = RunJob(
@@ -289,10 +327,12 @@ def table2_systems(ready: set[str]) -> list[tuple[str, tuple[str, ...]]]:
         ("single forward LSTM, no attention", ("plain-fwd",)),
         ("single reversed LSTM, no attention", ("plain-rev",)),
         ("single reversed LSTM with attention", (ATT,)),
+        ("ensemble of 2 reversed attention LSTMs", ENSEMBLE[:2]),
         ("ensemble of 5 reversed attention LSTMs", ENSEMBLE),
         ("attention LSTM + right-to-left feature", (ATT, "att-r2l")),
         ("attention LSTM + target-to-source feature", (ATT, "att-t2s")),
         ("attention LSTM + R2L + T2S features", (ATT, "att-r2l", "att-t2s")),
+        ("ensemble of 2 + R2L + T2S features", (*ENSEMBLE[:2], "att-r2l", "att-t2s")),
         ("ensemble of 5 + R2L + T2S features", (*ENSEMBLE, "att-r2l", "att-t2s")),
     ]
     return [r for r in runs if set(r[1]) <= ready]
@@ -311,8 +351,7 @@ def table2(
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Rescoring the Moses test2016 1000-best list (the paper's Table 2 shape)."""
     summaries = {
-        label: rescore_system(cfg, "+".join(models), models, bleu)
-        for label, models in table2_systems(ready)
+        label: rescore_system(cfg, models, bleu) for label, models in table2_systems(ready)
     }
     if not summaries:
         return pd.DataFrame(columns=["method", "bleu", "p_value"]), {}
@@ -350,19 +389,14 @@ def depth_table(trained: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: str, direct: Path) -> Path:
-    """BLEU by source length: baseline, best rescoring, direct translation (the paper's Figure 3)."""
+def by_length(cfg: StudyConfig, bleu: BleuConfig, systems: dict[str, list[str]]) -> pd.DataFrame:
+    """Corpus BLEU of each system's test2016 output within source-length buckets."""
     from nbest_rescore.metrics import HypStats
 
     files = data_files(cfg.data_dir)
     refs = read_lines(files["test_ref"])
     src_tok = load_model(checkpoint(cfg, ATT)).src_tok
     src_len = np.asarray([len(tokenize(s, src_tok)) for s in read_lines(files["test_src"])])
-    systems = {
-        "Moses baseline": read_lines(files["test_1best"]),
-        "best rescoring": read_lines(cfg.work_dir / "rescore" / best_rescore / "best.detok.txt"),
-        f"direct ({direct.stem})": read_lines(direct),
-    }
     cols: dict[str, Any] = {}
     for name, hyps in systems.items():
         st = corpus_stats(hyps, refs, bleu)
@@ -373,11 +407,36 @@ def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: str, direct: Path)
         cols.setdefault("length", [r[0] for r in rows])
         cols.setdefault("sentences", [r[1] for r in rows])
         cols[name] = [r[2] for r in rows]
-    df = pd.DataFrame(cols)
-    fig = plot_bleu_by_length(df, list(systems))
+    return pd.DataFrame(cols)
+
+
+def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: Path, direct: Path) -> Path:
+    """BLEU by source length: baseline, best rescoring, direct translation (the paper's Figure 3)."""
+    files = data_files(cfg.data_dir)
+    systems = {
+        "Moses baseline": read_lines(files["test_1best"]),
+        "best rescoring": read_lines(best_rescore / "best.detok.txt"),
+        f"direct ({ATT}, beam 12)": read_lines(direct),
+    }
+    fig = plot_bleu_by_length(by_length(cfg, bleu, systems), list(systems))
     path = cfg.results.parent / "figure3_bleu_by_length.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def direction_table(cfg: StudyConfig, bleu: BleuConfig, ready: set[str]) -> pd.DataFrame | None:
+    """Forward against reversed source (no attention, beam 12) by source length: where reversing
+    the source helps, if anywhere (the paper credits it with most of its gain on long sentences)."""
+    if not {"plain-fwd", "plain-rev"} <= ready or ATT not in ready:
+        return None
+    systems = {
+        f"{name} BLEU": read_lines(translate_system(cfg, name, (name,), 12))
+        for name in ("plain-fwd", "plain-rev")
+    }
+    df = by_length(cfg, bleu, systems)
+    diff = df["plain-rev BLEU"].astype(float) - df["plain-fwd BLEU"].astype(float)
+    df["reversed - forward"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
+    return df
 
 
 PCA_PHRASES = (
@@ -442,11 +501,21 @@ def _models_md(cfg: StudyConfig, trained: dict[str, dict[str, Any]]) -> str:
     ]
     for name, rec in trained.items():
         b = load_model(checkpoint(cfg, name))
+        finished = "yes" if rec["finished"] else "no (best so far)"
+        sha = f"`{b.sha256}`"
+        if rec.get("shipped"):
+            finished += "; shipped fp16 copy used"
+            sha += f" (trained: `{rec['training_checkpoint_sha256']}`)"
         rows.append(
             f"| {name} | {cfg.spec(name).describe()}, seed {cfg.spec(name).seed} | "
-            f"{rec['best_valid_ppl']:.2f} | {rec['epochs_done']:.1f} | "
-            f"{'yes' if rec['finished'] else 'no (best so far)'} | {rec['elapsed_s'] / 60:.0f} | "
-            f"`{b.sha256}` |"
+            f"{rec['best_valid_ppl']:.2f} | {rec['epochs_done']:.1f} | {finished} | "
+            f"{rec['elapsed_s'] / 60:.0f} | {sha} |"
+        )
+    if any(rec.get("shipped") for rec in trained.values()):
+        rows.append(
+            '\nModels marked "shipped fp16 copy used" have no run directory in the work '
+            "directory; the study scores and translates with their files in `data/models/` and "
+            "takes their training record from `data/models/training.json`."
         )
     return "\n".join(rows)
 
@@ -520,16 +589,17 @@ def run_study(cfg: StudyConfig, argv: Sequence[str]) -> Path:
     t1 = table1(cfg, bleu, ready)
     t2, summaries = table2(cfg, bleu, ready)
     depth = depth_table(trained)
+    direction = direction_table(cfg, bleu, ready)
     curves = plot_curves(
-        {n: validations(cfg.work_dir / "models" / n / "log.jsonl") for n in trained},
+        {n: c for n, rec in trained.items() if (c := _curve(cfg, n, rec)) is not None},
         cfg.results.parent / "learning_curves.png",
     )
     figures = ""
     if ATT in ready and summaries:
         best = max(summaries, key=lambda k: summaries[k]["systems"]["tuned"]["bleu"])
-        best_name = "+".join(dict(table2_systems(ready))[best])
+        best_dir = rescore_dir(cfg, dict(table2_systems(ready))[best])
         direct = translate_system(cfg, ATT, (ATT,), 12)
-        f3 = figure3(cfg, bleu, best_name, direct)
+        f3 = figure3(cfg, bleu, best_dir, direct)
         f2 = figure2(cfg)
         figures = f"![BLEU by sentence length]({f3.name})\n\n![PCA of encoder states]({f2.name})"
     oracle_k = next(iter(summaries.values()))["oracle_at_k"] if summaries else {}
@@ -589,6 +659,13 @@ Oracle@k (corpus-level oracle restricted to the top k): {", ".join(f"@{k} {v:.2f
 ## Reading
 
 {_reading(t1, summaries)}
+
+## Forward or reversed source, by sentence length
+
+BLEU of the two no-attention models at beam 12 on test2016, by source length in tokens; the
+paper's claim is that reversing the source helps, most of all on long sentences.
+
+{"(needs plain-fwd, plain-rev and " + ATT + ")" if direction is None else _md(direction)}
 
 ## Depth
 
