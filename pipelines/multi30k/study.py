@@ -29,7 +29,14 @@ import torch
 from nbest_rescore.checkpoint import load_model
 from nbest_rescore.ensemble import EnsembleConfig
 from nbest_rescore.fileio import atomic_write, read_lines, sha256_file
-from nbest_rescore.metrics import BleuConfig, corpus_bleu, corpus_stats, signature
+from nbest_rescore.metrics import (
+    BleuConfig,
+    HypStats,
+    corpus_bleu,
+    corpus_stats,
+    paired_bootstrap,
+    signature,
+)
 from nbest_rescore.oracle import bleu_by_length
 from nbest_rescore.progress import ProgressSettings
 from nbest_rescore.report import plot_bleu_by_length, to_json
@@ -391,28 +398,40 @@ def depth_table(trained: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def by_length(cfg: StudyConfig, bleu: BleuConfig, systems: dict[str, list[str]]) -> pd.DataFrame:
-    """Corpus BLEU of each system's test2016 output within source-length buckets."""
-    from nbest_rescore.metrics import HypStats
-
-    files = data_files(cfg.data_dir)
-    refs = read_lines(files["test_ref"])
+def source_lengths(cfg: StudyConfig) -> np.ndarray:
+    """Length in tokens (the models' source tokenizer) of each test2016 source sentence."""
     src_tok = load_model(checkpoint(cfg, ATT)).src_tok
-    src_len = np.asarray([len(tokenize(s, src_tok)) for s in read_lines(files["test_src"])])
+    return np.asarray(
+        [len(tokenize(s, src_tok)) for s in read_lines(data_files(cfg.data_dir)["test_src"])]
+    )
+
+
+def _stats_rows(hyps: Sequence[str], refs: Sequence[str], bleu: BleuConfig) -> HypStats:
+    """Per-sentence BLEU statistics of one output, as `HypStats` with one hypothesis a sentence."""
+    st = corpus_stats(hyps, refs, bleu)
+    return HypStats(
+        stats=st, offsets=np.arange(len(st) + 1), missing=np.zeros(len(st), bool), config=bleu
+    )
+
+
+def by_length(
+    cfg: StudyConfig, bleu: BleuConfig, systems: dict[str, list[str]], src_len: np.ndarray
+) -> pd.DataFrame:
+    """Corpus BLEU of each system's test2016 output within source-length buckets."""
+    refs = read_lines(data_files(cfg.data_dir)["test_ref"])
     cols: dict[str, Any] = {}
     for name, hyps in systems.items():
-        st = corpus_stats(hyps, refs, bleu)
-        hs = HypStats(
-            stats=st, offsets=np.arange(len(st) + 1), missing=np.zeros(len(st), bool), config=bleu
-        )
-        rows = bleu_by_length(hs, np.zeros(len(st), dtype=np.int64), src_len)
+        hs = _stats_rows(hyps, refs, bleu)
+        rows = bleu_by_length(hs, np.zeros(len(refs), dtype=np.int64), src_len)
         cols.setdefault("length", [r[0] for r in rows])
         cols.setdefault("sentences", [r[1] for r in rows])
         cols[name] = [r[2] for r in rows]
     return pd.DataFrame(cols)
 
 
-def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: Path, direct: Path) -> Path:
+def figure3(
+    cfg: StudyConfig, bleu: BleuConfig, best_rescore: Path, direct: Path, src_len: np.ndarray
+) -> Path:
     """BLEU by source length: baseline, best rescoring, direct translation (the paper's Figure 3)."""
     files = data_files(cfg.data_dir)
     systems = {
@@ -420,25 +439,30 @@ def figure3(cfg: StudyConfig, bleu: BleuConfig, best_rescore: Path, direct: Path
         "best rescoring": read_lines(best_rescore / "best.detok.txt"),
         f"direct ({ATT}, beam 12)": read_lines(direct),
     }
-    fig = plot_bleu_by_length(by_length(cfg, bleu, systems), list(systems))
+    fig = plot_bleu_by_length(by_length(cfg, bleu, systems, src_len), list(systems))
     path = cfg.results.parent / "figure3_bleu_by_length.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
-def direction_table(cfg: StudyConfig, bleu: BleuConfig, ready: set[str]) -> pd.DataFrame | None:
+def direction_table(
+    cfg: StudyConfig, bleu: BleuConfig, ready: set[str], src_len: np.ndarray
+) -> tuple[pd.DataFrame, float] | None:
     """Forward against reversed source (no attention, beam 12) by source length: where reversing
-    the source helps, if anywhere (the paper credits it with most of its gain on long sentences)."""
+    the source helps, if anywhere (the paper credits it with most of its gain on long sentences).
+    Also the paired-bootstrap p-value of the whole-corpus difference."""
     if not {"plain-fwd", "plain-rev"} <= ready or ATT not in ready:
         return None
     systems = {
         f"{name} BLEU": read_lines(translate_system(cfg, name, (name,), 12))
         for name in ("plain-fwd", "plain-rev")
     }
-    df = by_length(cfg, bleu, systems)
+    df = by_length(cfg, bleu, systems, src_len)
     diff = df["plain-rev BLEU"].astype(float) - df["plain-fwd BLEU"].astype(float)
     df["reversed - forward"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
-    return df
+    refs = read_lines(data_files(cfg.data_dir)["test_ref"])
+    fwd, rev = (_stats_rows(h, refs, bleu).stats for h in systems.values())
+    return df, paired_bootstrap(fwd, rev)
 
 
 PCA_PHRASES = (
@@ -478,6 +502,15 @@ def figure2(cfg: StudyConfig) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _direction_md(df: pd.DataFrame, p_value: float) -> str:
+    """The forward/reversed table and what its whole-corpus difference means."""
+    return (
+        f"{_md(df)}\n\nWhole test set: paired bootstrap p = {p_value:.4f} for the difference "
+        "between the two (1000 resamples); one training seed per direction, so seed-to-seed "
+        "variation is not part of this test."
+    )
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -553,6 +586,39 @@ def _rescoring_details(summaries: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+FEATURE_ROWS = {
+    "R2L": "attention LSTM + right-to-left feature",
+    "T2S": "attention LSTM + target-to-source feature",
+    "R2L + T2S": "attention LSTM + R2L + T2S features",
+}
+"""Table 2 runs that add extra-direction features to the single attention LSTM."""
+
+
+def _feature_gains(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """What each extra direction adds to the single attention LSTM, tuned, on dev and on test."""
+    alone = summaries.get("single reversed LSTM with attention")
+    if alone is None:
+        return []
+
+    def pair(s: dict[str, Any]) -> tuple[float, float]:
+        return s["tuning"].get("dev_bleu", float("nan")), s["systems"]["tuned"]["bleu"]
+
+    d0, t0 = pair(alone)
+    gains = [
+        f"{name} {d - d0:+.2f} / {t - t0:+.2f}"
+        for name, label in FEATURE_ROWS.items()
+        if label in summaries
+        for d, t in [pair(summaries[label])]
+    ]
+    if not gains:
+        return []
+    return [
+        "- Extra directions over the attention LSTM alone, weights tuned on val (dev / test BLEU): "
+        + ", ".join(gains)
+        + "."
+    ]
+
+
 def _reading(t1: pd.DataFrame, summaries: dict[str, dict[str, Any]]) -> str:
     """The headline comparisons, computed from the tables."""
     lines = []
@@ -573,6 +639,13 @@ def _reading(t1: pd.DataFrame, summaries: dict[str, dict[str, Any]]) -> str:
             f"bootstrap p = {summaries[label]['significance']['tuned']['p_value']:.3f}); the "
             f"paper gained +2.3 (one LSTM) and +3.2 (five) on WMT'14."
         )
+        by_dev = max(summaries, key=lambda k: summaries[k]["tuning"].get("dev_bleu", 0.0))
+        lines.append(
+            f"- Chosen on the val list instead (as a user must choose): {by_dev}, dev BLEU "
+            f"{summaries[by_dev]['tuning']['dev_bleu']:.2f}, test "
+            f"{summaries[by_dev]['systems']['tuned']['bleu']:.2f}."
+        )
+        lines.extend(_feature_gains(summaries))
         raw, scaled, base = (s[k]["bleu"] for k in ("even_average_raw", "even_average", "baseline"))
         verdict = "gains" if raw > base else "loses"
         lines.append(
@@ -592,7 +665,8 @@ def run_study(cfg: StudyConfig, argv: Sequence[str]) -> Path:
     t1 = table1(cfg, bleu, ready)
     t2, summaries = table2(cfg, bleu, ready)
     depth = depth_table(trained)
-    direction = direction_table(cfg, bleu, ready)
+    src_len = source_lengths(cfg) if ATT in ready else np.zeros(0, dtype=np.int64)
+    direction = direction_table(cfg, bleu, ready, src_len)
     curves = plot_curves(
         {n: c for n, rec in trained.items() if (c := _curve(cfg, n, rec)) is not None},
         cfg.results.parent / "learning_curves.png",
@@ -602,7 +676,7 @@ def run_study(cfg: StudyConfig, argv: Sequence[str]) -> Path:
         best = max(summaries, key=lambda k: summaries[k]["systems"]["tuned"]["bleu"])
         best_dir = rescore_dir(cfg, dict(table2_systems(ready))[best])
         direct = translate_system(cfg, ATT, (ATT,), 12)
-        f3 = figure3(cfg, bleu, best_dir, direct)
+        f3 = figure3(cfg, bleu, best_dir, direct, src_len)
         f2 = figure2(cfg)
         figures = f"![BLEU by sentence length]({f3.name})\n\n![PCA of encoder states]({f2.name})"
     oracle_k = next(iter(summaries.values()))["oracle_at_k"] if summaries else {}
@@ -668,7 +742,7 @@ Oracle@k (corpus-level oracle restricted to the top k): {", ".join(f"@{k} {v:.2f
 BLEU of the two no-attention models at beam 12 on test2016, by source length in tokens; the
 paper's claim is that reversing the source helps, most of all on long sentences.
 
-{"(needs plain-fwd, plain-rev and " + ATT + ")" if direction is None else _md(direction)}
+{"(needs plain-fwd, plain-rev and " + ATT + ")" if direction is None else _direction_md(*direction)}
 
 ## Depth
 
