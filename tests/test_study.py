@@ -6,16 +6,27 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import sacrebleu
 
 from nbest_rescore.checkpoint import load_model
+from nbest_rescore.fileio import read_lines
+from nbest_rescore.metrics import BleuConfig
+from nbest_rescore.text import tokenize
 from pipelines.multi30k.study import (
+    FEATURE_ROWS,
     SHIPPED,
     StudyConfig,
+    _feature_gains,
+    by_length,
     checkpoint,
+    source_lengths,
     table2_systems,
     train_models,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     not (SHIPPED / "training.json").is_file(), reason="no shipped models in this checkout"
@@ -67,3 +78,48 @@ def test_no_record_no_model(tmp_path: Path) -> None:
     shutil.copy(SHIPPED / "att-rev-1.pt", shipped / "att-rev-1.pt")
     (shipped / "training.json").write_text("{}")
     assert train_models(_config(tmp_path, shipped)) == {}
+
+
+def test_bleu_by_source_length_on_real_test2016(tmp_path: Path) -> None:
+    """Buckets are cut by the model's source tokenizer, and each bucket's BLEU is sacrebleu's on
+    exactly that bucket's sentences."""
+    cfg = _config(tmp_path)
+    cfg.data_dir.mkdir()
+    for lang in ("en", "fr"):
+        shutil.copy(
+            REPO / f"data/multi30k/test2016.{lang}.gz", cfg.data_dir / f"test_2016_flickr.{lang}.gz"
+        )
+    src = read_lines(cfg.data_dir / "test_2016_flickr.en.gz")
+    refs = read_lines(cfg.data_dir / "test_2016_flickr.fr.gz")
+    src_len = source_lengths(cfg)
+    tok = load_model(SHIPPED / "att-rev-1.pt").src_tok
+    assert src_len.tolist() == [len(tokenize(s, tok)) for s in src]
+    clipped = [" ".join(r.split()[:-2]) for r in refs]
+    df = by_length(
+        cfg, BleuConfig(tokenize="13a", tgt_lang="fr"), {"ref": refs, "clipped": clipped}, src_len
+    )
+    assert df["sentences"].sum() == len(refs)
+    assert df["ref"].tolist() == pytest.approx([100.0] * len(df))
+    edges = [8, 10, 12, 15, 20, 10**6]
+    lo = 0
+    for (_, row), hi in zip(df.iterrows(), edges, strict=True):
+        idx = np.flatnonzero((src_len > lo) & (src_len <= hi))
+        assert row["sentences"] == len(idx)
+        want = sacrebleu.corpus_bleu([clipped[i] for i in idx], [[refs[i] for i in idx]]).score
+        assert row["clipped"] == pytest.approx(want, abs=1e-9)
+        lo = hi
+
+
+def test_feature_gains_are_differences_to_the_attention_model_alone() -> None:
+    def summary(dev: float, test: float) -> dict[str, object]:
+        return {"tuning": {"dev_bleu": dev}, "systems": {"tuned": {"bleu": test}}}
+
+    summaries = {
+        "single reversed LSTM with attention": summary(60.0, 61.0),
+        FEATURE_ROWS["R2L"]: summary(60.5, 62.25),
+        FEATURE_ROWS["T2S"]: summary(59.75, 60.0),
+    }
+    (line,) = _feature_gains(summaries)
+    assert "R2L +0.50 / +1.25" in line and "T2S -0.25 / -1.00" in line
+    assert "R2L + T2S" not in line
+    assert _feature_gains({FEATURE_ROWS["R2L"]: summary(1.0, 1.0)}) == []
