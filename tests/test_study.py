@@ -13,12 +13,15 @@ import sacrebleu
 from nbest_rescore.checkpoint import load_model
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig
+from nbest_rescore.oracle import DEFAULT_LENGTH_EDGES
 from nbest_rescore.text import tokenize
 from pipelines.multi30k.study import (
+    ATT_ALONE,
     FEATURE_ROWS,
     SHIPPED,
     StudyConfig,
     _feature_gains,
+    _test_stats,
     by_length,
     checkpoint,
     source_lengths,
@@ -95,12 +98,11 @@ def test_bleu_by_source_length_on_real_test2016(tmp_path: Path) -> None:
     tok = load_model(SHIPPED / "att-rev-1.pt").src_tok
     assert src_len.tolist() == [len(tokenize(s, tok)) for s in src]
     clipped = [" ".join(r.split()[:-2]) for r in refs]
-    df = by_length(
-        cfg, BleuConfig(tokenize="13a", tgt_lang="fr"), {"ref": refs, "clipped": clipped}, src_len
-    )
+    systems = {"ref": refs, "clipped": clipped}
+    df = by_length(_test_stats(cfg, BleuConfig(tokenize="13a", tgt_lang="fr"), systems), src_len)
     assert df["sentences"].sum() == len(refs)
     assert df["ref"].tolist() == pytest.approx([100.0] * len(df))
-    edges = [8, 10, 12, 15, 20, 10**6]
+    edges = [*DEFAULT_LENGTH_EDGES, 10**6]
     lo = 0
     for (_, row), hi in zip(df.iterrows(), edges, strict=True):
         idx = np.flatnonzero((src_len > lo) & (src_len <= hi))
@@ -115,7 +117,7 @@ def test_feature_gains_are_differences_to_the_attention_model_alone() -> None:
         return {"tuning": {"dev_bleu": dev}, "systems": {"tuned": {"bleu": test}}}
 
     summaries = {
-        "single reversed LSTM with attention": summary(60.0, 61.0),
+        ATT_ALONE: summary(60.0, 61.0),
         FEATURE_ROWS["R2L"]: summary(60.5, 62.25),
         FEATURE_ROWS["T2S"]: summary(59.75, 60.0),
     }

@@ -330,17 +330,26 @@ def rescore_system(cfg: StudyConfig, models: Sequence[str], bleu: BleuConfig) ->
     return json.loads((out / "summary.json").read_text())
 
 
+ATT_ALONE = "single reversed LSTM with attention"
+FEATURE_ROWS = {
+    "R2L": "attention LSTM + right-to-left feature",
+    "T2S": "attention LSTM + target-to-source feature",
+    "R2L + T2S": "attention LSTM + R2L + T2S features",
+}
+"""Table 2 runs that add extra-direction features to the single attention LSTM (`ATT_ALONE`)."""
+
+
 def table2_systems(ready: set[str]) -> list[tuple[str, tuple[str, ...]]]:
     """(label, models) of every rescoring run whose models are in `ready`."""
     runs: list[tuple[str, tuple[str, ...]]] = [
         ("single forward LSTM, no attention", ("plain-fwd",)),
         ("single reversed LSTM, no attention", ("plain-rev",)),
-        ("single reversed LSTM with attention", (ATT,)),
+        (ATT_ALONE, (ATT,)),
         ("ensemble of 2 reversed attention LSTMs", ENSEMBLE[:2]),
         ("ensemble of 5 reversed attention LSTMs", ENSEMBLE),
-        ("attention LSTM + right-to-left feature", (ATT, "att-r2l")),
-        ("attention LSTM + target-to-source feature", (ATT, "att-t2s")),
-        ("attention LSTM + R2L + T2S features", (ATT, "att-r2l", "att-t2s")),
+        (FEATURE_ROWS["R2L"], (ATT, "att-r2l")),
+        (FEATURE_ROWS["T2S"], (ATT, "att-t2s")),
+        (FEATURE_ROWS["R2L + T2S"], (ATT, "att-r2l", "att-t2s")),
         ("ensemble of 2 + R2L + T2S features", (*ENSEMBLE[:2], "att-r2l", "att-t2s")),
         ("ensemble of 5 + R2L + T2S features", (*ENSEMBLE, "att-r2l", "att-t2s")),
     ]
@@ -414,19 +423,23 @@ def _stats_rows(hyps: Sequence[str], refs: Sequence[str], bleu: BleuConfig) -> H
     )
 
 
-def by_length(
-    cfg: StudyConfig, bleu: BleuConfig, systems: dict[str, list[str]], src_len: np.ndarray
-) -> pd.DataFrame:
+def by_length(stats: dict[str, HypStats], src_len: np.ndarray) -> pd.DataFrame:
     """Corpus BLEU of each system's test2016 output within source-length buckets."""
-    refs = read_lines(data_files(cfg.data_dir)["test_ref"])
     cols: dict[str, Any] = {}
-    for name, hyps in systems.items():
-        hs = _stats_rows(hyps, refs, bleu)
-        rows = bleu_by_length(hs, np.zeros(len(refs), dtype=np.int64), src_len)
+    for name, hs in stats.items():
+        rows = bleu_by_length(hs, np.zeros(hs.n_sentences, dtype=np.int64), src_len)
         cols.setdefault("length", [r[0] for r in rows])
         cols.setdefault("sentences", [r[1] for r in rows])
         cols[name] = [r[2] for r in rows]
     return pd.DataFrame(cols)
+
+
+def _test_stats(
+    cfg: StudyConfig, bleu: BleuConfig, systems: dict[str, list[str]]
+) -> dict[str, HypStats]:
+    """Per-sentence statistics of each system's test2016 output against the references."""
+    refs = read_lines(data_files(cfg.data_dir)["test_ref"])
+    return {name: _stats_rows(hyps, refs, bleu) for name, hyps in systems.items()}
 
 
 def figure3(
@@ -439,7 +452,7 @@ def figure3(
         "best rescoring": read_lines(best_rescore / "best.detok.txt"),
         f"direct ({ATT}, beam 12)": read_lines(direct),
     }
-    fig = plot_bleu_by_length(by_length(cfg, bleu, systems, src_len), list(systems))
+    fig = plot_bleu_by_length(by_length(_test_stats(cfg, bleu, systems), src_len), list(systems))
     path = cfg.results.parent / "figure3_bleu_by_length.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
@@ -457,11 +470,11 @@ def direction_table(
         f"{name} BLEU": read_lines(translate_system(cfg, name, (name,), 12))
         for name in ("plain-fwd", "plain-rev")
     }
-    df = by_length(cfg, bleu, systems, src_len)
+    stats = _test_stats(cfg, bleu, systems)
+    df = by_length(stats, src_len)
     diff = df["plain-rev BLEU"].astype(float) - df["plain-fwd BLEU"].astype(float)
     df["reversed - forward"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
-    refs = read_lines(data_files(cfg.data_dir)["test_ref"])
-    fwd, rev = (_stats_rows(h, refs, bleu).stats for h in systems.values())
+    fwd, rev = (hs.stats for hs in stats.values())
     return df, paired_bootstrap(fwd, rev)
 
 
@@ -586,17 +599,9 @@ def _rescoring_details(summaries: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-FEATURE_ROWS = {
-    "R2L": "attention LSTM + right-to-left feature",
-    "T2S": "attention LSTM + target-to-source feature",
-    "R2L + T2S": "attention LSTM + R2L + T2S features",
-}
-"""Table 2 runs that add extra-direction features to the single attention LSTM."""
-
-
 def _feature_gains(summaries: dict[str, dict[str, Any]]) -> list[str]:
     """What each extra direction adds to the single attention LSTM, tuned, on dev and on test."""
-    alone = summaries.get("single reversed LSTM with attention")
+    alone = summaries.get(ATT_ALONE)
     if alone is None:
         return []
 
