@@ -24,6 +24,8 @@ from pipelines.multi30k.study import (
     _test_stats,
     by_length,
     checkpoint,
+    depth_table,
+    seed_spread,
     source_lengths,
     table2_systems,
     train_models,
@@ -125,3 +127,29 @@ def test_feature_gains_are_differences_to_the_attention_model_alone() -> None:
     assert "R2L +0.50 / +1.25" in line and "T2S -0.25 / -1.00" in line
     assert "R2L + T2S" not in line
     assert _feature_gains({FEATURE_ROWS["R2L"]: summary(1.0, 1.0)}) == []
+
+
+def test_depth_table_reads_unfinished_runs_and_the_shipped_two_layer_model(tmp_path: Path) -> None:
+    """Depth 2 is the shipped main model; depth 1 a run still training: the table shows how far
+    it got, and the change per extra layer is relative to the row above."""
+    cfg = _config(tmp_path)
+    run = cfg.work_dir / "models" / "depth-1"
+    run.mkdir(parents=True)
+    shutil.copy(SHIPPED / "att-rev-1.pt", run / "checkpoint_best.pt")
+    valid = {"event": "valid", "step": 10, "lr": 0.002}
+    lines = [
+        {"event": "start", "config": {"seed": 1, "layers": 1}},
+        {**valid, "epoch": 1.0, "valid_ppl": 9.0, "elapsed_s": 300.0},
+        {**valid, "epoch": 2.0, "valid_ppl": 6.0, "elapsed_s": 600.0},
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    trained = train_models(cfg)
+    two = trained["att-rev-1"]["best_valid_ppl"]
+    table = depth_table(trained, {"depth-1": 1_000_000}).set_index("layers")
+    assert table.loc[1, "best valid ppl"] == 6.0 and not table.loc[1, "finished"]
+    assert table.loc[1, "CPU min / epoch"] == 5.0
+    assert table.loc[1, "parameters (M)"] == 1.0
+    assert table.loc[2, "vs one layer fewer"] == f"{100 * (two / 6.0 - 1):+.1f}%"
+    assert table.loc[3, "best valid ppl"] is None or np.isnan(table.loc[3, "best valid ppl"])
+    # one seed is no spread
+    assert seed_spread(trained) is None

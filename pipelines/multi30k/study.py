@@ -390,21 +390,69 @@ def table2(
     return pd.DataFrame(rows), summaries
 
 
-def depth_table(trained: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Validation perplexity by depth (1 to 4 layers, same width and recipe)."""
+def depth_table(trained: dict[str, dict[str, Any]], params: dict[str, int]) -> pd.DataFrame:
+    """Validation perplexity by depth (1 to 4 layers, same width and recipe), with each extra
+    layer's relative change (the paper: nearly -10% a layer) and what the depth costs."""
     rows = []
+    prev: float | None = None
     for depth, name in DEPTHS.items():
         rec = trained.get(name)
+        ppl = rec["best_valid_ppl"] if rec else None
+        epochs = rec["epochs_done"] if rec else None
+        minutes = rec["elapsed_s"] / 60 if rec else None
         rows.append(
             {
                 "layers": depth,
                 "model": name,
-                "best valid ppl": rec["best_valid_ppl"] if rec else None,
-                "epochs": rec["epochs_done"] if rec else None,
+                "parameters (M)": params[name] / 1e6 if name in params else None,
+                "best valid ppl": ppl,
+                "vs one layer fewer": (
+                    f"{100 * (ppl / prev - 1):+.1f}%"
+                    if ppl is not None and prev is not None
+                    else None
+                ),
+                "epochs": epochs,
                 "finished": rec["finished"] if rec else None,
+                "training CPU min": minutes,
+                "CPU min / epoch": minutes / epochs if minutes and epochs else None,
             }
         )
+        prev = ppl
     return pd.DataFrame(rows)
+
+
+def seed_spread(trained: dict[str, dict[str, Any]]) -> tuple[float, float, int] | None:
+    """Lowest and highest best validation perplexity over the seeds of the main model (same
+    recipe, same depth): how far apart two runs differing only in their seed land."""
+    ppl = [trained[n]["best_valid_ppl"] for n in ENSEMBLE if n in trained]
+    return (min(ppl), max(ppl), len(ppl)) if len(ppl) >= 2 else None
+
+
+def _depth_reading(depth: pd.DataFrame, spread: tuple[float, float, int] | None) -> str:
+    """One line on whether depth helps beyond seed noise."""
+    if spread is None:
+        return ""
+    lo, hi, n = spread
+    line = (
+        f"Seed noise for scale: {n} seeds of the 2-layer model span {lo:.2f}-{hi:.2f} "
+        f"({100 * (hi / lo - 1):.1f}%), so a change between depths smaller than that is not "
+        "evidence for or against depth."
+    )
+    done = depth[depth["finished"].eq(True)]
+    if len(done) >= 2:
+        best = done.loc[done["best valid ppl"].idxmin()]
+        line += (
+            f" Lowest perplexity of the finished runs: {int(best['layers'])} layers "
+            f"({best['best valid ppl']:.2f})."
+        )
+    running = depth[depth["finished"].eq(False)]["layers"].tolist()
+    if running:
+        line += f" Still training (best so far shown): {', '.join(map(str, running))} layers."
+    return line
+
+
+def _parameters(cfg: StudyConfig, name: str) -> int:
+    return sum(p.numel() for p in load_model(checkpoint(cfg, name)).model.parameters())
 
 
 def source_lengths(cfg: StudyConfig) -> np.ndarray:
@@ -669,7 +717,10 @@ def run_study(cfg: StudyConfig, argv: Sequence[str]) -> Path:
     ready = set(trained)
     t1 = table1(cfg, bleu, ready)
     t2, summaries = table2(cfg, bleu, ready)
-    depth = depth_table(trained)
+    depth = depth_table(
+        trained,
+        {n: _parameters(cfg, n) for n in DEPTHS.values() if n in trained},
+    )
     src_len = source_lengths(cfg) if ATT in ready else np.zeros(0, dtype=np.int64)
     direction = direction_table(cfg, bleu, ready, src_len)
     curves = plot_curves(
@@ -752,9 +803,11 @@ paper's claim is that reversing the source helps, most of all on long sentences.
 ## Depth
 
 Validation perplexity of the recipe at 1 to 4 layers (same width 512; the paper reports each
-extra layer cutting perplexity by nearly 10%).
+extra layer cutting perplexity by nearly 10%). Training minutes as in the models table.
 
 {_md(depth)}
+
+{_depth_reading(depth, seed_spread(trained))}
 
 ## Pending
 
