@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sacrebleu
 
@@ -18,8 +19,11 @@ from nbest_rescore.text import tokenize
 from pipelines.multi30k.study import (
     ATT_ALONE,
     FEATURE_ROWS,
+    PLAIN,
     SHIPPED,
+    DirectionTest,
     StudyConfig,
+    _direction_md,
     _feature_gains,
     _test_stats,
     by_length,
@@ -153,3 +157,22 @@ def test_depth_table_reads_unfinished_runs_and_the_shipped_two_layer_model(tmp_p
     assert table.loc[3, "best valid ppl"] is None or np.isnan(table.loc[3, "best valid ppl"])
     # one seed is no spread
     assert seed_spread(trained) is None
+
+
+def test_direction_verdict_counts_only_significant_pairs() -> None:
+    """Every reversed seed is tested against every forward seed; a pair counts for a direction
+    only where its difference is significant."""
+    (r1, r2), (f1, f2) = PLAIN["reversed"], PLAIN["forward"]
+    tests = [
+        DirectionTest(r1, f1, -0.9, 0.039),
+        DirectionTest(r1, f2, 0.4, 0.2),
+        DirectionTest(r2, f1, 1.1, 0.01),
+        DirectionTest(r2, f2, 0.8, 0.03),
+    ]
+    text = _direction_md(pd.DataFrame({"length": ["0-8"], "sentences": [87]}), tests)
+    assert (
+        "Of 4 reversed/forward pair(s), reversed is better at p < 0.05 in 2, forward in 1." in text
+    )
+    assert f"{r2} against {f2}: reversed - forward = +0.80 BLEU" in text
+    assert "One training seed" not in text
+    assert "One training seed" in _direction_md(pd.DataFrame(), tests[:1])

@@ -33,6 +33,7 @@ from nbest_rescore.metrics import (
     BleuConfig,
     HypStats,
     corpus_bleu,
+    corpus_bleu_from_stats,
     corpus_stats,
     paired_bootstrap,
     signature,
@@ -96,6 +97,9 @@ ATT = "att-rev-1"
 """The main model: the `multi30k` recipe (2 x 512 LSTM, Luong attention, reversed source)."""
 ENSEMBLE = tuple(f"att-rev-{i}" for i in range(1, 6))
 DEPTHS = {1: "depth-1", 2: ATT, 3: "depth-3", 4: "depth-4"}
+PLAIN = {"reversed": ("plain-rev", "plain-rev-2"), "forward": ("plain-fwd", "plain-fwd-2")}
+"""The no-attention models by source direction, one per seed (seeds 1 and 2): the paper's
+reversed-source claim is tested across seeds, not only across test sentences."""
 
 MODELS: tuple[ModelSpec, ...] = (
     *(ModelSpec(name, seed=i) for i, name in enumerate(ENSEMBLE, start=1)),
@@ -103,6 +107,8 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("att-t2s", seed=1, swap=True),
     ModelSpec("plain-rev", seed=1, attention="none"),
     ModelSpec("plain-fwd", seed=1, reverse=False, attention="none"),
+    ModelSpec("plain-rev-2", seed=2, attention="none"),
+    ModelSpec("plain-fwd-2", seed=2, reverse=False, attention="none"),
     *(ModelSpec(DEPTHS[d], seed=1, layers=d) for d in (1, 3, 4)),
 )
 """Every model of the study, in the order `train_models` trains them."""
@@ -506,24 +512,45 @@ def figure3(
     return path
 
 
+@dataclass(frozen=True)
+class DirectionTest:
+    """One reversed-source model against one forward-source model on the whole test set."""
+
+    reversed: str
+    forward: str
+    bleu_difference: float
+    """Reversed minus forward, corpus BLEU."""
+    p_value: float
+
+
 def direction_table(
     cfg: StudyConfig, bleu: BleuConfig, ready: set[str], src_len: np.ndarray
-) -> tuple[pd.DataFrame, float] | None:
+) -> tuple[pd.DataFrame, list[DirectionTest]] | None:
     """Forward against reversed source (no attention, beam 12) by source length: where reversing
     the source helps, if anywhere (the paper credits it with most of its gain on long sentences).
-    Also the paired-bootstrap p-value of the whole-corpus difference."""
-    if not {"plain-fwd", "plain-rev"} <= ready or ATT not in ready:
+    With several seeds a direction, the buckets compare the seeds' means, and every reversed model
+    is tested against every forward one (paired bootstrap over the test sentences)."""
+    runs = {d: [n for n in names if n in ready] for d, names in PLAIN.items()}
+    if not all(runs.values()) or ATT not in ready:
         return None
-    systems = {
-        f"{name} BLEU": read_lines(translate_system(cfg, name, (name,), 12))
-        for name in ("plain-fwd", "plain-rev")
+    models = [*runs["forward"], *runs["reversed"]]
+    stats = _test_stats(
+        cfg, bleu, {n: read_lines(translate_system(cfg, n, (n,), 12)) for n in models}
+    )
+    df = by_length(stats, src_len).rename(columns={n: f"{n} BLEU" for n in models})
+    mean = {
+        d: df[[f"{n} BLEU" for n in names]].astype(float).mean(axis=1) for d, names in runs.items()
     }
-    stats = _test_stats(cfg, bleu, systems)
-    df = by_length(stats, src_len)
-    diff = df["plain-rev BLEU"].astype(float) - df["plain-fwd BLEU"].astype(float)
-    df["reversed - forward"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
-    fwd, rev = (hs.stats for hs in stats.values())
-    return df, paired_bootstrap(fwd, rev)
+    seeds = "" if max(len(v) for v in runs.values()) == 1 else " (seed means)"
+    diff = mean["reversed"] - mean["forward"]
+    df[f"reversed - forward{seeds}"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
+    whole = {n: corpus_bleu_from_stats(hs.stats.sum(axis=0)) for n, hs in stats.items()}
+    tests = [
+        DirectionTest(r, f, whole[r] - whole[f], paired_bootstrap(stats[f].stats, stats[r].stats))
+        for r in runs["reversed"]
+        for f in runs["forward"]
+    ]
+    return df, tests
 
 
 PCA_PHRASES = (
@@ -565,12 +592,25 @@ def figure2(cfg: StudyConfig) -> Path:
     return path
 
 
-def _direction_md(df: pd.DataFrame, p_value: float) -> str:
-    """The forward/reversed table and what its whole-corpus difference means."""
+def _direction_md(df: pd.DataFrame, tests: list[DirectionTest]) -> str:
+    """The forward/reversed table and what its whole-corpus differences mean."""
+    lines = [
+        f"- {t.reversed} against {t.forward}: reversed - forward = {t.bleu_difference:+.2f} BLEU, "
+        f"paired bootstrap p = {t.p_value:.4f}"
+        for t in tests
+    ]
+    rev_wins = sum(t.bleu_difference > 0 and t.p_value < 0.05 for t in tests)
+    fwd_wins = sum(t.bleu_difference < 0 and t.p_value < 0.05 for t in tests)
+    verdict = (
+        f"Of {len(tests)} reversed/forward pair(s), reversed is better at p < 0.05 in {rev_wins}, "
+        f"forward in {fwd_wins}."
+    )
+    if len(tests) == 1:
+        verdict += (
+            " One training seed per direction, so seed-to-seed variation is not part of this test."
+        )
     return (
-        f"{_md(df)}\n\nWhole test set: paired bootstrap p = {p_value:.4f} for the difference "
-        "between the two (1000 resamples); one training seed per direction, so seed-to-seed "
-        "variation is not part of this test."
+        f"{_md(df)}\n\nWhole test set (1000 resamples):\n\n" + "\n".join(lines) + f"\n\n{verdict}"
     )
 
 
@@ -795,8 +835,9 @@ Oracle@k (corpus-level oracle restricted to the top k): {", ".join(f"@{k} {v:.2f
 
 ## Forward or reversed source, by sentence length
 
-BLEU of the two no-attention models at beam 12 on test2016, by source length in tokens; the
-paper's claim is that reversing the source helps, most of all on long sentences.
+BLEU of the no-attention models (seeds 1 and 2 of each direction, where trained) at beam 12 on
+test2016, by source length in tokens; the paper's claim is that reversing the source helps, most
+of all on long sentences.
 
 {"(needs plain-fwd, plain-rev and " + ATT + ")" if direction is None else _direction_md(*direction)}
 
