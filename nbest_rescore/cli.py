@@ -528,7 +528,9 @@ def train(
     if info.is_main:
         typer.echo(
             f"best valid ppl {result.best_valid_ppl:.2f} after {result.epochs_done:.2f} epochs "
-            f"({result.steps} steps, {result.elapsed_s:.0f} s): {result.best_checkpoint}"
+            f"({result.steps} steps, {result.elapsed_s:.0f} s"
+            + ("" if result.cpu_s is None else f", {result.cpu_s:.0f} CPU s")
+            + f"): {result.best_checkpoint}"
         )
 
 

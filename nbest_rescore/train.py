@@ -265,6 +265,10 @@ class TrainResult:
     elapsed_s: float
     stopped_early: bool
     resumed_from_step: int | None
+    cpu_s: float | None = None
+    """CPU seconds of the main process (all its threads), summed over resumes; unlike `elapsed_s`
+    it excludes time the process was paused or waiting for a core. None: resumed from a checkpoint
+    that did not record it."""
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -282,6 +286,7 @@ class _State:
     """Product of the plateau decays so far (`lr_schedule="plateau"`)."""
     plateau_bad: int = 0
     elapsed_s: float = 0.0
+    cpu_s: float | None = 0.0
     stopped_early: bool = False
 
 
@@ -584,6 +589,7 @@ class _Trainer:
                 self.raw_model.load_state_dict(saved["model"])
                 loop = saved["train_state"]["loop"]
                 self.st = _State(**{k: loop.get(k, v) for k, v in asdict(_State()).items()})
+                self.st.cpu_s = loop.get("cpu_s")  # unknown in checkpoints from before it was kept
             except (KeyError, RuntimeError, TypeError) as exc:
                 raise CheckpointError(
                     f"checkpoint does not fit this run: {exc}", str(self.last_path)
@@ -626,12 +632,22 @@ class _Trainer:
                 {"event": "resume", "step": self.st.step, "epoch": self.st.epoch,
                  "world_size": info.world_size}
             )  # fmt: skip
-        self.elapsed0 = self.st.elapsed_s
-        self.run_start = time.perf_counter()
+        self.elapsed0, self.cpu0 = self.st.elapsed_s, self.st.cpu_s
+        self.run_start, self.cpu_start = time.perf_counter(), time.process_time()
         self.acc = dict.fromkeys(("loss", "nll", "tgt", "words", "sents", "time"), 0.0)
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.run_start
+
+    def cpu(self) -> float | None:
+        if self.cpu0 is None:
+            return None
+        return round(self.cpu0 + time.process_time() - self.cpu_start, 2)
+
+    def tick(self) -> None:
+        """Bring the loop state's clocks up to now."""
+        self.st.elapsed_s = self.elapsed()
+        self.st.cpu_s = self.cpu()
 
     def payload(self) -> dict[str, Any]:
         d = self.data
@@ -697,6 +713,7 @@ class _Trainer:
                 "best_valid_ppl": st.best_valid_ppl,
                 "improved": improved,
                 "elapsed_s": round(self.elapsed(), 2),
+                "cpu_s": self.cpu(),
             }
         )
         if cfg.patience is not None and st.bad_validations >= cfg.patience:
@@ -750,6 +767,7 @@ class _Trainer:
             "words_per_s": acc["words"] / max(acc["time"], 1e-9),
             "grad_norm": grad_norm,
             "elapsed_s": round(self.st.elapsed_s, 2),
+            "cpu_s": self.st.cpu_s,
         }
         self.log.write(rec)
         pbar.set_postfix(
@@ -777,7 +795,7 @@ class _Trainer:
                     grad_norm = self.step(batches[st.batch_index], lr)
                     st.step += 1
                     st.batch_index += 1
-                    st.elapsed_s = self.elapsed()
+                    self.tick()
                     pbar.update(1)
                     epoch_end = st.batch_index >= limit
                     progress_now = st.epoch + st.batch_index / len(batches)
@@ -793,7 +811,7 @@ class _Trainer:
                         or st.stopped_early
                         or (cfg.checkpoint_every > 0 and st.step % cfg.checkpoint_every == 0)
                     ):
-                        st.elapsed_s = self.elapsed()
+                        self.tick()
                         self.save_last()
                     if on_step is not None:
                         on_step(st.step)
@@ -819,6 +837,7 @@ class _Trainer:
             elapsed_s=st.elapsed_s,
             stopped_early=st.stopped_early,
             resumed_from_step=self.resumed_from,
+            cpu_s=st.cpu_s,
             data=self.data.report,
         )
         if self.info.is_main:

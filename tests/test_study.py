@@ -16,6 +16,7 @@ from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig
 from nbest_rescore.oracle import DEFAULT_LENGTH_EDGES
 from nbest_rescore.text import tokenize
+from pipelines.multi30k.curves import active_seconds
 from pipelines.multi30k.study import (
     ATT_ALONE,
     FEATURE_ROWS,
@@ -140,18 +141,19 @@ def test_depth_table_reads_unfinished_runs_and_the_shipped_two_layer_model(tmp_p
     run = cfg.work_dir / "models" / "depth-1"
     run.mkdir(parents=True)
     shutil.copy(SHIPPED / "att-rev-1.pt", run / "checkpoint_best.pt")
-    valid = {"event": "valid", "step": 10, "lr": 0.002}
+    valid = {"event": "valid", "lr": 0.002}
     lines = [
         {"event": "start", "config": {"seed": 1, "layers": 1}},
-        {**valid, "epoch": 1.0, "valid_ppl": 9.0, "elapsed_s": 300.0},
-        {**valid, "epoch": 2.0, "valid_ppl": 6.0, "elapsed_s": 600.0},
+        {**valid, "step": 10, "epoch": 1.0, "valid_ppl": 9.0, "elapsed_s": 300.0, "cpu_s": 290.0},
+        {**valid, "step": 20, "epoch": 2.0, "valid_ppl": 6.0, "elapsed_s": 700.0, "cpu_s": 600.0},
     ]
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     trained = train_models(cfg)
     two = trained["att-rev-1"]["best_valid_ppl"]
     table = depth_table(trained, {"depth-1": 1_000_000}).set_index("layers")
     assert table.loc[1, "best valid ppl"] == 6.0 and not table.loc[1, "finished"]
-    assert table.loc[1, "CPU min / epoch"] == 5.0
+    assert table.loc[1, "min / epoch"] == 5.0 and table.loc[1, "training min"] == "10"
+    assert table.loc[2, "training min"].endswith("†")  # the shipped record's wall clock
     assert table.loc[1, "parameters (M)"] == 1.0
     assert table.loc[2, "vs one layer fewer"] == f"{100 * (two / 6.0 - 1):+.1f}%"
     assert table.loc[3, "best valid ppl"] is None or np.isnan(table.loc[3, "best valid ppl"])
@@ -176,3 +178,25 @@ def test_direction_verdict_counts_only_significant_pairs() -> None:
     assert f"{r2} against {f2}: reversed - forward = +0.80 BLEU" in text
     assert "One training seed" not in text
     assert "One training seed" in _direction_md(pd.DataFrame(), tests[:1])
+
+
+def test_active_seconds_leaves_out_pauses_and_discarded_steps(tmp_path: Path) -> None:
+    """A log with steady 2 s steps, one stretch stopped for an hour, and a resume that threw
+    away the steps after its checkpoint: what is left is the time the kept steps took."""
+    recs: list[dict[str, object]] = [{"event": "data"}]
+    t = 0.0
+    for step in range(10, 110, 10):  # 10 steps of 2 s between records
+        t += 20.0 + (3600.0 if step == 50 else 0.0)
+        recs.append({"event": "train", "step": step, "elapsed_s": t})
+    recs.append({"event": "valid", "step": 100, "elapsed_s": t + 5.0})
+    # killed after step 100 had been logged; the checkpoint was at step 80 (clock 160 + 3600 s)
+    recs.append({"event": "resume", "step": 80})
+    t = 3760.0
+    for step in (90, 100, 110):
+        t += 20.0
+        recs.append({"event": "train", "step": step, "elapsed_s": t})
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    # steps 0..80 at 2 s (pause counted at the median), 80..110 again at 2 s: 110 steps;
+    # the pre-kill validation (after the discarded steps) is gone with them
+    assert active_seconds(log) == pytest.approx(110 * 2.0)

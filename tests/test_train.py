@@ -14,7 +14,7 @@ import pytest
 import torch
 from ddp_train_script import task_pairs, write_task
 
-from nbest_rescore.checkpoint import load_model, read_checkpoint
+from nbest_rescore.checkpoint import load_model, read_checkpoint, save_checkpoint
 from nbest_rescore.data import EncodedCorpus, collate
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.model import ModelConfig, Seq2Seq, reverse_padded
@@ -162,6 +162,9 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
 
     resumed = train(replace(cfg, resume=True))
     assert resumed.resumed_from_step == 20 and resumed.steps == 48
+    # CPU time carries over the kill: the resumed total includes the first process's share
+    assert full.cpu_s is not None and resumed.cpu_s is not None
+    assert 0 < killed["loop"]["cpu_s"] < resumed.cpu_s
     a = read_checkpoint(full.last_checkpoint)
     b = read_checkpoint(resumed.last_checkpoint)
     for name, tensor in a["model"].items():
@@ -176,6 +179,24 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
     assert [s for s, _ in curve_resumed] == [s for s, _ in curve_full]  # no duplicates left
     for (_, p), (_, q) in zip(curve_full, curve_resumed, strict=True):
         assert math.isclose(p, q, rel_tol=1e-6)
+
+
+def test_cpu_time_is_unknown_after_resuming_a_checkpoint_that_lacks_it(tmp_path: Path) -> None:
+    """Checkpoints written before CPU time was kept must not yield a total that silently
+    counts only the resumed part."""
+    paths = write_task(tmp_path / "data", "copy", n_train=64, n_valid=16)
+    cfg = TrainConfig.preset_config(
+        "tiny", **paths, out_dir=str(tmp_path / "run"), tokenized=True, epochs=1, batch_size=16
+    )
+    first = train(cfg)
+    assert first.cpu_s is not None and first.cpu_s > 0
+    records = [json.loads(line) for line in Path(first.log).read_text().splitlines()]
+    assert all(r["cpu_s"] > 0 for r in records if r["event"] in ("train", "valid"))
+    old = read_checkpoint(first.last_checkpoint)
+    del old["train_state"]["loop"]["cpu_s"]
+    save_checkpoint(first.last_checkpoint, old)
+    again = train(replace(cfg, resume=True, epochs=2.0))
+    assert again.steps == 8 and again.cpu_s is None
 
 
 def test_checkpoints_are_self_describing(tmp_path: Path) -> None:

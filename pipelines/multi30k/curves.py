@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -25,6 +27,39 @@ def validations(log: Path) -> pd.DataFrame:
         if rec.get("event") == "valid":
             rows.append({k: rec[k] for k in ("epoch", "step", "lr", "valid_ppl", "elapsed_s")})
     return pd.DataFrame(rows, columns=["epoch", "step", "lr", "valid_ppl", "elapsed_s"])
+
+
+def active_seconds(log: Path, outlier: float = 3.0) -> float:
+    """Training time of a run whose log has no CPU time (`cpu_s`), without the time it spent
+    paused: its wall clock (`elapsed_s`) summed between consecutive records, where a stretch
+    slower than `outlier` times the run's median seconds per step (a stopped or starved process)
+    counts at the median instead. Steps a resume discarded (logged after the checkpoint it
+    resumed from) are not counted, as the resumed clock does not count them either."""
+    spans: list[tuple[int, int, float]] = []  # (step before, step after, seconds)
+    prev: tuple[int, float | None] = (0, 0.0)  # None: resumed, the clock at that step unknown
+    for line in log.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line) if line.strip() else {}
+        if rec.get("event") == "resume":
+            spans = [sp for sp in spans if sp[1] <= rec["step"]]
+            prev = (rec["step"], None)
+        elif rec.get("event") in ("train", "valid"):
+            since = prev[1]
+            # the stretch after a resume is counted at the median (math.inf marks it an outlier)
+            spans.append(
+                (prev[0], rec["step"], math.inf if since is None else rec["elapsed_s"] - since)
+            )
+            prev = (rec["step"], rec["elapsed_s"])
+    stepping = [(b - a, t) for a, b, t in spans if b > a]
+    validating = [t for a, b, t in spans if b == a]
+    per_step = _median([t / n for n, t in stepping])
+    per_valid = _median(validating)
+    total = sum(per_step * n if t > outlier * per_step * n else t for n, t in stepping)
+    return total + sum(per_valid if t > outlier * per_valid else t for t in validating)
+
+
+def _median(xs: list[float]) -> float:
+    finite = [x for x in xs if math.isfinite(x)]
+    return float(np.median(finite)) if finite else 0.0
 
 
 def plot_curves(runs: dict[str, pd.DataFrame], out: Path) -> Path:

@@ -48,7 +48,7 @@ from nbest_rescore.text import tokenize
 from nbest_rescore.train import TrainConfig, train
 from nbest_rescore.translate import TranslateConfig, load_ensemble, translate_lines
 from nbest_rescore.tune import MertConfig
-from pipelines.multi30k.curves import plot_curves, validations
+from pipelines.multi30k.curves import active_seconds, plot_curves, validations
 
 HERE = Path(__file__).resolve().parent
 SHIPPED = HERE.parent.parent / "data" / "models"
@@ -89,7 +89,7 @@ class ModelSpec:
         if self.swap:
             parts.append("fr->en (target-to-source)")
         if self.layers is not None:
-            parts.append(f"{self.layers} layers")
+            parts.append(f"{self.layers} layer{'s' if self.layers > 1 else ''}")
         return ", ".join(parts)
 
 
@@ -199,7 +199,36 @@ def train_models(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
             out[spec.name] = {**_partial_record(run_dir), "finished": False}
         elif (record := _shipped_record(cfg, spec.name)) is not None:
             out[spec.name] = record
+        if spec.name in out:
+            out[spec.name]["cost"] = training_cost(out[spec.name], run_dir / "log.jsonl")
     return out
+
+
+COST_NOTES = {
+    "cpu": "",
+    "log": "*",
+    "wall": "†",
+}
+COST_FOOTNOTE = (
+    "Training minutes: CPU time of the training process where its log records it; * un-paused "
+    "wall-clock estimated from the run's log (stretches slower than three times the run's median "
+    "step, when the process was stopped for a benchmark, count at the median: "
+    "`curves.active_seconds`); † wall-clock from the shipped model's record."
+)
+
+
+def training_cost(record: dict[str, Any], log: Path) -> tuple[float, str]:
+    """Minutes a model took to train and how they were measured (a key of `COST_NOTES`)."""
+    if record.get("cpu_s") is not None:
+        return record["cpu_s"] / 60, "cpu"
+    if log.is_file():
+        return active_seconds(log) / 60, "log"
+    return record["elapsed_s"] / 60, "wall"
+
+
+def _cost_cell(record: dict[str, Any]) -> str:
+    minutes, how = record["cost"]
+    return f"{minutes:.0f}{COST_NOTES[how]}"
 
 
 def _shipped_record(cfg: StudyConfig, name: str) -> dict[str, Any] | None:
@@ -214,12 +243,17 @@ def _shipped_record(cfg: StudyConfig, name: str) -> dict[str, Any] | None:
 def _partial_record(run_dir: Path) -> dict[str, Any]:
     """What an unfinished run has reached so far, from its log.jsonl."""
     valid = validations(run_dir / "log.jsonl")
-    config = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])["config"]
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    progress = [
+        r for ln in lines if ln.strip() and (r := json.loads(ln)).get("event") in ("train", "valid")
+    ]
+    last = progress[-1] if progress else {}
     return {
         "best_valid_ppl": float(valid["valid_ppl"].min()),
-        "epochs_done": float(valid["epoch"].max()),
+        "epochs_done": float(last.get("epoch", valid["epoch"].max())),
         "elapsed_s": float(valid["elapsed_s"].max()),
-        "config": config,
+        "cpu_s": last.get("cpu_s"),
+        "config": json.loads(lines[0])["config"],
     }
 
 
@@ -405,7 +439,7 @@ def depth_table(trained: dict[str, dict[str, Any]], params: dict[str, int]) -> p
         rec = trained.get(name)
         ppl = rec["best_valid_ppl"] if rec else None
         epochs = rec["epochs_done"] if rec else None
-        minutes = rec["elapsed_s"] / 60 if rec else None
+        minutes = rec["cost"][0] if rec else None
         rows.append(
             {
                 "layers": depth,
@@ -419,8 +453,8 @@ def depth_table(trained: dict[str, dict[str, Any]], params: dict[str, int]) -> p
                 ),
                 "epochs": epochs,
                 "finished": rec["finished"] if rec else None,
-                "training CPU min": minutes,
-                "CPU min / epoch": minutes / epochs if minutes and epochs else None,
+                "training min": _cost_cell(rec) if rec else None,
+                "min / epoch": minutes / epochs if minutes and epochs else None,
             }
         )
         prev = ppl
@@ -632,7 +666,7 @@ def _md(df: pd.DataFrame) -> str:
 
 def _models_md(cfg: StudyConfig, trained: dict[str, dict[str, Any]]) -> str:
     rows = [
-        "| model | what | best valid ppl | epochs | finished | training CPU min | checkpoint sha256 |",
+        "| model | what | best valid ppl | epochs | finished | training min | checkpoint sha256 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, rec in trained.items():
@@ -645,7 +679,7 @@ def _models_md(cfg: StudyConfig, trained: dict[str, dict[str, Any]]) -> str:
         rows.append(
             f"| {name} | {cfg.spec(name).describe()}, seed {cfg.spec(name).seed} | "
             f"{rec['best_valid_ppl']:.2f} | {rec['epochs_done']:.1f} | {finished} | "
-            f"{rec['elapsed_s'] / 60:.0f} | {sha} |"
+            f"{_cost_cell(rec)} | {sha} |"
         )
     if any(rec.get("shipped") for rec in trained.values()):
         rows.append(
@@ -801,8 +835,8 @@ vocabularies of the words seen twice in train (at most 10k), Luong (bilinear) at
 decoder's top layer, Adam, dropout 0.3, the learning rate halved after every validation (once an
 epoch) without a new best, stopped after {recipe["patience"]} validations without one or once the
 learning rate falls below {recipe["min_lr"]}: `{json.dumps(recipe)}`. Rows below override one thing
-each (no attention, forward source, right-to-left target, fr->en, depth). Training CPU minutes are
-wall-clock on a shared 2-core machine, one thread per model, two models at a time.
+each (no attention, forward source, right-to-left target, fr->en, depth). One torch thread per
+model, two models at a time on a 2-core machine. {COST_FOOTNOTE}
 
 {_models_md(cfg, trained)}
 
