@@ -1,4 +1,5 @@
-"""The Multi30k study finds its models: its own runs first, the shipped copies where a run is gone."""
+"""The Multi30k study: it finds its models (its own runs first, the shipped copies where a run is
+gone), and its tables and readings are right on real outputs."""
 
 from __future__ import annotations
 
@@ -17,23 +18,27 @@ from nbest_rescore.metrics import BleuConfig
 from nbest_rescore.oracle import DEFAULT_LENGTH_EDGES
 from nbest_rescore.text import tokenize
 from pipelines.multi30k.curves import active_seconds
+from pipelines.multi30k.models import (
+    PLAIN,
+    SHIPPED,
+    StudyConfig,
+    checkpoint,
+    train_models,
+)
+from pipelines.multi30k.results import (
+    _direction_md,
+    _feature_gains,
+)
 from pipelines.multi30k.study import (
     ATT_ALONE,
     FEATURE_ROWS,
-    PLAIN,
-    SHIPPED,
     DirectionTest,
-    StudyConfig,
-    _direction_md,
-    _feature_gains,
     _test_stats,
     by_length,
-    checkpoint,
     depth_table,
     seed_spread,
     source_lengths,
     table2_systems,
-    train_models,
 )
 
 REPO = Path(__file__).resolve().parents[1]
