@@ -46,6 +46,8 @@ def _training_record(run: Path, bundle: ModelBundle) -> dict[str, Any]:
         "best_epoch": best["epoch"],
         "epochs_done": max(r["epoch"] for r in valid),
         "elapsed_s": max(r["elapsed_s"] for r in valid),
+        # CPU time only where every validation logged it (runs resumed from older checkpoints lack it)
+        "cpu_s": valid[-1].get("cpu_s") if all(r.get("cpu_s") is not None for r in valid) else None,
         "finished": (run / "done.json").is_file(),
         "training_checkpoint_sha256": bundle.sha256,
         "config": {k: cfg.get(k) for k in TRAIN_KEYS},
