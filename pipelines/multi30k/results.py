@@ -260,7 +260,9 @@ def run_study(cfg: StudyConfig, argv: Sequence[str]) -> Path:
         {n: parameters(cfg, n) for n in DEPTHS.values() if n in trained},
     )
     src_len = source_lengths(cfg) if ATT in ready else np.zeros(0, dtype=np.int64)
-    direction = direction_table(cfg, bleu, ready, src_len)
+    # a seed still training would be compared at its best-so-far: only finished runs count here
+    finished = {n for n, rec in trained.items() if rec["finished"]}
+    direction = direction_table(cfg, bleu, finished, src_len)
     curves = plot_curves(
         {n: c for n, rec in trained.items() if (c := curve(cfg, n, rec)) is not None},
         cfg.results.parent / "learning_curves.png",
@@ -333,7 +335,7 @@ Oracle@k (corpus-level oracle restricted to the top k): {", ".join(f"@{k} {v:.2f
 
 ## Forward or reversed source, by sentence length
 
-BLEU of the no-attention models (seeds 1 and 2 of each direction, where trained) at beam 12 on
+BLEU of the no-attention models (seeds 1 and 2 of each direction, once trained) at beam 12 on
 test2016, by source length in tokens; the paper's claim is that reversing the source helps, most
 of all on long sentences.
 
