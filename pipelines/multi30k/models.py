@@ -187,7 +187,7 @@ def training_cost(record: dict[str, Any], log: Path) -> tuple[float, str]:
     """Minutes a model took to train and how they were measured (a key of `COST_NOTES`)."""
     if record.get("cpu_s") is not None:
         return record["cpu_s"] / 60, "cpu"
-    if log.is_file():
+    if log.is_file() and not record.get("shipped"):  # a shipped model's run directory is gone
         return active_seconds(log) / 60, "log"
     return record["elapsed_s"] / 60, "wall"
 
