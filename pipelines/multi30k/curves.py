@@ -12,21 +12,22 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 
+def log_records(log: Path) -> list[dict[str, Any]]:
+    """Every record of a training run's log.jsonl, in file order."""
+    return [json.loads(ln) for ln in log.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
 def validations(log: Path) -> pd.DataFrame:
     """The `valid` records of one run's log.jsonl (epoch, step, lr, valid_ppl, elapsed_s)."""
-    rows = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        if rec.get("event") == "valid":
-            rows.append({k: rec[k] for k in ("epoch", "step", "lr", "valid_ppl", "elapsed_s")})
-    return pd.DataFrame(rows, columns=["epoch", "step", "lr", "valid_ppl", "elapsed_s"])
+    keys = ["epoch", "step", "lr", "valid_ppl", "elapsed_s"]
+    rows = [{k: r[k] for k in keys} for r in log_records(log) if r.get("event") == "valid"]
+    return pd.DataFrame(rows, columns=keys)
 
 
 def active_seconds(log: Path, outlier: float = 3.0) -> float:
@@ -37,8 +38,7 @@ def active_seconds(log: Path, outlier: float = 3.0) -> float:
     resumed from) are not counted, as the resumed clock does not count them either."""
     spans: list[tuple[int, int, float]] = []  # (step before, step after, seconds)
     prev: tuple[int, float | None] = (0, 0.0)  # None: resumed, the clock at that step unknown
-    for line in log.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line) if line.strip() else {}
+    for rec in log_records(log):
         if rec.get("event") == "resume":
             spans = [sp for sp in spans if sp[1] <= rec["step"]]
             prev = (rec["step"], None)

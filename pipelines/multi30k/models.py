@@ -18,7 +18,7 @@ from nbest_rescore.fileio import atomic_write, sha256_file
 from nbest_rescore.progress import ProgressSettings
 from nbest_rescore.report import to_json
 from nbest_rescore.train import TrainConfig, train
-from pipelines.multi30k.curves import active_seconds, validations
+from pipelines.multi30k.curves import active_seconds, log_records, validations
 
 HERE = Path(__file__).resolve().parent
 
@@ -224,17 +224,15 @@ def _shipped_record(cfg: StudyConfig, name: str) -> dict[str, Any] | None:
 def _partial_record(run_dir: Path) -> dict[str, Any]:
     """What an unfinished run has reached so far, from its log.jsonl."""
     valid = validations(run_dir / "log.jsonl")
-    lines = (run_dir / "log.jsonl").read_text().splitlines()
-    progress = [
-        r for ln in lines if ln.strip() and (r := json.loads(ln)).get("event") in ("train", "valid")
-    ]
+    records = log_records(run_dir / "log.jsonl")
+    progress = [r for r in records if r.get("event") in ("train", "valid")]
     last = progress[-1] if progress else {}
     return {
         "best_valid_ppl": float(valid["valid_ppl"].min()),
         "epochs_done": float(last.get("epoch", valid["epoch"].max())),
         "elapsed_s": float(valid["elapsed_s"].max()),
         "cpu_s": last.get("cpu_s"),
-        "config": json.loads(lines[0])["config"],
+        "config": records[0]["config"],
     }
 
 

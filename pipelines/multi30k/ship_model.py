@@ -22,6 +22,7 @@ from typing import Any
 from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, save_checkpoint
 from nbest_rescore.fileio import atomic_write, sha256_file
 from nbest_rescore.model import count_parameters
+from pipelines.multi30k.curves import log_records
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_DIR = ROOT / "data" / "models"
@@ -32,7 +33,7 @@ TRAIN_KEYS = (
 
 
 def _training(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+    records = log_records(run / "log.jsonl")
     return records[0].get("config", {}), [r for r in records if r.get("event") == "valid"]
 
 
