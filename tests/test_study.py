@@ -17,7 +17,7 @@ from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig
 from nbest_rescore.oracle import DEFAULT_LENGTH_EDGES
 from nbest_rescore.text import tokenize
-from pipelines.multi30k.curves import active_seconds
+from pipelines.multi30k.curves import active_seconds, line_looks
 from pipelines.multi30k.models import (
     PLAIN,
     SHIPPED,
@@ -205,3 +205,10 @@ def test_active_seconds_leaves_out_pauses_and_discarded_steps(tmp_path: Path) ->
     # steps 0..80 at 2 s (pause counted at the median), 80..110 again at 2 s: 110 steps;
     # the pre-kill validation (after the discarded steps) is gone with them
     assert active_seconds(log) == pytest.approx(110 * 2.0)
+
+
+def test_line_looks_tell_thirteen_runs_apart() -> None:
+    """The learning-curve plot holds 13 runs: tab10's colours alone would repeat three of them."""
+    looks = line_looks(13)
+    assert len(set(looks)) == 13
+    assert looks[0] == ("C0", "-") and looks[10] == ("C0", "--")

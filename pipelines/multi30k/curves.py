@@ -62,6 +62,13 @@ def _median(xs: list[float]) -> float:
     return float(np.median(finite)) if finite else 0.0
 
 
+def line_looks(n: int) -> list[tuple[str, str]]:
+    """(colour, line style) for `n` lines: ten colours, then the next line style, so no two
+    runs of a crowded plot look alike (up to 30)."""
+    styles = ("-", "--", ":")
+    return [(f"C{i % 10}", styles[(i // 10) % len(styles)]) for i in range(n)]
+
+
 def plot_curves(runs: dict[str, pd.DataFrame], out: Path) -> Path:
     """Validation perplexity against epochs, one line per run (log scale), saved as PNG."""
     import matplotlib
@@ -70,8 +77,16 @@ def plot_curves(runs: dict[str, pd.DataFrame], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, df in runs.items():
-        ax.plot(df["epoch"], df["valid_ppl"], marker="o", markersize=3, label=name)
+    for (name, df), (colour, style) in zip(runs.items(), line_looks(len(runs)), strict=True):
+        ax.plot(
+            df["epoch"],
+            df["valid_ppl"],
+            color=colour,
+            linestyle=style,
+            marker="o",
+            markersize=3,
+            label=name,
+        )
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity (Multi30k val)")
