@@ -329,6 +329,16 @@ def direction_table(
     diff = mean["reversed"] - mean["forward"]
     df[f"reversed - forward{seeds}"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
     whole = {n: corpus_bleu_from_stats(hs.stats.sum(axis=0)) for n, hs in stats.items()}
+    whole_diff = float(
+        np.mean([whole[n] for n in runs["reversed"]]) - np.mean([whole[n] for n in runs["forward"]])
+    )
+    all_row = {
+        "length": "all",
+        "sentences": len(src_len),
+        **{f"{n} BLEU": round(whole[n], 2) for n in models},
+        f"reversed - forward{seeds}": f"{whole_diff:+.2f}",
+    }
+    df = pd.concat([df, pd.DataFrame([all_row])], ignore_index=True)
     tests = [
         DirectionTest(r, f, whole[r] - whole[f], paired_bootstrap(stats[f].stats, stats[r].stats))
         for r in runs["reversed"]
