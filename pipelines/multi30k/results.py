@@ -41,6 +41,7 @@ from pipelines.multi30k.models import (
     DEPTHS,
     HERE,
     MODELS,
+    PLAIN,
     StudyConfig,
     checkpoint,
     cost_cell,
@@ -107,8 +108,37 @@ def _direction_md(df: pd.DataFrame, tests: list[DirectionTest]) -> str:
         verdict += (
             " One training seed per direction, so seed-to-seed variation is not part of this test."
         )
+    verdict += _seed_spread_md(df)
     return (
         f"{_md(df)}\n\nWhole test set (1000 resamples):\n\n" + "\n".join(lines) + f"\n\n{verdict}"
+    )
+
+
+def _seed_spread_md(df: pd.DataFrame) -> str:
+    """How the difference of the directions' seed means compares with each direction's spread
+    over seeds (the table's `all` row); empty unless both directions have two seeds or more."""
+    whole = df[df["length"] == "all"] if "length" in df.columns else df.iloc[0:0]
+    if whole.empty:
+        return ""
+    row = whole.iloc[0]
+    bleu = {
+        d: [float(row[f"{n} BLEU"]) for n in names if f"{n} BLEU" in df.columns]
+        for d, names in PLAIN.items()
+    }
+    if min(len(v) for v in bleu.values()) < 2:
+        return ""
+    diff = float(np.mean(bleu["reversed"]) - np.mean(bleu["forward"]))
+    spread = {d: max(v) - min(v) for d, v in bleu.items()}
+    within = abs(diff) < min(spread.values())
+    return (
+        f" Whole test set, seeds of one direction differ by {spread['reversed']:.2f} BLEU "
+        f"(reversed) and {spread['forward']:.2f} (forward); the seed means differ by "
+        f"{diff:+.2f} (reversed - forward), "
+        + (
+            "less than either direction's seed spread: no direction is shown to be better."
+            if within
+            else "more than the smaller seed spread."
+        )
     )
 
 
