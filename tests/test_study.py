@@ -187,20 +187,19 @@ def test_direction_verdict_counts_only_significant_pairs() -> None:
 
 
 def test_direction_reading_weighs_the_difference_against_seed_spread() -> None:
-    """With two seeds a direction, the whole-set row tells whether the directions' difference
+    """With two seeds a direction, the whole-set BLEU tells whether the directions' difference
     is larger than what a change of seed alone does."""
     (r1, r2), (f1, f2) = PLAIN["reversed"], PLAIN["forward"]
     tests = [DirectionTest(r1, f1, -0.9, 0.04)]
 
-    def table(rev: tuple[float, float], fwd: tuple[float, float]) -> pd.DataFrame:
-        cols = {f"{f1} BLEU": fwd[0], f"{f2} BLEU": fwd[1], f"{r1} BLEU": rev[0]}
-        return pd.DataFrame([{"length": "all", "sentences": 1000, **cols, f"{r2} BLEU": rev[1]}])
+    def whole(rev: tuple[float, float], fwd: tuple[float, float]) -> dict[str, float]:
+        return {f1: fwd[0], f2: fwd[1], r1: rev[0], r2: rev[1]}
 
-    noisy = _direction_md(table((29.16, 27.23), (30.06, 27.87)), tests)
+    noisy = _direction_md(pd.DataFrame(), tests, whole((29.16, 27.23), (30.06, 27.87)))
     assert "differ by 1.93 BLEU (reversed) and 2.19 (forward)" in noisy
     assert "seed means differ by -0.77" in noisy
     assert "no direction is shown to be better" in noisy
-    clear = _direction_md(table((33.0, 32.5), (30.0, 29.8)), tests)
+    clear = _direction_md(pd.DataFrame(), tests, whole((33.0, 32.5), (30.0, 29.8)))
     assert "seed means differ by +2.85" in clear and "more than the smaller seed spread" in clear
 
 

@@ -41,7 +41,6 @@ from pipelines.multi30k.models import (
     DEPTHS,
     HERE,
     MODELS,
-    PLAIN,
     StudyConfig,
     checkpoint,
     cost_cell,
@@ -52,6 +51,7 @@ from pipelines.multi30k.study import (
     ATT_ALONE,
     FEATURE_ROWS,
     DirectionTest,
+    by_direction,
     depth_table,
     direction_table,
     figure2,
@@ -91,8 +91,11 @@ def _depth_reading(depth: pd.DataFrame, spread: tuple[float, float, int] | None)
     return line
 
 
-def _direction_md(df: pd.DataFrame, tests: list[DirectionTest]) -> str:
-    """The forward/reversed table and what its whole-corpus differences mean."""
+def _direction_md(
+    df: pd.DataFrame, tests: list[DirectionTest], whole: dict[str, float] | None = None
+) -> str:
+    """The forward/reversed table and what its whole-corpus differences mean (`whole`: each
+    model's whole-test BLEU, for the seed-spread reading)."""
     lines = [
         f"- {t.reversed} against {t.forward}: reversed - forward = {t.bleu_difference:+.2f} BLEU, "
         f"paired bootstrap p = {t.p_value:.4f}"
@@ -108,23 +111,16 @@ def _direction_md(df: pd.DataFrame, tests: list[DirectionTest]) -> str:
         verdict += (
             " One training seed per direction, so seed-to-seed variation is not part of this test."
         )
-    verdict += _seed_spread_md(df)
+    verdict += _seed_spread_md(whole or {})
     return (
         f"{_md(df)}\n\nWhole test set (1000 resamples):\n\n" + "\n".join(lines) + f"\n\n{verdict}"
     )
 
 
-def _seed_spread_md(df: pd.DataFrame) -> str:
+def _seed_spread_md(whole: dict[str, float]) -> str:
     """How the difference of the directions' seed means compares with each direction's spread
-    over seeds (the table's `all` row); empty unless both directions have two seeds or more."""
-    whole = df[df["length"] == "all"] if "length" in df.columns else df.iloc[0:0]
-    if whole.empty:
-        return ""
-    row = whole.iloc[0]
-    bleu = {
-        d: [float(row[f"{n} BLEU"]) for n in names if f"{n} BLEU" in df.columns]
-        for d, names in PLAIN.items()
-    }
+    over seeds; empty unless both directions have two seeds or more."""
+    bleu = by_direction(whole)
     if min(len(v) for v in bleu.values()) < 2:
         return ""
     diff = float(np.mean(bleu["reversed"]) - np.mean(bleu["forward"]))

@@ -309,11 +309,12 @@ class DirectionTest:
 
 def direction_table(
     cfg: StudyConfig, bleu: BleuConfig, ready: set[str], src_len: np.ndarray
-) -> tuple[pd.DataFrame, list[DirectionTest]] | None:
+) -> tuple[pd.DataFrame, list[DirectionTest], dict[str, float]] | None:
     """Forward against reversed source (no attention, beam 12) by source length: where reversing
     the source helps, if anywhere (the paper credits it with most of its gain on long sentences).
     With several seeds a direction, the buckets compare the seeds' means, and every reversed model
-    is tested against every forward one (paired bootstrap over the test sentences)."""
+    is tested against every forward one (paired bootstrap over the test sentences). Also returns
+    each model's whole-test BLEU."""
     runs = {d: [n for n in names if n in ready] for d, names in PLAIN.items()}
     if not all(runs.values()) or ATT not in ready:
         return None
@@ -329,9 +330,8 @@ def direction_table(
     diff = mean["reversed"] - mean["forward"]
     df[f"reversed - forward{seeds}"] = ["" if pd.isna(d) else f"{d:+.2f}" for d in diff]
     whole = {n: corpus_bleu_from_stats(hs.stats.sum(axis=0)) for n, hs in stats.items()}
-    whole_diff = float(
-        np.mean([whole[n] for n in runs["reversed"]]) - np.mean([whole[n] for n in runs["forward"]])
-    )
+    seeds_bleu = by_direction(whole)
+    whole_diff = float(np.mean(seeds_bleu["reversed"]) - np.mean(seeds_bleu["forward"]))
     all_row = {
         "length": "all",
         "sentences": len(src_len),
@@ -344,7 +344,12 @@ def direction_table(
         for r in runs["reversed"]
         for f in runs["forward"]
     ]
-    return df, tests
+    return df, tests, whole
+
+
+def by_direction(whole: dict[str, float]) -> dict[str, list[float]]:
+    """The no-attention models' whole-test BLEU grouped by direction (the seeds present)."""
+    return {d: [whole[n] for n in names if n in whole] for d, names in PLAIN.items()}
 
 
 PCA_PHRASES = (
