@@ -19,8 +19,10 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.progress import ProgressSettings
 from nbest_rescore.validate import (
     DEFAULT_MAX_LEN,
+    MAX_THREADS,
     option_above,
     option_at_least,
+    option_at_most,
     option_finite,
     option_in_range,
 )
@@ -51,8 +53,8 @@ Models = Annotated[
 Threads = Annotated[
     int | None,
     typer.Option(
-        help="CPU threads per process (default: all cores; torchrun: 1 per rank). Scores can "
-        "differ in the last bits between thread counts; the cache keeps them apart."
+        help="CPU threads per process, at most 1024 (default: all cores; torchrun: 1 per rank). "
+        "Scores can differ in the last bits between thread counts; the cache keeps them apart."
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu or cuda[:N].")]
@@ -95,6 +97,7 @@ def _progress(quiet: bool) -> ProgressSettings:
 def _set_threads(threads: int | None) -> None:
     """Torch's CPU threads for this process (a process-wide setting, so set here at the edge)."""
     option_at_least("--threads", threads, 1)
+    option_at_most("--threads", threads, MAX_THREADS)
     if threads is not None:
         import torch
 
@@ -311,7 +314,7 @@ def run(
     src_tokenized: Annotated[bool, typer.Option(help="--src is already tokenized.")] = False,
     src_lang: Annotated[str, typer.Option(help="Source language (length buckets).")] = "en",
     tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
-    restarts: Annotated[int, typer.Option(help="MERT random restarts.")] = 10,
+    restarts: Annotated[int, typer.Option(help="MERT random restarts (0 to 1000).")] = 10,
     seed: Annotated[int, typer.Option(help="MERT seed.")] = 1,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("rescore-out"),
     quiet: Quiet = False,
@@ -403,7 +406,10 @@ def train(
             "--reverse/--no-reverse", help="Feed the source reversed (the paper's trick)."
         ),
     ] = True,
-    epochs: Annotated[float | None, typer.Option(help="Epochs (fractional allowed).")] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Epochs (fractional allowed; however few, at least one step is taken)."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per (global) batch.")] = None,
     batch_tokens: Annotated[
         int | None, typer.Option(help="Token budget per batch instead.")
@@ -443,7 +449,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (init and batch order).")] = 1,
     device: Device = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (at most 1024).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint_last.pt.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -461,6 +467,7 @@ def train(
         if path == "-":
             raise InputError(f"{name} -: training reads its files several times; give a file")
     option_above("--epochs", epochs, 0)
+    option_at_most("--threads", threads, MAX_THREADS)
     option_above("--lr", lr, 0)
     for name, value in {
         "--batch-size": batch_size, "--batch-tokens": batch_tokens, "--emb-dim": emb_dim,

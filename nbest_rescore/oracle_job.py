@@ -15,9 +15,10 @@ from nbest_rescore.bleu_report import (
 )
 from nbest_rescore.fileio import read_lines, stdin_spooled
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
-from nbest_rescore.outputs import check_out_dir, missing_note, write_selection
+from nbest_rescore.output_guard import OutDir, check_outputs
+from nbest_rescore.outputs import check_out_dir, missing_note, selection_files, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
-from nbest_rescore.report import Report, provenance, write_report
+from nbest_rescore.report import REPORT_FILES, Report, provenance, write_report
 from nbest_rescore.table import read_table
 from nbest_rescore.validate import option_at_least
 
@@ -42,6 +43,10 @@ class OracleJob:
 def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[str, Any]:
     """Compute and write the oracle analysis report; returns `summary.json`'s content (its
     `warnings` are for the console too). One of the inputs may be `-` (stdin)."""
+    check_outputs(
+        {"--nbest": job.nbest, "--ref": job.ref, "--src": job.src},
+        dirs=[OutDir("--out", job.out, (*REPORT_FILES, *selection_files("oracle")))],
+    )
     check_out_dir(job.out)
     with stdin_spooled(nbest=job.nbest, ref=job.ref, src=job.src) as p:
         return _oracle(

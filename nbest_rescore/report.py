@@ -121,6 +121,17 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+REPORT_FILES = (
+    "summary.json",
+    "report.md",
+    "report.html",
+    "*.png",
+    "tables/*.csv",
+    "tables/*.json",
+)
+"""What `write_report` writes into its directory (glob patterns), for `output_guard.OutDir`."""
+
+
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """Write summary.json, report.md, report.html, tables/*.{csv,json} and *.png into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)

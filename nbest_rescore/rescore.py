@@ -64,9 +64,16 @@ from nbest_rescore.fileio import atomic_write, read_lines, sha256_file, stdin_sp
 from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
-from nbest_rescore.outputs import check_out_dir, missing_note, write_scores_table, write_selection
+from nbest_rescore.output_guard import OutDir, check_outputs
+from nbest_rescore.outputs import (
+    check_out_dir,
+    missing_note,
+    selection_files,
+    write_scores_table,
+    write_selection,
+)
 from nbest_rescore.progress import QUIET, ProgressSettings
-from nbest_rescore.report import Report, provenance, to_json, write_report
+from nbest_rescore.report import REPORT_FILES, Report, provenance, to_json, write_report
 from nbest_rescore.rerank import (
     Weights,
     expand_weights,
@@ -481,15 +488,34 @@ def write_run_report(
     write_report(report, job.out)
 
 
+RUN_FILES = (*REPORT_FILES, *selection_files("best"), "weights.json", "nbest.with-lstm.gz",
+             "scores.parquet", "scores.csv")  # fmt: skip
+"""What a run writes into `--out` (glob patterns), besides the score cache."""
+
+CACHE_FILES = ("*/*.npz",)
+"""The score cache's chunk files, relative to its directory (`score_store._chunk_path`)."""
+
+
+def run_out_dirs(job: RunJob) -> list[OutDir]:
+    """The directories a run writes into, with what it writes there."""
+    if job.cache_dir is None:
+        return [OutDir("--out", job.out, (*RUN_FILES, *(f"cache/{f}" for f in CACHE_FILES)))]
+    return [OutDir("--out", job.out, RUN_FILES), OutDir("--cache-dir", job.cache_dir, CACHE_FILES)]
+
+
 def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
     """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0).
     One input may be `-` (stdin, spooled to a temp file: the list is read several times)."""
     job = resolve_job(job)
+    inputs = {"nbest": job.nbest, "src": job.src, "ref": job.ref, "weights": job.weights}
+    inputs.update(tune_nbest=job.tune_nbest, tune_src=job.tune_src, tune_ref=job.tune_ref)
+    check_outputs(
+        {**{f"--{k.replace('_', '-')}": v for k, v in inputs.items()}, "--model": job.models},
+        dirs=run_out_dirs(job),
+    )
     check_out_dir(job.out)  # before any scoring
     if job.cache_dir is not None:
         check_out_dir(job.cache_dir, "--cache-dir")
-    inputs = {"nbest": job.nbest, "src": job.src, "ref": job.ref, "weights": job.weights}
-    inputs.update(tune_nbest=job.tune_nbest, tune_src=job.tune_src, tune_ref=job.tune_ref)
     with stdin_spooled(**inputs) as p:
         return _run(replace(job, **p), progress)  # type: ignore[arg-type]
 

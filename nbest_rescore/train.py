@@ -38,6 +38,7 @@ from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.fileio import atomic_write
 from nbest_rescore.model import ATTENTION, ModelConfig, Seq2Seq, shift_right
 from nbest_rescore.model import PRESETS as MODEL_PRESETS
+from nbest_rescore.output_guard import OutDir, check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.text import TokenizerConfig
 from nbest_rescore.vocab import PAD, Vocab
@@ -508,6 +509,7 @@ def _train(
         torch.set_num_threads(cfg.num_threads)
     device = _device(cfg, info)
     _check_settings(cfg)
+    _check_paths(cfg)
     out = Path(cfg.out_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -538,6 +540,24 @@ def _check_settings(cfg: TrainConfig) -> None:
     if cfg.attention not in ATTENTION:
         raise InputError(f"unknown attention {cfg.attention!r}; choose from {ATTENTION}")
     current_lr(cfg, 0.0, 1.0)  # rejects an unknown schedule
+
+
+def _check_paths(cfg: TrainConfig) -> None:
+    """No file the run writes may be one of its corpora (`output_guard`): the out directory's
+    checkpoints and log, and the tokenised corpora cache (`data.tokenize_file_cached`)."""
+    cached = () if cfg.tokenized else ("*.tok.gz",)
+    out = Path(cfg.out_dir)
+    dirs = [OutDir("--out", out, (LAST, BEST, LOG, *(f"cache/{f}" for f in cached)))]
+    if cfg.cache_dir is not None:
+        dirs = [
+            OutDir("--out", out, (LAST, BEST, LOG)),
+            OutDir("cache_dir", Path(cfg.cache_dir), cached),
+        ]
+    check_outputs(
+        {"--train-src": cfg.train_src, "--train-tgt": cfg.train_tgt,
+         "--valid-src": cfg.valid_src, "--valid-tgt": cfg.valid_tgt},
+        dirs=dirs,
+    )  # fmt: skip
 
 
 def _resume_payload(cfg: TrainConfig, last_path: Path) -> dict[str, Any] | None:
@@ -779,8 +799,9 @@ class _Trainer:
     def loop(self, progress: ProgressSettings, on_step: Callable[[int], None] | None) -> None:
         """Epochs until `epochs` or early stopping: steps, logs, validations, checkpoints."""
         st, cfg = self.st, self.cfg
-        n_epochs = math.ceil(cfg.epochs - 1e-9)
-        total_est = round(cfg.epochs * self.n_batches0)
+        # At least one step, however small `epochs` is (each epoch also takes at least one).
+        n_epochs = max(1, math.ceil(cfg.epochs - 1e-9))
+        total_est = max(1, round(cfg.epochs * self.n_batches0))
         shown = progress if self.info.is_main else QUIET
         pbar = bar(shown, desc="train", total=total_est, unit="step")
         pbar.update(min(st.step, total_est))

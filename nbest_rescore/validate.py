@@ -25,6 +25,12 @@ with (hypotheses of a chunk) x (longest hypothesis of the chunk), so an unbounde
 exhaust memory; a longer line is an exit-2 error naming it (`--max-len` raises the bound)."""
 
 
+MAX_THREADS = 1024
+"""Most CPU threads a command may ask for (`--threads`). Each thread reserves its own stack, so
+a huge count exhausts the process' memory and the next allocation fails (loading a checkpoint
+then failed as if the file were corrupt); threads beyond the cores only slow the work down."""
+
+
 class OptionError(InputError, ValueError):
     """A command-line option (or config field) out of its range; also a ValueError for callers
     that construct configs directly."""
@@ -46,6 +52,16 @@ def option_above(option: str, value: float | None, bound: float) -> None:
     option_finite(option, value)
     if value <= bound:
         raise OptionError(f"{option} must be > {bound:g}, got {value:g}")
+
+
+def option_at_most(option: str, value: float | None, maximum: float) -> None:
+    """`value` (if given) must be a finite number <= `maximum`."""
+    if value is None:
+        return
+    option_finite(option, value)
+    if value > maximum:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise OptionError(f"{option} must be <= {maximum:g}, got {shown}")
 
 
 def option_finite(option: str, value: float | None) -> None:
