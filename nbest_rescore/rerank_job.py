@@ -73,7 +73,8 @@ def run_rerank_job(job: RerankJob, progress: ProgressSettings = QUIET) -> Rerank
     read from stdin (one of them)."""
     weights_file = None if job.weights_file is None else str(job.weights_file)
     check_outputs(
-        {"--nbest": job.nbest, "--weights": weights_file, "--ref": job.ref}, {"-o": job.output}
+        {"--nbest": job.nbest, "--weights": weights_file, "--ref": job.ref},
+        {"--output": job.output},
     )
     with stdin_spooled(nbest=job.nbest, ref=job.ref, weights=weights_file) as p:
         return _rerank(
