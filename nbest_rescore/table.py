@@ -19,13 +19,8 @@ import numpy as np
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike
 from nbest_rescore.memory import release_memory
-from nbest_rescore.nbest import (
-    NBestBlock,
-    NBestGroup,
-    format_number,
-    read_nbest_blocks,
-    token_tuples,
-)
+from nbest_rescore.nbest_reader import NBestBlock, NBestGroup, read_nbest_blocks, token_tuples
+from nbest_rescore.nbest_writer import format_number
 from nbest_rescore.validate import check_finite, check_lengths, line_of
 
 TOTAL = "total"
@@ -276,7 +271,7 @@ def table_from_blocks(
     n_sentences: int | None = None,
     spare_columns: int = 0,
 ) -> NBestTable:
-    """`table_from_groups` over the column blocks of `nbest.read_nbest_blocks`: the same table,
+    """`table_from_groups` over the column blocks of `nbest_reader.read_nbest_blocks`: the same table,
     built with array operations instead of one object per line. The blocks' columns are copied
     into the final arrays one block at a time and dropped, so the peak memory is about that of
     the table itself. With `spare_columns`, `values` is the left part of a wider zeroed array,
@@ -353,7 +348,7 @@ def read_table(
     max_len: int | None = None,
     spare_columns: int = 0,
 ) -> NBestTable:
-    """Read an n-best list once into a table (see `nbest.read_nbest` for the arguments) and
+    """Read an n-best list once into a table (see `nbest_reader.read_nbest` for the arguments) and
     validate it (`validate.py`): at least one hypothesis, finite numbers, the same dense layout
     on every line and, with `max_len`, no hypothesis longer than that many tokens. Errors name
     the file and line (exit 2). `spare_columns`: room for columns added later (`spare_view`)."""
@@ -378,7 +373,7 @@ def spare_view(values: np.ndarray, width: int) -> np.ndarray | None:
 
 
 def as_written(x: np.ndarray) -> np.ndarray:
-    """Values rounded as `nbest.format_number` writes them, so that a list we write and read back
+    """Values rounded as `nbest_writer.format_number` writes them, so that a list we write and read back
     gives exactly the numbers we computed with."""
     x = np.asarray(x, dtype=np.float64)
     out = np.empty(len(x), dtype=np.float64)

@@ -23,7 +23,8 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.features import model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
 from nbest_rescore.metrics import BleuConfig, corpus_bleu
-from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis
+from nbest_rescore.nbest_reader import Feature, Hypothesis
+from nbest_rescore.nbest_writer import format_hypothesis
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import source_tokens
 from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch

@@ -35,7 +35,7 @@ from nbest_rescore.metrics import (
     sentence_stats,
     signature,
 )
-from nbest_rescore.nbest import NBestGroup, read_nbest
+from nbest_rescore.nbest_reader import NBestGroup, read_nbest
 
 DATA = Path(__file__).parent / "data"
 NBEST = DATA / "test2016.head30.top20.nbest.gz"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from nbest_rescore.cli import app
 from nbest_rescore.fileio import read_lines
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest_reader import read_nbest
 
 runner = CliRunner()
 

@@ -11,7 +11,8 @@ import pytest
 
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats
-from nbest_rescore.nbest import format_number, read_nbest
+from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_writer import format_number
 from nbest_rescore.rerank import rerank
 from nbest_rescore.table import TOTAL, as_written, read_table
 
@@ -60,7 +61,7 @@ def test_block_reader_builds_the_same_table_as_the_line_reader(
 ) -> None:
     """`read_table` builds the table from column blocks; it equals the per-line construction on
     the real slice with ids missing at the start, in the middle and at the end."""
-    from nbest_rescore.nbest import read_nbest_blocks
+    from nbest_rescore.nbest_reader import read_nbest_blocks
     from nbest_rescore.table import table_from_blocks, table_from_groups
 
     lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
@@ -98,7 +99,7 @@ def test_surfaces_store_reads_back_every_row() -> None:
 def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> None:
     """The block-built table (compact surfaces, block-by-block copies) equals the per-line one,
     with missing ids and small blocks that split sentences."""
-    from nbest_rescore.nbest import read_nbest, read_nbest_blocks
+    from nbest_rescore.nbest_reader import read_nbest, read_nbest_blocks
     from nbest_rescore.table import table_from_blocks, table_from_groups
 
     lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
@@ -116,10 +117,10 @@ def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> 
 
 
 def test_model_columns_fill_the_spare_room_or_a_copy_alike() -> None:
-    """`rescore.add_model_features` writes into the columns `read_table(spare_columns=)` left
+    """`run_job.add_model_features` writes into the columns `read_table(spare_columns=)` left
     free (no copy of the table) and gives the same table as when it has to copy."""
-    from nbest_rescore.rescore import add_model_features
-    from nbest_rescore.score_store import NBestScores
+    from nbest_rescore.nbest_scorer import NBestScores
+    from nbest_rescore.run_job import add_model_features
     from nbest_rescore.table import spare_view
 
     plain = read_table(NBEST)
@@ -157,7 +158,7 @@ def test_augmented_list_refuses_a_list_that_changed_since_it_was_read(tmp_path: 
     """The augmented list is the input re-read: a sentence whose hypotheses are no longer the
     table's is an error naming the file and the sentence's first line, and nothing is written."""
     from nbest_rescore.errors import InputError
-    from nbest_rescore.rescore import write_augmented
+    from nbest_rescore.run_job import write_augmented
 
     table = read_table(NBEST)
     lines = gzip.decompress(NBEST.read_bytes()).decode().splitlines()

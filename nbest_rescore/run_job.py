@@ -5,7 +5,7 @@
    hypotheses within `--max-len`, errors naming file:line), sources and references parallel to
    it, then the models (the shipped ones, with their tuned weights, when none is given; checked on
    load) and a `--weights` file against the run's feature names; a `-` input is spooled once;
-2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), added
+2. score each list (`score_list`): LSTM log-probs through the chunk cache (`nbest_scorer`), added
    to the table as `Baseline0` (the decoder's total), one column per model (`LSTM0`, `LSTM1`,
    ...) and `Length0`;
 3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
@@ -63,7 +63,9 @@ from nbest_rescore.features import (
 from nbest_rescore.fileio import atomic_write, read_lines, sha256_file, stdin_spooled
 from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
-from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
+from nbest_rescore.nbest_reader import Feature, NBestGroup, read_nbest
+from nbest_rescore.nbest_scorer import NBestScores, bf16_check, score_nbest
+from nbest_rescore.nbest_writer import write_nbest
 from nbest_rescore.outputs import check_out_dir, missing_note, write_scores_table, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.report import Report, provenance, to_json, write_report
@@ -75,7 +77,6 @@ from nbest_rescore.rerank import (
     weight_vector,
     within_list_scale,
 )
-from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table, spare_view

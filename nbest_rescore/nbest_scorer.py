@@ -31,7 +31,7 @@ from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike, atomic_write
 from nbest_rescore.memory import release_memory
-from nbest_rescore.nbest import read_nbest, read_nbest_blocks, token_tuples
+from nbest_rescore.nbest_reader import read_nbest, read_nbest_blocks, token_tuples
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import (
     DETECT_HYPS,

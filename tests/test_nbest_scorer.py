@@ -19,8 +19,8 @@ from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, sav
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
-from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
+from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_scorer import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig, hypothesis_ids, naive_scores, source_tokens
 from nbest_rescore.text import TokenizerConfig, escape_token, tokenize
 from nbest_rescore.vocab import Vocab
