@@ -69,8 +69,9 @@ def _detokenize_cached(tokens: tuple[str, ...], lang: str) -> str:
     return str(moses_detokenizer(lang).detokenize(list(tokens)))
 
 
-def detokenize(tokens: Sequence[str], lang: str) -> str:
-    """Moses tokens -> text with sacremoses ``MosesDetokenizer(lang).detokenize(tokens)`` (cached).
+def detokenize_moses(tokens: Sequence[str], lang: str) -> str:
+    """Moses tokens (an n-best hypothesis) -> text with sacremoses
+    ``MosesDetokenizer(lang).detokenize(tokens)`` (cached); `text.detokenize` is a model's.
 
     This is exactly how ``data/multi30k/*.1best.detok.gz`` were made (XML entities are unescaped).
     """
@@ -80,7 +81,7 @@ def detokenize(tokens: Sequence[str], lang: str) -> str:
 def hypothesis_text(tokens: Sequence[str], config: BleuConfig) -> str:
     """The string sacrebleu scores for a tokenized hypothesis under `config`."""
     if config.detokenizes:
-        return detokenize(tokens, config.tgt_lang)
+        return detokenize_moses(tokens, config.tgt_lang)
     return " ".join(tokens)
 
 
@@ -210,8 +211,8 @@ def _surface_stats(surfaces: Sequence[str], ref: str, config: BleuConfig) -> Int
     uniq: dict[str, int] = {}
     inverse = [uniq.setdefault(s, len(uniq)) for s in surfaces]
     if config.detokenizes:
-        det = moses_detokenizer(config.tgt_lang)
-        texts = [str(det.detokenize(s.split(" "))) if s else "" for s in uniq]
+        lang = config.tgt_lang
+        texts = [detokenize_moses(s.split(" "), lang) if s else "" for s in uniq]
     else:
         texts = list(uniq)
     stats = sentence_stats(texts, ref, config)
@@ -227,17 +228,12 @@ def _chunk_stats(args: tuple[BleuConfig, list[tuple[list[str], str]]]) -> list[I
 # --------------------------------------------------------------------------- the n-best container
 
 
-class _HypLike(Protocol):
-    @property
-    def tokens(self) -> tuple[str, ...]: ...
-
-
-class _GroupLike(Protocol):
+class _SentenceLike(Protocol):
     @property
     def sent_id(self) -> int: ...
 
     @property
-    def hyps(self) -> Sequence[_HypLike]: ...
+    def surfaces(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -306,7 +302,7 @@ def _store(
 
 
 def compute_hyp_stats(
-    groups: Iterable[_GroupLike],
+    groups: Iterable[_SentenceLike],
     refs: Sequence[str],
     config: BleuConfig,
     *,
@@ -314,7 +310,8 @@ def compute_hyp_stats(
     workers: int | None = 1,
     chunk_sentences: int = 32,
 ) -> HypStats:
-    """BLEU statistics of every hypothesis of `groups` (from `read_nbest`) against `refs`.
+    """BLEU statistics of every hypothesis of `groups` (`NBestTable.sentences()`, or `read_nbest`'s
+    groups) against `refs`.
 
     Group ``sent_id`` indexes `refs`; ids absent from `groups` (gaps, or a list that ends early)
     become missing sentences (see `HypStats`). ``workers > 1`` spreads sentences over a process pool
@@ -339,8 +336,9 @@ def compute_hyp_stats(
             if sid <= last:
                 raise InputError(f"n-best sentence ids not increasing ({sid} after {last})")
             last = sid
-            if g.hyps:
-                yield sid, [" ".join(h.tokens) for h in g.hyps], refs[sid]
+            surfaces = list(g.surfaces)
+            if surfaces:
+                yield sid, surfaces, refs[sid]
 
     def chunks() -> Iterator[tuple[list[int], tuple[BleuConfig, list[tuple[list[str], str]]]]]:
         it = items()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import hashlib
 import io
 import itertools
 import operator
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -133,6 +134,11 @@ class NBestGroup:
 
     sent_id: int
     hyps: tuple[Hypothesis, ...]
+
+    @property
+    def surfaces(self) -> list[str]:
+        """The hypotheses' texts, tokens joined by single spaces (`metrics.compute_hyp_stats`)."""
+        return [h.surface for h in self.hyps]
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +298,24 @@ def _decode_text(chunk: bytes, before: int, name: str) -> tuple[str, NBestFormat
     return text, err
 
 
-def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _Digesting:
+    """A binary stream whose bytes feed `digest` as they are read (the file is hashed by the read
+    that parses it, not by a second one)."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        self.raw, self.digest = raw, digest
+
+    def read(self, size: int, /) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _gunzip(raw: _Readable) -> Iterator[bytes]:
     """The decompressed bytes of a gzip stream (members one after another) in blocks of at most
     _INFLATE_BYTES, inflated in one call each (by ISA-L when `isal` is installed, else zlib):
     both release the GIL while they work, so a thread
@@ -366,13 +389,14 @@ def _prefetch(blocks: Iterator[bytes]) -> Generator[bytes, None, None]:
 
 
 def _iter_chunks(
-    path: PathLike, name: str, block_size: int = _BLOCK_BYTES
+    path: PathLike, name: str, block_size: int = _BLOCK_BYTES, digest: Any = None
 ) -> Iterator[tuple[int, int, str]]:
     """Decoded text in chunks of whole lines (each ending with a newline, CRLF read as LF) of
     about `block_size` bytes: (lines before it, its number of lines, the text).
 
     Reads plain, .gz (by suffix, or by magic bytes, e.g. gzipped stdin) or "-" for stdin; gzip
-    data is decompressed by a background thread.
+    data is decompressed by a background thread. A `digest` (hashlib object) is fed the bytes as
+    stored.
     """
     try:
         raw = open_raw(path)
@@ -381,10 +405,11 @@ def _iter_chunks(
     blocks: Iterator[bytes] | None = None
     try:
         peek = getattr(raw, "peek", None)
+        source: _Readable = raw if digest is None else _Digesting(raw, digest)
         if str(path).endswith(".gz") or (peek is not None and peek(2)[:2] == _GZIP_MAGIC):
-            blocks = _pieces(_prefetch(_gunzip(raw)), block_size)
+            blocks = _pieces(_prefetch(_gunzip(source)), block_size)
         else:
-            blocks = iter(functools.partial(raw.read, block_size), b"")
+            blocks = iter(functools.partial(source.read, block_size), b"")
         before = 0
         carry = b""
         first = True
@@ -775,6 +800,7 @@ class NBestReader:
         max_hyps: int | None,
         labeled: bool | None,
         block_bytes: int = _BLOCK_BYTES,
+        hash_bytes: bool = False,
     ) -> None:
         if n_sentences is not None and n_sentences < 0:
             raise ValueError(f"n_sentences must be >= 0, got {n_sentences}")
@@ -786,6 +812,9 @@ class NBestReader:
         self.limit = max_hyps if max_hyps is not None else sys.maxsize
         self.labeled = labeled
         self.block_bytes = block_bytes
+        self._digest = hashlib.sha256() if hash_bytes else None
+        self.sha256: str | None = None
+        """With `hash_bytes`, the SHA-256 of the file's bytes as stored, once all are read."""
         self.first_dense_names: tuple[str, ...] | None = None
         self.first_label_change_line: int | None = None  # first line whose dense labels differ
         self._cur = -1  # the current sentence id
@@ -797,12 +826,15 @@ class NBestReader:
     def __iter__(self) -> Iterator[NBestBlock]:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nbest-numbers")
         try:
-            for before, n, text in _iter_chunks(self.path, self.name, self.block_bytes):
+            chunks = _iter_chunks(self.path, self.name, self.block_bytes, self._digest)
+            for before, n, text in chunks:
                 block = self._fast(text, before, n)
                 if block is None:
                     yield from self._slow(text, before)
                 elif len(block):
                     yield block
+            if self._digest is not None:
+                self.sha256 = self._digest.hexdigest()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -26,7 +26,7 @@ from nbest_rescore.metrics import (
     corpus_bleu_from_stats,
     corpus_bleu_many,
     corpus_stats,
-    detokenize,
+    detokenize_moses,
     hypothesis_text,
     ngram_stats,
     paired_bootstrap,
@@ -81,13 +81,13 @@ def random_selections(hs: HypStats, n: int, seed: int = 0) -> list[np.ndarray]:
 def test_detokenize_reproduces_shared_detok_files(name: str) -> None:
     tok = lines(SHARED / f"{name}.moses.1best.gz")
     detok = lines(SHARED / f"{name}.moses.1best.detok.gz")
-    assert [detokenize(t.split(), "fr") for t in tok] == detok
+    assert [detokenize_moses(t.split(), "fr") for t in tok] == detok
 
 
 def test_hypothesis_text_modes() -> None:
     toks = ("Un", "chien", "d'", "hiver", ".")
     assert hypothesis_text(toks, CONFIGS["none"]) == "Un chien d' hiver ."
-    assert hypothesis_text(toks, CONFIGS["13a"]) == detokenize(list(toks), "fr")
+    assert hypothesis_text(toks, CONFIGS["13a"]) == detokenize_moses(list(toks), "fr")
     assert hypothesis_text((), CONFIGS["13a"]) == ""
 
 

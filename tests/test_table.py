@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,41 @@ import pytest
 
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats
-from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_reader import NBestGroup, read_nbest
 from nbest_rescore.nbest_writer import format_number
 from nbest_rescore.rerank import rerank
-from nbest_rescore.table import TOTAL, as_written, read_table
+from nbest_rescore.table import TOTAL, NBestTable, Surfaces, as_written, column_names, read_table
 
 DATA = Path(__file__).parent / "data"
 NBEST = DATA / "test2016.head30.top20.nbest.gz"
+
+
+def table_from_groups(groups: Iterable[NBestGroup]) -> NBestTable:
+    """The table built line by line from `read_nbest`'s objects: the reference for the
+    block-built one (every line has the first line's dense layout here)."""
+    first = None
+    rows: list[tuple[float, ...]] = []
+    surfaces: list[str] = []
+    offsets, missing = [0], []
+    for g in groups:
+        for h in g.hyps:
+            first = first or tuple((f.name, len(f.values)) for f in h.features)
+            rows.append((h.total, *h.dense_vector()))
+            surfaces.append(h.surface)
+        if not g.hyps:
+            rows.append(())
+            surfaces.append("")
+        missing.append(not g.hyps)
+        offsets.append(len(rows))
+    names = (TOTAL, *column_names(first or ()))
+    values = np.asarray([r or (0.0,) * len(names) for r in rows], dtype=np.float64)
+    return NBestTable(
+        names,
+        values.reshape(len(rows), len(names)),
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(missing, dtype=bool),
+        Surfaces.of(surfaces),
+    )
 
 
 def test_table_holds_every_line_of_the_real_list() -> None:
@@ -44,7 +73,7 @@ def test_missing_sentences_get_one_empty_row_shared_with_bleu_stats(tmp_path: Pa
     choice = rerank(table, {TOTAL: 1.0})
     best = table.chosen_surfaces(choice)
     assert best[1] == best[30] == "" and best[0] == table.surfaces[0]
-    hs = compute_hyp_stats(table.groups(), [*refs, "x", "y"], BleuConfig())
+    hs = compute_hyp_stats(table.sentences(), [*refs, "x", "y"], BleuConfig())
     assert np.array_equal(hs.offsets, table.offsets)
     assert np.array_equal(hs.missing, table.missing)
 
@@ -62,7 +91,7 @@ def test_block_reader_builds_the_same_table_as_the_line_reader(
     """`read_table` builds the table from column blocks; it equals the per-line construction on
     the real slice with ids missing at the start, in the middle and at the end."""
     from nbest_rescore.nbest_reader import read_nbest_blocks
-    from nbest_rescore.table import table_from_blocks, table_from_groups
+    from nbest_rescore.table import table_from_blocks
 
     lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
     gappy = tmp_path / "gaps.nbest"
@@ -71,7 +100,7 @@ def test_block_reader_builds_the_same_table_as_the_line_reader(
         encoding="utf-8",
     )
     for path in (NBEST, gappy):
-        a = table_from_groups(read_nbest(path, n_sentences=n_sentences), path)
+        a = table_from_groups(read_nbest(path, n_sentences=n_sentences))
         b = table_from_blocks(read_nbest_blocks(path, n_sentences=n_sentences), path, n_sentences)
         assert a.names == b.names and a.surfaces == b.surfaces
         np.testing.assert_array_equal(a.values, b.values)
@@ -100,13 +129,13 @@ def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> 
     """The block-built table (compact surfaces, block-by-block copies) equals the per-line one,
     with missing ids and small blocks that split sentences."""
     from nbest_rescore.nbest_reader import read_nbest, read_nbest_blocks
-    from nbest_rescore.table import table_from_blocks, table_from_groups
+    from nbest_rescore.table import table_from_blocks
 
     lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
     kept = [x for x in lines if not x.startswith(("3 |||", "4 |||", "17 |||"))]
     path = tmp_path / "gaps.nbest"
     path.write_text("".join(kept), encoding="utf-8")
-    want = table_from_groups(read_nbest(path, n_sentences=32), path)
+    want = table_from_groups(read_nbest(path, n_sentences=32))
     got = table_from_blocks(read_nbest_blocks(path, n_sentences=32, block_bytes=3000), path, 32)
     assert got.names == want.names
     assert got.values.tobytes() == want.values.tobytes()
