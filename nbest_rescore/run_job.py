@@ -4,10 +4,12 @@
    writable, each list read once into an `NBestTable` (finite numbers, one dense layout,
    hypotheses within `--max-len`, errors naming file:line), sources and references parallel to
    it, then the models (the shipped ones, with their tuned weights, when none is given; checked on
-   load) and a `--weights` file against the run's feature names; a `-` input is spooled once;
-2. score each list (`score_list`): LSTM log-probs through the chunk cache (`nbest_scorer`), added
-   to the table as `Baseline0` (the decoder's total), one column per model (`LSTM0`, `LSTM1`,
-   ...) and `Length0`;
+   load) and a `--weights` file against the run's feature names; a `-` input is spooled once.
+   Every input file is read once, and hashed by that read for the report; only the writer of
+   the augmented list (stage 5) reads the n-best list again, for its feature text as written;
+2. score each list (`score_list`): the table's hypotheses through the chunk cache
+   (`nbest_scorer.score_table`), the LSTM log-probs added to the table as `Baseline0` (the
+   decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
 3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
    file (`given`) and MERT on the dev list (`tuned`);
 4. select: every system's 1-best (`rerank.rerank`, also in `weigh`);
