@@ -1,4 +1,4 @@
-"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest`'s readers.
+"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest_reader`'s readers.
 
 Each measurement runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its own (Linux
 carries the parent's peak into a child, so the parent stays small: it never loads the data).

@@ -189,7 +189,7 @@ def test_gz_plain_and_stdin_read_the_same(tmp_path: Path) -> None:
     assert list(read_nbest(plain)) == expected
     assert list(read_nbest(str(plain))) == expected
     code = (
-        "from nbest_rescore.nbest import read_nbest\n"
+        "from nbest_rescore.nbest_reader import read_nbest\n"
         "gs = list(read_nbest('-'))\n"
         "print(len(gs), sum(len(g.hyps) for g in gs), gs[29].hyps[-1].total)\n"
     )
@@ -579,7 +579,8 @@ def test_format_number() -> None:
 
 def test_write_to_stdout(tmp_path: Path) -> None:
     code = (
-        "from nbest_rescore.nbest import read_nbest, write_nbest\n"
+        "from nbest_rescore.nbest_reader import read_nbest\n"
+        "from nbest_rescore.nbest_writer import write_nbest\n"
         f"write_nbest('-', read_nbest({str(SLICE)!r}, max_hyps=1))\n"
     )
     out = subprocess.run(
