@@ -8,7 +8,7 @@ when skipped):
   and trie (share_prefixes=True): trie equals padded on the CPU, and on CUDA both equal the CPU
   scores (fp32, TF32 off, atol 1e-4); the largest bf16 difference on CUDA is reported.
 - sharding: `torchrun --nproc-per-node G` over the G GPUs (NCCL) scores the slice through
-  `score_store.score_nbest` as one process does (on the CPU only with --cpu-shards, over gloo).
+  `nbest_scorer.score_nbest` as one process does (on the CPU only with --cpu-shards, over gloo).
 - train: training steps of each preset (Multi30k-like lengths, random batches): target tokens/s
   and the achieved FLOP rate as a fraction of the bound, a fp32 matmul GFLOP/s measured in the
   same run on the same device (FLOPs: bench/bench_train.py flops_per_pair, 3x forward).
@@ -49,8 +49,8 @@ from nbest_rescore import distributed
 from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, save_checkpoint
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
-from nbest_rescore.score_store import score_nbest
+from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_scorer import score_nbest
 from nbest_rescore.scoring import ScoringConfig, decoder_flops_per_token, score_ids
 from nbest_rescore.search import SearchConfig
 from nbest_rescore.text import TokenizerConfig

@@ -131,7 +131,7 @@ def stats(
     """
     from dataclasses import asdict
 
-    from nbest_rescore.nbest import nbest_stats
+    from nbest_rescore.nbest_stats import nbest_stats
     from nbest_rescore.report import to_json
 
     st = nbest_stats(file)
@@ -329,7 +329,7 @@ def run(
     """
     from nbest_rescore import distributed
     from nbest_rescore.metrics import BleuConfig
-    from nbest_rescore.rescore import RunJob, run_rescore_job
+    from nbest_rescore.run_job import RunJob, run_rescore_job
     from nbest_rescore.scoring import ScoringConfig
     from nbest_rescore.tune import MertConfig
 

@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -67,8 +67,16 @@ def open_binary(path: PathLike) -> IO[bytes]:
 def iter_text_lines(path: PathLike) -> Iterator[str]:
     """The lines of a text file or "-" (stdin), lazily, without their newline; invalid UTF-8
     is an `InputError` naming the line."""
-    name = "<stdin>" if str(path) == "-" else str(path)
     fh = open_binary(path)
+    try:
+        yield from _decoded_lines(fh, "<stdin>" if str(path) == "-" else str(path))
+    finally:
+        if str(path) != "-":
+            fh.close()
+
+
+def _decoded_lines(fh: Iterable[bytes], name: str) -> Iterator[str]:
+    """The lines of a byte stream, decoded, without their newline; errors name `name`."""
     try:
         for i, raw in enumerate(fh, start=1):
             try:
@@ -80,9 +88,6 @@ def iter_text_lines(path: PathLike) -> Iterator[str]:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"cannot read ({exc})", name) from exc
-    finally:
-        if str(path) != "-":
-            fh.close()
 
 
 @contextlib.contextmanager
@@ -122,6 +127,21 @@ def read_lines(path: PathLike) -> list[str]:
     Invalid UTF-8 is an `InputError` naming the line.
     """
     return list(iter_text_lines(path))
+
+
+def read_lines_hashed(path: PathLike) -> tuple[list[str], str]:
+    """`read_lines` and `sha256_file` of a small file from one read of it (a file that is both
+    used and recorded by its hash, such as a weights file)."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    fh = open_raw(path)
+    try:
+        data = fh.read()
+    finally:
+        if str(path) != "-":
+            fh.close()
+    stream = io.BytesIO(data)
+    text = gzip.GzipFile(fileobj=stream) if str(path).endswith(".gz") else stream
+    return list(_decoded_lines(text, name)), hashlib.sha256(data).hexdigest()
 
 
 WRITE_ERRNOS = frozenset(

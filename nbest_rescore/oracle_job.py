@@ -11,7 +11,7 @@ from nbest_rescore.bleu_report import (
     bleu_section,
     check_parallel,
     model_free_selections,
-    source_lengths,
+    read_source_lengths,
 )
 from nbest_rescore.fileio import read_lines, stdin_spooled
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
@@ -60,10 +60,10 @@ def _oracle(job: OracleJob, progress: ProgressSettings) -> dict[str, Any]:
     check_parallel("reference", job.ref, len(refs), table.n_sentences, job.nbest)
     table = table.padded(len(refs))
     hs = compute_hyp_stats(
-        table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers
+        table.sentences(), refs, job.bleu, progress_settings=progress, workers=job.workers
     )
     selections = model_free_selections(hs)
-    section = bleu_section(hs, selections, source_lengths(job.src, len(refs), job.src_lang))
+    section = bleu_section(hs, selections, read_source_lengths(job.src, len(refs), job.src_lang))
     summary: dict[str, Any] = {
         "n_sentences": hs.n_sentences,
         "n_hypotheses": hs.n_hypotheses,

@@ -12,7 +12,7 @@ import pandas as pd
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import atomic_write
-from nbest_rescore.metrics import BleuConfig, detokenize
+from nbest_rescore.metrics import BleuConfig, detokenize_moses
 from nbest_rescore.table import NBestTable
 
 
@@ -58,7 +58,7 @@ def write_selection(out_dir: Path, stem: str, surfaces: Sequence[str], config: B
     with atomic_write(out_dir / tok) as fh:
         fh.writelines(s + "\n" for s in surfaces)
     with atomic_write(out_dir / detok) as fh:
-        fh.writelines(detokenize(s.split(), config.tgt_lang) + "\n" for s in surfaces)
+        fh.writelines(detokenize_moses(s.split(), config.tgt_lang) + "\n" for s in surfaces)
 
 
 SCORES_ROWS = 1 << 16

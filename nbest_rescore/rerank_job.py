@@ -10,7 +10,7 @@ from nbest_rescore.fileio import atomic_write, read_lines, stdin_spooled
 from nbest_rescore.metrics import (
     BleuConfig,
     compute_hyp_stats,
-    detokenize,
+    detokenize_moses,
     score_from_stats,
     signature,
 )
@@ -99,12 +99,14 @@ def _rerank(job: RerankJob, progress: ProgressSettings) -> RerankResult:
     choice = rerank(table, weights)
     surfaces = table.chosen_surfaces(choice)
     lang = job.bleu.tgt_lang
-    lines = [(s if job.tokenized_output else detokenize(s.split(), lang)) + "\n" for s in surfaces]
+    lines = [
+        (s if job.tokenized_output else detokenize_moses(s.split(), lang)) + "\n" for s in surfaces
+    ]
     with atomic_write(job.output) as fh:
         fh.writelines(lines)
     missing = (table.n_sentences, int(table.missing.sum()), missing_note(table.missing))
     if refs is None:
         return RerankResult(weights, None, *missing)
-    hs = compute_hyp_stats(table.groups(), refs, job.bleu, progress_settings=progress)
+    hs = compute_hyp_stats(table.sentences(), refs, job.bleu, progress_settings=progress)
     score = score_from_stats(hs.totals(choice))
     return RerankResult(weights, f"{score} ({signature(job.bleu)})", *missing)

@@ -36,7 +36,7 @@ from nbest_rescore.data import (
 )
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.fileio import atomic_write
-from nbest_rescore.model import ATTENTION, ModelConfig, Seq2Seq, shift_right
+from nbest_rescore.model import ATTENTION, ModelConfig, Seq2Seq, shift_right, target_order
 from nbest_rescore.model import PRESETS as MODEL_PRESETS
 from nbest_rescore.output_guard import OutDir, check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
@@ -361,9 +361,8 @@ def _load_data(
             ]
         dist.barrier()
     tr_src, tr_tgt, va_src, va_tgt = sides
-    if cfg.reverse_target:
-        tr_tgt = [t[::-1] for t in tr_tgt]
-        va_tgt = [t[::-1] for t in va_tgt]
+    tr_tgt = [target_order(t, cfg) for t in tr_tgt]
+    va_tgt = [target_order(t, cfg) for t in va_tgt]
     keep, stats = filter_by_length(tr_src, tr_tgt, cfg.max_len)
     if not keep:
         raise InputError(

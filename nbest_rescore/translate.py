@@ -23,7 +23,9 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.features import model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
 from nbest_rescore.metrics import BleuConfig, corpus_bleu
-from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis
+from nbest_rescore.model import target_order
+from nbest_rescore.nbest_reader import Feature, Hypothesis
+from nbest_rescore.nbest_writer import format_hypothesis
 from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import source_tokens
@@ -130,10 +132,9 @@ def _result(
     ens: Ensemble, p: _Prepared, hyps: list[BeamHypothesis], copy_unk: bool
 ) -> TranslationResult:
     itos = ens.tgt_vocab.itos
-    r2l = ens.bundles[0].config.reverse_target
     out: list[Translation] = []
     for h in hyps:
-        ids = h.tokens[::-1] if r2l else h.tokens
+        ids = target_order(h.tokens, ens.bundles[0].config)
         toks = [itos[i] for i in ids]
         if copy_unk:
             toks = copy_unknowns(toks, ids, p.oov)

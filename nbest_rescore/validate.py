@@ -81,7 +81,7 @@ def option_in_range(option: str, value: float | None, lo: float, hi: float) -> N
 
 def line_of(path: PathLike, sent_id: int, rank: int) -> int | None:
     """The 1-based line number of the `rank`-th (0-based) hypothesis of sentence `sent_id`."""
-    from nbest_rescore.nbest import iter_lines
+    from nbest_rescore.nbest_reader import iter_lines
 
     seen = 0
     for line_no, line in iter_lines(path):
