@@ -26,7 +26,7 @@ def _config(paths: dict[str, str], out: Path, attention: str = "none") -> TrainC
         "tiny",
         **paths,
         out_dir=str(out),
-        tokenized=False,  # raw text: rank 0 tokenises into the cache first, then rank 1 reads it
+        tokenized=False,  # raw text: rank 0 prepares OUT/data first, then rank 1 opens it
         optimizer="sgd",
         lr=0.7,
         clip_norm=1.0,
@@ -83,7 +83,9 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path, attention: str)
     assert [r["event"] for r in records].count("data") == 1
     assert [r["event"] for r in records].count("end") == 1
     assert records[0]["world_size"] == 2
-    assert len(list((tmp_path / "ddp" / "cache").glob("*.tok.gz"))) == 4
+    prepared = records[0]["prepared"]
+    assert prepared["dir"] == str(tmp_path / "ddp" / "data")  # rank 0 prepared, both read it
+    assert prepared["key"] == read_checkpoint(single.last_checkpoint)["train_state"]["data"]["key"]
     valid = [r["valid_ppl"] for r in records if r["event"] == "valid"]
     assert valid and abs(valid[-1] - single.final_valid_ppl) < 1e-4 * single.final_valid_ppl
 

@@ -15,7 +15,8 @@ import torch
 from ddp_train_script import task_pairs, write_task
 
 from nbest_rescore.checkpoint import load_model, read_checkpoint, save_checkpoint
-from nbest_rescore.data import EncodedCorpus, collate
+from nbest_rescore.corpus import EncodedCorpus, PreparedData
+from nbest_rescore.data import collate
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.model import ModelConfig, Seq2Seq, reverse_padded
 from nbest_rescore.train import TrainConfig, lr_at, train
@@ -33,7 +34,7 @@ def _greedy_accuracy(checkpoint: str, task: str, n: int = 200) -> float:
     """Token accuracy of greedy decoding (model.step) on fresh random sequences."""
     b = load_model(checkpoint)
     src, tgt = task_pairs(task, n, seed=3)
-    corpus = EncodedCorpus(
+    corpus = EncodedCorpus.from_lists(
         [b.src_vocab.encode(s.split()) for s in src], [b.tgt_vocab.encode(t.split()) for t in tgt]
     )
     batch = collate(corpus, list(range(n)))
@@ -208,7 +209,10 @@ def test_checkpoints_are_self_describing(tmp_path: Path) -> None:
     last = read_checkpoint(result.last_checkpoint)  # weights_only=True inside
     state = last["train_state"]
     assert state["loop"]["step"] == 4 and state["data_position"] == {"epoch": 1, "next_batch": 0}
-    assert TrainConfig.from_dict(state["config"]) == cfg
+    # the config of the run as trained: the data settings it was prepared with spelled out
+    assert TrainConfig.from_dict(state["config"]) == cfg.with_data(cfg.data_settings())
+    assert state["config"]["src_vocab_size"] == 64  # the tiny preset's
+    assert state["data"]["key"] == PreparedData.open(tmp_path / "run" / "data").key
     assert {"torch", "python"} <= set(state["rng"][0])
     bundle = load_model(result.best_checkpoint)
     assert bundle.model.config.reverse_source is True
@@ -217,6 +221,8 @@ def test_checkpoints_are_self_describing(tmp_path: Path) -> None:
     assert events[0] == "data" and "valid" in events and events[-1] == "end"
     data = records[0]
     assert data["train_filter"]["kept"] == 64 and "oov" in data
+    assert data["prepared"]["key"] == state["data"]["key"]
+    assert data["prepared"]["manifest_sha256"] == state["data"]["manifest_sha256"]
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
