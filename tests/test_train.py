@@ -182,6 +182,48 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
         assert math.isclose(p, q, rel_tol=1e-6)
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_a_checkpoint_of_the_old_batch_order_resumes_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints written before the prepared corpus (Python's random.Random batch order, no
+    "batch_order" or "data" in train_state) resume exactly in that order; new runs use numpy's."""
+    import nbest_rescore.train as train_module
+
+    paths = write_task(tmp_path / "data", "reverse", n_train=300, n_valid=40)
+    new_order = train(_kill_resume_config(paths, tmp_path / "new"))
+    monkeypatch.setattr(train_module, "BATCH_ORDER", 1)  # what the old version wrote
+    old_full = train(_kill_resume_config(paths, tmp_path / "old"))
+
+    def crash(step: int) -> None:
+        if step == 23:
+            raise _Crash
+
+    cfg = _kill_resume_config(paths, tmp_path / "killed")
+    with pytest.raises(_Crash):
+        train(cfg, on_step=crash)
+    monkeypatch.undo()
+    ckpt = read_checkpoint(tmp_path / "killed" / "checkpoint_last.pt")
+    assert ckpt["train_state"]["data_position"] == {"epoch": 1, "next_batch": 1}  # mid-epoch
+    del ckpt["train_state"]["batch_order"], ckpt["train_state"]["data"]
+    ckpt["train_state"]["config"]["cache_dir"] = None  # a field of the old config
+    for k in ("src_vocab_size", "tgt_vocab_size"):  # the old config left the preset's as None
+        ckpt["train_state"]["config"][k] = None
+    save_checkpoint(tmp_path / "killed" / "checkpoint_last.pt", ckpt)
+    resumed = train(replace(cfg, resume=True))
+    assert resumed.steps == old_full.steps == new_order.steps == 48
+    a, b = read_checkpoint(old_full.last_checkpoint), read_checkpoint(resumed.last_checkpoint)
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, atol=1e-6, rtol=0)
+    assert b["train_state"]["batch_order"] == 1  # and it stays in it
+    c = read_checkpoint(new_order.last_checkpoint)
+    assert c["train_state"]["batch_order"] == 2
+    assert max(float((c["model"][k] - t).abs().max()) for k, t in a["model"].items()) > 1e-3
+
+
 def test_cpu_time_is_unknown_after_resuming_a_checkpoint_that_lacks_it(tmp_path: Path) -> None:
     """Checkpoints written before CPU time was kept must not yield a total that silently
     counts only the resumed part."""
