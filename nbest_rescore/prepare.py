@@ -14,6 +14,7 @@ again are a no-op (`PrepareResult.up_to_date`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import multiprocessing
@@ -153,7 +154,9 @@ def prepare(
         t1 = time.perf_counter()
         report = _write(cfg, tmp, inputs, key, n_train, progress)
         rate = n_train / max(time.perf_counter() - t1, 1e-9)
-        _move_into_place(tmp, out)
+        if not cfg.replace and _existing_key(out) not in (None, key):
+            raise InputError("was prepared from other data meanwhile", str(out))
+        _move_into_place(tmp, out, key)
     return PrepareResult(str(out), key, False, report, time.perf_counter() - started, rate)
 
 
@@ -510,10 +513,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished directory to `out`; a stale `out` is moved aside first and removed."""
-    if not out.exists():
+def _move_into_place(tmp: Path, out: Path, key: str) -> None:
+    """Rename the finished directory to `out`. Where `out` appeared meanwhile (another process
+    prepared the same data), ours is dropped; a stale `out` (`replace`) is moved aside first."""
+    try:
         os.rename(tmp, out)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    if _existing_key(out) == key:
         return
     old = _temp_dir(out)
     os.rename(out, old / out.name)
