@@ -228,7 +228,7 @@ RUN_NAMES = (
     "scores.csv",
     "cache/0123456789abcdef/0123.npz",
 )
-TRAIN_NAMES = ("checkpoint_last.pt", "checkpoint_best.pt", "log.jsonl", "cache/src.en.gz.1.tok.gz")
+TRAIN_NAMES = ("checkpoint_last.pt", "checkpoint_best.pt", "log.jsonl", "data/manifest.json")
 DIR_COMMANDS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     # command: (its directory option, names written there, {input option: key of `inputs`})
     "oracle": ("--out", ORACLE_NAMES, {"--nbest": "nbest", "--ref": "ref", "--src": "src"}),
@@ -239,6 +239,8 @@ DIR_COMMANDS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
                         "--src": "src", "--model": "model"}),
     "train": ("--out", TRAIN_NAMES, {"--train-src": "src", "--train-tgt": "ref",
               "--valid-src": "tok_src", "--valid-tgt": "tok_ref"}),
+    "prepare": ("--out", ("manifest.json", "train.en"), {"--train-src": "src",
+                "--train-tgt": "ref", "--valid-src": "tok_src", "--valid-tgt": "tok_ref"}),
 }  # fmt: skip
 DIR_ALIASES = ("inside", "symlink in it", "hard link in it", "through a symlinked directory")
 
