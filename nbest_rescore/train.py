@@ -553,10 +553,22 @@ def _train(
 
 def _device(cfg: TrainConfig, info: dist.DistInfo) -> torch.device:
     if not cfg.device.startswith("cuda"):
+        if cfg.bf16 and not cpu_bf16_supported():
+            raise InputError(
+                "--bf16 on this CPU: it has no bf16 support (oneDNN), so bf16 autocast cannot "
+                "run the LSTMs; train on CUDA or without --bf16"
+            )
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise InputError("--device cuda requested but CUDA is not available")
     return torch.device("cuda", info.local_rank) if info.distributed else torch.device(cfg.device)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 kernels (oneDNN): without them CPU autocast fails in the LSTM."""
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def _check_settings(cfg: TrainConfig) -> None:

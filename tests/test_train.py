@@ -19,7 +19,7 @@ from nbest_rescore.corpus import EncodedCorpus, PreparedData
 from nbest_rescore.data import collate
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.model import ModelConfig, Seq2Seq, reverse_padded
-from nbest_rescore.train import TrainConfig, lr_at, train
+from nbest_rescore.train import TrainConfig, cpu_bf16_supported, lr_at, train
 from nbest_rescore.vocab import BOS
 
 SCRIPT = Path(__file__).with_name("ddp_train_script.py")
@@ -340,8 +340,22 @@ def test_paper_preset_schedule() -> None:
     assert override.lr == 0.1 and override.optimizer == "sgd" and override.preset == "small"
 
 
+def test_bf16_on_a_cpu_without_bf16_kernels_is_an_error(tmp_path: Path) -> None:
+    """Where the CPU has no bf16 kernels, --bf16 is refused before training, naming the cause."""
+    if cpu_bf16_supported():
+        pytest.skip("this CPU runs bf16: test_options_beyond_the_paper_run trains with it")
+    paths = write_task(tmp_path / "data", "copy", n_train=8, n_valid=4)
+    cfg = TrainConfig.preset_config(
+        "tiny", **paths, out_dir=str(tmp_path / "run"), tokenized=True, bf16=True
+    )
+    with pytest.raises(InputError, match="no bf16 support"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
 def test_options_beyond_the_paper_run(tmp_path: Path) -> None:
-    """Label smoothing, bf16 autocast, token-budget batches and early stopping work together."""
+    """Label smoothing, bf16 autocast (where the CPU has bf16 kernels), token-budget batches and
+    early stopping work together."""
     paths = write_task(tmp_path / "data", "copy", n_train=96, n_valid=16)
     cfg = TrainConfig.preset_config(
         "tiny",
@@ -351,7 +365,7 @@ def test_options_beyond_the_paper_run(tmp_path: Path) -> None:
         epochs=30,
         lr=0.0,  # validation cannot improve, so patience must stop the run
         label_smoothing=0.1,
-        bf16=True,
+        bf16=cpu_bf16_supported(),
         batch_size=1,
         batch_tokens=100,
         valid_every=2,
