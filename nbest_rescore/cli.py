@@ -24,7 +24,6 @@ from nbest_rescore.validate import (
     option_at_least,
     option_at_most,
     option_finite,
-    option_in_range,
 )
 
 app = typer.Typer(
@@ -573,24 +572,6 @@ def train(
                 f"{', '.join(given)}: settings of the prepared directory {data}; prepare "
                 "again (rescore prepare) to change them"
             )
-    option_above("--epochs", epochs, 0)
-    option_at_most("--threads", threads, MAX_THREADS)
-    option_above("--lr", lr, 0)
-    for name, value in {
-        "--batch-size": batch_size, "--batch-tokens": batch_tokens, "--emb-dim": emb_dim,
-        "--hidden": hidden, "--layers": layers, "--src-vocab-size": src_vocab_size,
-        "--tgt-vocab-size": tgt_vocab_size, "--vocab-min-count": vocab_min_count,
-        "--checkpoint-every": checkpoint_every, "--log-every": log_every, "--threads": threads,
-        "--max-len": max_len, "--workers": workers,
-    }.items():  # fmt: skip
-        option_at_least(name, value, 1)
-    for name, value in {"--patience": patience, "--valid-every": valid_every}.items():
-        option_at_least(name, value, 0)
-    option_in_range("--dropout", dropout, 0, 1)
-    option_in_range("--label-smoothing", label_smoothing, 0, 1)
-    option_above("--clip-norm", clip_norm, 0)
-    option_at_least("--lr-decay-start", lr_decay_start, 0)
-    option_above("--lr-decay-every", lr_decay_every, 0)
     overrides = {
         k: v
         for k, v in dict(
@@ -621,6 +602,7 @@ def train(
         ).items()
         if v is not None
     }
+    option_above("--lr", lr, 0)  # the library allows 0 (a frozen model); a user means > 0
     cfg = TrainConfig.preset_config(
         preset,
         train_src=train_src,

@@ -165,7 +165,7 @@ class ScoredList:
     stats: HypStats | None = None
 
 
-# ------------------------------------------------------------------------------------ 1. models
+# --------------------------------------------------------------------- 1. read: models and inputs
 
 
 def resolve_job(job: RunJob) -> RunJob:
@@ -235,7 +235,7 @@ class ListInput:
 
 
 def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
-    """Stage 2a, before any scoring: read and validate a list, its source and its reference
+    """Stage 1, before any scoring: read and validate a list, its source and its reference
     (`table.read_table`, `validate.py`), each file once; a mismatch blames the file that is short."""
     sha256: dict[str, str] = {}
     sources, sha256["src"] = read_lines_hashed(src)
@@ -262,7 +262,7 @@ def score_list(
     job: RunJob,
     progress: ProgressSettings,
 ) -> ScoredList | None:
-    """Stage 2b: score a list read by `read_list` (sharded under torchrun), add the model
+    """Stage 2: score a list read by `read_list` (sharded under torchrun), add the model
     features to its table, compute its BLEU statistics; None on non-main ranks."""
     cache_dir = job.cache_dir or job.out / "cache"
     assert inp.table is not None  # taken only here

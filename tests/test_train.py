@@ -427,11 +427,26 @@ def test_right_to_left_model_reads_reversed_targets(tmp_path: Path) -> None:
     assert _greedy_accuracy(result.best_checkpoint, "reverse") >= 0.95
 
 
-def test_unknown_attention_and_schedule_are_input_errors(tmp_path: Path) -> None:
-    paths = write_task(tmp_path / "data", "copy", n_train=16, n_valid=4)
-    for bad in ({"attention": "dot"}, {"lr_schedule": "cosine"}):
-        cfg = TrainConfig.preset_config(
-            "tiny", **paths, out_dir=str(tmp_path / "r"), tokenized=True, **bad
-        )
-        with pytest.raises(InputError):
-            train(cfg)
+@pytest.mark.parametrize(
+    ("bad", "option"),
+    [
+        ({"attention": "dot"}, "--attention"),
+        ({"lr_schedule": "cosine"}, "--lr-schedule"),
+        ({"optimizer": "rmsprop"}, "--optimizer"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"num_threads": 5000}, "--threads"),
+        ({"prepare_workers": 0}, "--workers"),
+        ({"dropout": 1.0}, "--dropout"),
+        ({"epochs": float("nan")}, "--epochs"),
+        ({"lr_decay_every": 0.0}, "--lr-decay-every"),
+        ({"patience": -1}, "--patience"),
+    ],
+)
+def test_a_config_refuses_bad_settings_naming_the_option(
+    bad: dict[str, object], option: str
+) -> None:
+    """`TrainConfig` checks itself on construction, so the library and the CLI refuse the same
+    values, by the option's name, before any data is read."""
+    paths = {k: "x" for k in ("train_src", "train_tgt", "valid_src", "valid_tgt")}
+    with pytest.raises(InputError, match=option):
+        TrainConfig.preset_config("tiny", **paths, out_dir="r", **bad)  # type: ignore[arg-type]
