@@ -759,3 +759,37 @@ def test_feature_labels_of_a_run_through_run(
     check(f"run/label {label} (augmented list)", ["run", "--nbest", str(nbest), "--src",
           str(DATA / "test2016.head30.en.gz"), "-m", str(slice_checkpoint), "--out",
           str(tmp_path / "run"), "-q"], (str(nbest),), no_twice)  # fmt: skip
+
+
+CONFIG_VALUE = st.one_of(
+    st.sampled_from([0, -1, 10**9, 2**40, 1.5, 1.0, float("nan"), float("inf"), True, None, "4"]),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+)
+
+
+@FUZZ_FEW
+@given(
+    field=st.sampled_from(["layers", "hidden", "emb_dim", "dropout", "attention", "init_range",
+                           "src_vocab_size", "tgt_vocab_size", "reverse_source"]),
+    value=CONFIG_VALUE,
+)  # fmt: skip
+def test_checkpoint_config_fields_through_translate(
+    slice_checkpoint: Path, field: str, value: object
+) -> None:
+    """Family 5: any field of a checkpoint's config out of range is exit 2 naming the file,
+    before the model is built (a huge size must not allocate); one in range translates."""
+    with tempfile.TemporaryDirectory() as d:
+        bad = Path(d) / "bad.pt"
+        payload = read_checkpoint(slice_checkpoint)
+        payload["model_config"][field] = value
+        save_checkpoint(bad, payload)
+        out = Path(d) / "t.txt"
+        check(
+            f"translate/config {field}={value!r}",
+            ["translate", "-m", str(bad), "-o", str(out), "-q", "--beam", "2"],
+            (str(bad),),
+            lambda _o, _e: None if len(out.read_text().split("\n")[:-1]) == 2 else "line count",
+            stdin=b"A man in an orange hat.\nTwo dogs.\n",
+        )
