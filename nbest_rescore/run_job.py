@@ -58,6 +58,7 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.features import (
     BASELINE,
     LENGTH,
+    check_free_labels,
     ensemble_features,
     model_features,
     model_kind,
@@ -245,6 +246,7 @@ def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     table, sha256["nbest"] = read_table_hashed(
         nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare
     )
+    check_free_labels(table.names, TOTAL, nbest)
     check_parallel("source", src, len(sources), table.n_sentences, nbest)
     table = table.padded(len(sources))
     refs = None
