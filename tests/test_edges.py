@@ -92,8 +92,8 @@ def test_stdin_nbest_gives_the_same_answer_as_the_file_in_rerank_and_oracle(
     a = json.loads((tmp_path / "file" / "summary.json").read_text())
     b = json.loads((tmp_path / "stdin" / "summary.json").read_text())
     assert a["systems"] == b["systems"] and b["n_hypotheses"] == 591
-    assert (tmp_path / "file/oracle.tok.txt").read_bytes() == (
-        tmp_path / "stdin/oracle.tok.txt"
+    assert (tmp_path / "file/best.tok.txt").read_bytes() == (
+        tmp_path / "stdin/best.tok.txt"
     ).read_bytes()
 
 
