@@ -213,7 +213,12 @@ def add_bleu_section(
     shown = list(dict.fromkeys(s for s in shown if s in section.systems["system"].tolist()))
     section = replace(
         section,
-        systems=pd.DataFrame(ordered_rows(section.systems.to_dict("records"), output)),
+        systems=pd.DataFrame(
+            ordered_rows(
+                [{str(k): v for k, v in r.items()} for r in section.systems.to_dict("records")],
+                output,
+            )
+        ),
     )
     report.summary.update(section.summary())
     test = significance_test()

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 import typer.core
 
 from nbest_rescore.errors import InputError
+from nbest_rescore.headline import cache_note, console_table
 from nbest_rescore.progress import ProgressSettings
 from nbest_rescore.validate import (
     DEFAULT_MAX_LEN,
@@ -65,10 +65,11 @@ class _Command(typer.core.TyperCommand):
     versions write a required argument as `{FILE}` in the usage line and add its Python type
     (`FILE <str>`) in the arguments list."""
 
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+    # typer vendors its own click, whose types differ by version: the context is passed through
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [re.sub(r"^\{(.*)\}$", r"\1", p) for p in super().collect_usage_pieces(ctx)]
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         super().format_help(ctx, formatter)
         formatter.buffer[:] = [re.sub(r"(\b[A-Z]+) <str>", r"\1", s) for s in formatter.buffer]
 
@@ -253,25 +254,8 @@ def oracle(
     )
     summary = run_oracle_job(job, _progress(quiet))
     _warn(summary.get("warnings", []))
-    typer.echo(summary_table(summary))
+    typer.echo(console_table(summary))
     _say(quiet, f"report written to {out}/")
-
-
-def summary_table(summary: dict[str, Any]) -> str:
-    """The systems' BLEU as an aligned text table for the terminal."""
-    test = summary.get("significance_test", {})
-    lines = [f"{'system':<22} {'BLEU':>7}  p-value vs {test.get('against', 'baseline')}"]
-    sig = summary.get("significance", {})
-    for name, sysd in summary["systems"].items():
-        p = sig.get(name, {}).get("p_value")
-        lines.append(f"{name:<22} {sysd['bleu']:>7.2f}  {'' if p is None else f'{p:.4f}'}")
-    if test:
-        lines.append(
-            f"p: paired bootstrap, {test['resamples']} resamples, two-sided (smallest possible "
-            f"{test['p_floor']:.4f})"
-        )
-    lines.append(summary.get("signature", ""))
-    return "\n".join(lines)
 
 
 @app.command()
@@ -464,8 +448,11 @@ def run(
     if summary is None:
         return
     _warn(summary.get("warnings", []))
+    note = cache_note(summary, cache_dir or out / "cache")
+    if note is not None:
+        _say(quiet, note)
     if summary["systems"]:
-        typer.echo(summary_table(summary))
+        typer.echo(console_table(summary))
     _say(quiet, f"outputs written to {out}/ (1-best: {out}/best.detok.txt)")
 
 
@@ -477,14 +464,21 @@ TrainTgt = Annotated[
 ]
 ValidSrc = Annotated[str, typer.Option(help="Validation source.", metavar="FILE")]
 ValidTgt = Annotated[str, typer.Option(help="Validation target.", metavar="FILE")]
-SrcLang = Annotated[str | None, typer.Option(help="Source language (tokeniser) [default: en].")]
-TgtLang = Annotated[str | None, typer.Option(help="Target language (tokeniser) [default: fr].")]
+SrcLang = Annotated[
+    str | None, typer.Option(help="Source language (tokeniser) [default: en].", metavar="LANG")
+]
+TgtLang = Annotated[
+    str | None, typer.Option(help="Target language (tokeniser) [default: fr].", metavar="LANG")
+]
 Tokenized = Annotated[bool, typer.Option(help="Inputs are already tokenized.")]
 Workers = Annotated[
-    int, typer.Option(help="Tokenising processes when preparing (1: in this process).")
+    int, typer.Option(help="Tokenising processes when preparing (1: in this process).", metavar="N")
 ]
 MaxLen = Annotated[
-    int | None, typer.Option(help="Drop training pairs with a side longer than this [default: 80].")
+    int | None,
+    typer.Option(
+        help="Drop training pairs with a side longer than this [default: 80].", metavar="N"
+    ),
 ]
 
 
@@ -495,19 +489,25 @@ def prepare(
     train_tgt: TrainTgt,
     valid_src: ValidSrc,
     valid_tgt: ValidTgt,
-    out: Annotated[Path, typer.Option(help="The prepared-data directory to write.")],
+    out: Annotated[Path, typer.Option(help="The prepared-data directory to write.", metavar="DIR")],
     src_lang: SrcLang = None,
     tgt_lang: TgtLang = None,
     tokenized: Tokenized = False,
     src_vocab_size: Annotated[
-        int, typer.Option(help="Source vocabulary: the N most frequent words (the paper's 160k).")
+        int,
+        typer.Option(
+            help="Source vocabulary: the N most frequent words (the paper's 160k).", metavar="N"
+        ),
     ] = 160_000,
     tgt_vocab_size: Annotated[
-        int, typer.Option(help="Target vocabulary: the N most frequent words (the paper's 80k).")
+        int,
+        typer.Option(
+            help="Target vocabulary: the N most frequent words (the paper's 80k).", metavar="N"
+        ),
     ] = 80_000,
-    vocab_min_count: Annotated[int, typer.Option(help="Minimum word count.")] = 1,
+    vocab_min_count: Annotated[int, typer.Option(help="Minimum word count.", metavar="N")] = 1,
     max_len: Annotated[
-        int, typer.Option(help="Drop training pairs with a side longer than this.")
+        int, typer.Option(help="Drop training pairs with a side longer than this.", metavar="N")
     ] = 80,
     workers: Workers = max(
         1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -800,7 +800,7 @@ def translate(
     ] = None,
     nbest: Annotated[
         int | None,
-        typer.Option(help="Write an N-best list in Moses format (N <= --beam).", metavar="FILE"),
+        typer.Option(help="Write an N-best list in Moses format (N <= --beam).", metavar="N"),
     ] = None,
     input: Annotated[
         str, typer.Option("--input", "-i", help="Raw source text (- = stdin).", metavar="FILE")

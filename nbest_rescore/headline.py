@@ -206,9 +206,8 @@ def console_table(summary: dict[str, Any]) -> str:
         gain = "" if base is None or name == BASELINE else f"{b - base:+.2f}"
         mark = "*" if name == output else " "
         label = f"{name} (output)" if name == output else name
-        lines.append(
-            f"{mark} {label:<24} {bleu(b):>7} {gain:>7}  {'' if p is None else p_value(p)}"
-        )
+        row = f"{mark} {label:<24} {bleu(b):>7} {gain:>7}  {'' if p is None else p_value(p)}"
+        lines.append(row.rstrip())
     test = summary.get("significance_test")
     if test:
         lines.append(

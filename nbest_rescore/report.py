@@ -92,31 +92,31 @@ def to_json(obj: Any) -> str:
 
 INTEGER_COLUMNS = ("hyp_len", "ref_len", "sentence", "sentences", "k")
 SIGNED_COLUMNS = ("delta_bleu",)
+BLEU_TABLES = ("systems", "examples", "oracle_at_k", "bleu_by_length")
+"""Tables whose other numbers are all BLEU points (scores, n-gram precisions, per-system columns)."""
 
 
-def format_cell(column: str, v: Any) -> str:
-    """A table cell, one format a kind of number: p-values with 4 decimals; BLEU points (scores,
-    n-gram precisions, differences, signed) with 2; the brevity penalty with 3; counts as
-    integers; weights and other small numbers with 4 significant digits (0.0263); missing values
-    blank."""
+def format_cell(column: str, v: Any, table: str = "") -> str:
+    """A table cell, one format a kind of number: p-values with 4 decimals; BLEU points (every
+    other number of a `BLEU_TABLES` table; gains signed) with 2; the brevity penalty with 3;
+    counts as integers; weights and other numbers with 4 significant digits (0.0263, 3.3, 0);
+    missing values blank."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
         return str(v)
+    x = float(v)
     if column == "p_value":
-        return f"{v:.4f}"
+        return f"{x:.4f}"
     if column in INTEGER_COLUMNS or isinstance(v, numbers.Integral):
-        return f"{v:.0f}"
+        return f"{x:.0f}"
     if column in SIGNED_COLUMNS:
-        return f"{v:+.2f}"
+        return f"{x:+.2f}"
     if column == "bp":
-        return f"{v:.3f}"
-    if column in BLEU_COLUMNS or "BLEU" in column or column.endswith("-gram"):
-        return f"{v:.2f}"
-    return f"{v:.4g}" if 0 < abs(v) < 1 else f"{v:.2f}"
-
-
-BLEU_COLUMNS = ("bleu",)
+        return f"{x:.3f}"
+    if table in BLEU_TABLES:
+        return f"{x:.2f}"
+    return f"{x:.4g}"
 
 
 def _is_text(df: pd.DataFrame, column: Any) -> bool:
@@ -131,19 +131,21 @@ def _output_rows(df: pd.DataFrame) -> list[bool]:
     return [r == "output" for r in df["role"].tolist()]
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
+def _markdown_table(df: pd.DataFrame, name: str = "") -> str:
     cols = [str(c) for c in df.columns]
     align = [":---" if _is_text(df, c) else "---:" for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join(align) + " |"]
     for row, out in zip(df.itertuples(index=False), _output_rows(df), strict=True):
-        cells = [format_cell(c, v).replace("|", "\\|") for c, v in zip(cols, row, strict=True)]
+        cells = [
+            format_cell(c, v, name).replace("|", "\\|") for c, v in zip(cols, row, strict=True)
+        ]
         if out:
             cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _html_table(df: pd.DataFrame) -> str:
+def _html_table(df: pd.DataFrame, name: str = "") -> str:
     cols = [str(c) for c in df.columns]
     text = [_is_text(df, c) for c in df.columns]
 
@@ -154,7 +156,7 @@ def _html_table(df: pd.DataFrame) -> str:
     body = [
         ('<tr class="output">' if out else "<tr>")
         + "".join(
-            f"<td{cls(t)}>{html.escape(format_cell(c, v))}</td>"
+            f"<td{cls(t)}>{html.escape(format_cell(c, v, name))}</td>"
             for c, v, t in zip(cols, row, text, strict=True)
         )
         + "</tr>"
@@ -256,7 +258,7 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
             f"## {name.replace('_', ' ')}",
             "",
             *intro,
-            _markdown_table(report.tables[name]),
+            _markdown_table(report.tables[name], name),
             "",
         ]
 
@@ -293,7 +295,7 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
         return [
             f'<h2 id="{html.escape(name)}">{html.escape(name.replace("_", " "))}</h2>',
             *intro,
-            f'<div class="scroll">{_html_table(report.tables[name])}</div>',
+            f'<div class="scroll">{_html_table(report.tables[name], name)}</div>',
         ]
 
     for name in first:
