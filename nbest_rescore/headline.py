@@ -149,8 +149,9 @@ def _run_lines(summary: dict[str, Any], output: str) -> list[tuple[Segment, ...]
     return lines
 
 
-def headline(summary: dict[str, Any]) -> Headline:
-    """The headline of a `run` or `oracle` summary."""
+def headline(summary: dict[str, Any]) -> Headline | None:
+    """The headline of a `run` or `oracle` summary; None for a summary that has neither an output
+    system nor an oracle (a report of something else)."""
     systems = summary.get("systems", {})
     output = summary.get("final_system")
     size = (
@@ -165,7 +166,7 @@ def headline(summary: dict[str, Any]) -> Headline:
     elif output is not None:  # a run without --ref
         title = f"Rescored with {len(summary.get('models') or [])} model(s); no --ref, no BLEU"
         lines = [("Output system ", Fact("output", output, output), " (best.detok.txt).")]
-    else:  # rescore oracle
+    elif BASELINE in systems and "oracle" in systems:  # rescore oracle
         base, orc = systems[BASELINE]["bleu"], systems["oracle"]["bleu"]
         title = f"Oracle analysis: up to {bleu(orc)} BLEU from this list, {orc - base:+.2f}"
         lines = [
@@ -188,6 +189,8 @@ def headline(summary: dict[str, Any]) -> Headline:
             lines.append(
                 ("Anti-oracle (a floor): ", Fact("anti_oracle_bleu", floor, bleu(floor)), " BLEU.")
             )
+    else:
+        return None
     return Headline(title, tuple((*lines, *([models] if models else []), (size,))))
 
 
@@ -198,7 +201,8 @@ def console_table(summary: dict[str, Any]) -> str:
     output = summary.get("final_system")
     sig = summary.get("significance", {})
     base = systems.get(BASELINE, {}).get("bleu")
-    lines = [headline(summary).title, ""] if systems else []
+    head = headline(summary)
+    lines = [head.title, ""] if head is not None else []
     lines.append(f"  {'system':<24} {'BLEU':>7} {'gain':>7}  p-value vs baseline")
     for name in system_order(systems, output):
         b = systems[name]["bleu"]
