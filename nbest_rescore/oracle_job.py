@@ -55,7 +55,7 @@ def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[s
             OutDir(
                 "--out",
                 job.out,
-                (*REPORT_FILES, *selection_files("oracle"), "scores.parquet", "scores.csv"),
+                (*REPORT_FILES, *selection_files("best"), "scores.parquet", "scores.csv"),
             )
         ],
     )
