@@ -38,7 +38,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _see_outer_packages(venv)
     (wheel,) = (tmp / "w").glob("nbest_rescore-*.whl")
     bin_dir = venv / "bin"
-    install = [*pip, "--python", str(bin_dir / "python"), "install", "--no-deps", "--no-index"]
+    # --ignore-installed: the outer environment's own nbest_rescore (an editable install, seen
+    # through the .pth) must neither satisfy the requirement nor be uninstalled
+    install = [*pip, "--python", str(bin_dir / "python"), "install", "--no-deps", "--no-index",
+               "--ignore-installed"]  # fmt: skip
     subprocess.run([*install, str(wheel)], check=True, capture_output=True)
     return bin_dir
 
