@@ -49,6 +49,7 @@ from nbest_rescore import distributed
 from nbest_rescore.bleu_report import (
     add_bleu_section,
     bleu_section,
+    changed_examples,
     check_parallel,
     model_free_selections,
     source_lengths,
@@ -164,6 +165,7 @@ class ScoredList:
     sha256: dict[str, str]
     """The hashes of the list's files as read, by option (`nbest`, `src`, `ref`)."""
     stats: HypStats | None = None
+    refs: list[str] | None = None
 
 
 # --------------------------------------------------------------------- 1. read: models and inputs
@@ -278,7 +280,7 @@ def score_list(
         stats = compute_hyp_stats(
             table.sentences(), inp.refs, job.bleu, progress_settings=progress, workers=job.workers
         )
-    return ScoredList(table, scores, inp.sources, inp.sha256, stats)
+    return ScoredList(table, scores, inp.sources, inp.sha256, stats, inp.refs)
 
 
 def coverage_warnings(scores: NBestScores, names: Sequence[str]) -> list[str]:
@@ -511,7 +513,19 @@ def write_run_report(
         }
         src_len = source_lengths(test.sources, test.table.n_sentences, job.src_lang)
         section = bleu_section(test.stats, selections, src_len)
-        add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"])
+        add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"], output=w.final)
+        if test.refs is not None:
+            examples, changed = changed_examples(
+                test.stats,
+                w.choices["baseline"],
+                w.choices[w.final],
+                test.table.chosen_surfaces,
+                test.sources,
+                test.refs,
+                job.bleu,
+            )
+            report.tables["examples"] = examples
+            summary["changed_vs_baseline"] = changed
     write_report(report, job.out)
 
 

@@ -114,7 +114,7 @@ def run_oracle(case: str, nbest: Path, tmp: Path, *extra: str) -> None:
 
     def ok(_stdout: str, _err: str) -> str | None:
         s = json.loads((out / "summary.json").read_text())
-        hyps = (out / "oracle.detok.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        hyps = (out / "best.detok.txt").read_text(encoding="utf-8").split("\n")[:-1]
         if s["n_sentences"] != len(REFS) or len(hyps) != len(REFS):
             return f"{len(hyps)} oracle lines for {len(REFS)} sentences"
         if abs(s["systems"]["oracle"]["bleu"] - _bleu(hyps, REFS)) > 1e-6:

@@ -465,9 +465,9 @@ def test_unlabelled_lists(tmp_path: Path) -> None:
     write_nbest(out, read_nbest(path), extra=lambda h: [Feature("LSTM0", (-9.83,))])
     assert out.read_text().splitlines() == [add_to_features(line, "-9.83") for line in lines]
     stats = nbest_stats(path)
-    assert stats.n_with_unlabelled and stats.feature_labels[-1] == "F13"
+    assert stats.unlabelled_features and stats.feature_labels[-1] == "F13"
     assert_error(path, 1, "before any label", labeled=True)
-    assert not nbest_stats(SLICE).n_with_unlabelled
+    assert not nbest_stats(SLICE).unlabelled_features
 
 
 def test_extra_fields_survive(tmp_path: Path) -> None:

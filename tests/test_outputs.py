@@ -212,8 +212,9 @@ ORACLE_NAMES = (
     "chosen_ranks.png",
     "tables/systems.csv",
     "tables/systems.json",
-    "oracle.tok.txt",
-    "oracle.detok.txt",
+    "best.tok.txt",
+    "best.detok.txt",
+    "scores.parquet",
 )
 RUN_NAMES = (
     "summary.json",
@@ -299,16 +300,17 @@ def test_an_out_directory_holding_an_input_is_refused(
 def test_inputs_under_names_the_command_does_not_write_are_fine(
     tmp_path: Path, inputs: dict[str, Path]
 ) -> None:
-    """`oracle` writes oracle.*.txt, not best.*.txt: a list saved there stays an input."""
+    """`oracle` writes best.*.txt (the `--out` layout of `run`), not oracle.*.txt: a list saved
+    under that name stays an input."""
     out = tmp_path / "rep"
     out.mkdir()
-    nbest = Path(shutil.copy(inputs["nbest"], out / "best.tok.txt"))
+    nbest = Path(shutil.copy(inputs["nbest"], out / "oracle.tok.txt"))
     before = nbest.read_bytes()
     res = runner.invoke(app, ["oracle", "--nbest", str(nbest), "--ref", str(inputs["ref"]),
                               "--out", str(out), "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert nbest.read_bytes() == before
-    assert len(read_lines(out / "oracle.detok.txt")) == 30
+    assert len(read_lines(out / "best.detok.txt")) == 30
 
 
 # ------------------------------------------------------------------ outputs that are not files
