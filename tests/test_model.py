@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import pad
 
 from nbest_rescore.model import (
     ATTENTION,
@@ -28,15 +29,6 @@ V = 12  # 4 specials + 8 words
 @pytest.fixture(autouse=True)
 def _threads() -> None:
     torch.set_num_threads(1)
-
-
-def pad(seqs: list[list[int]], extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (batch, width) ids and their lengths."""
-    width = max(1, max(len(s) for s in seqs) + extra)
-    out = torch.full((len(seqs), width), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out, torch.tensor([len(s) for s in seqs])
 
 
 def tiny(seed: int = 0, **overrides: object) -> Seq2Seq:
