@@ -25,12 +25,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def bundle() -> ModelBundle:
+    """The toy model of seed 1; `make_bundle` trains each seed once per session."""
     return make_bundle(1)
-
-
-@pytest.fixture(scope="module")
-def bundle2() -> ModelBundle:
-    return make_bundle(2)
 
 
 def test_ensemble_of_one_is_the_model(bundle: ModelBundle) -> None:
@@ -49,7 +45,8 @@ def test_ensemble_of_one_is_the_model(bundle: ModelBundle) -> None:
             prev = torch.tensor([tok])
 
 
-def test_weighted_combination(bundle: ModelBundle, bundle2: ModelBundle) -> None:
+def test_weighted_combination(bundle: ModelBundle) -> None:
+    bundle2 = make_bundle(2)
     srcs = sources(3, seed=15)
     both = [(s, s) for (s,) in srcs]
     pa, _, _ = Ensemble([bundle]).step(torch.full((3,), BOS), Ensemble([bundle]).encode(srcs))
@@ -104,8 +101,9 @@ def test_models_reading_the_target_in_opposite_directions_are_refused(bundle: Mo
 
 
 def test_each_model_encodes_its_own_ids_and_states_follow_the_beam(
-    bundle: ModelBundle, bundle2: ModelBundle
+    bundle: ModelBundle,
 ) -> None:
+    bundle2 = make_bundle(2)
     ens = Ensemble([bundle, bundle2])
     with pytest.raises(ValueError, match="2 id lists"):
         ens.encode(sources(2))
