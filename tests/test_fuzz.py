@@ -482,12 +482,12 @@ def test_broken_checkpoints_through_run_and_translate(
 
 
 def test_zz_figures() -> None:
-    """The tally of every case above (run in file order, so this test comes last)."""
+    """The tally of the cases that ran before it (file order, so this test comes last; run
+    alone, as `-k zz_figures`, it has none to tally and passes)."""
     print(
         f"\nfuzz: {TALLY['tried']} cases tried, {TALLY['error']} clear errors, "
         f"{TALLY['handled']} handled, {TALLY['bad']} bad"
     )
-    assert TALLY["tried"] > 0
     assert not BAD, "\n".join(BAD)
 
 
