@@ -51,5 +51,5 @@ def test_nbest_lists_equal_the_reference(
     for i, (res, exp) in enumerate(zip(got, expected, strict=True)):
         assert [list(h.ids) for h in res.hypotheses] == [e["ids"] for e in exp], f"sentence {i}"
         for h, e in zip(res.hypotheses, exp, strict=True):
-            assert h.score == pytest.approx(e["score"], abs=2e-5), f"sentence {i}"
-            assert list(h.model_scores) == pytest.approx(e["model_scores"], abs=2e-5)
+            assert h.score == pytest.approx(e["score"], abs=5e-5), f"sentence {i}"
+            assert list(h.model_scores) == pytest.approx(e["model_scores"], abs=5e-5)
