@@ -1,4 +1,4 @@
-"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest`'s readers.
+"""n-best benchmarks. Part "parse": reading speed and memory of `nbest_rescore.nbest_reader`'s readers.
 
 Each measurement runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its own (Linux
 carries the parent's peak into a child, so the parent stays small: it never loads the data).
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, write_result
 from nbest_rescore.fileio import open_text
-from nbest_rescore.nbest import iter_lines, read_nbest, read_nbest_blocks
+from nbest_rescore.nbest_reader import iter_lines, read_nbest, read_nbest_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NBEST = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.moses.1000best.gz"

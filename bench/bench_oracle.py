@@ -45,7 +45,7 @@ from nbest_rescore.metrics import (
     hypothesis_text,
     signature,
 )
-from nbest_rescore.nbest import NBestGroup, read_nbest
+from nbest_rescore.nbest_reader import NBestGroup, read_nbest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"

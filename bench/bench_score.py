@@ -26,8 +26,8 @@ from bench.common import machine_info, write_result
 from nbest_rescore.checkpoint import ModelBundle, load_model
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
-from nbest_rescore.score_store import score_nbest
+from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_scorer import score_nbest
 from nbest_rescore.scoring import (
     ScoringConfig,
     decoder_flops_per_token,

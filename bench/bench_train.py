@@ -66,9 +66,17 @@ def matmul_gflops(n: int = 1024, repeats: int = 10, device: str = "cpu") -> floa
 
 
 def bench_one(
-    name: str, batch: int, src_len: int, tgt_len: int, steps: int, device: str = "cpu"
+    name: str,
+    batch: int,
+    src_len: int,
+    tgt_len: int,
+    steps: int,
+    device: str = "cpu",
+    *,
+    warmup: int = 1,
 ) -> dict[str, Any]:
-    """Time `steps` training steps (after one warm-up) of preset `name` on random batches."""
+    """Time `steps` training steps (after `warmup` untimed ones) of preset `name` on random
+    batches."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset(name)
     model = Seq2Seq(cfg).to(device).train()
@@ -92,7 +100,8 @@ def bench_one(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
-    step()
+    for _ in range(warmup):
+        step()
     sync(device)
     t = time.perf_counter()
     for _ in range(steps):
@@ -105,11 +114,13 @@ def bench_one(
     return {
         "preset": name,
         "model": cfg.to_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
         "optimizer": tp["optimizer"],
         "batch_sentences": batch,
         "src_len": src_len,
         "tgt_len": tgt_len,
         "steps": steps,
+        "warmup_steps": warmup,
         "s_per_step": dt,
         "words_per_s": words / dt,
         "tgt_tokens_per_s": tgt_tokens / dt,

@@ -8,7 +8,7 @@ when skipped):
   and trie (share_prefixes=True): trie equals padded on the CPU, and on CUDA both equal the CPU
   scores (fp32, TF32 off, atol 1e-4); the largest bf16 difference on CUDA is reported.
 - sharding: `torchrun --nproc-per-node G` over the G GPUs (NCCL) scores the slice through
-  `score_store.score_nbest` as one process does (on the CPU only with --cpu-shards, over gloo).
+  `nbest_scorer.score_nbest` as one process does (on the CPU only with --cpu-shards, over gloo).
 - train: training steps of each preset (Multi30k-like lengths, random batches): target tokens/s
   and the achieved FLOP rate as a fraction of the bound, a fp32 matmul GFLOP/s measured in the
   same run on the same device (FLOPs: bench/bench_train.py flops_per_pair, 3x forward).
@@ -16,6 +16,13 @@ when skipped):
   `scoring.decoder_flops_per_token` (paper preset: 64 + 160 = 224 MFLOP).
 - translate: beam search sentences/s of each preset (`translate.translate_lines`); random
   weights rarely end a hypothesis early, so hypotheses run to the length limit.
+- paper_train: the paper's configuration exactly (`--preset paper`: 4 x 1000 LSTMs, 1000-d
+  embeddings, 160k/80k vocabularies, 384M parameters; plain SGD at 0.7, clipping at 5) on batches
+  of 128 sentences of the paper's mean lengths (25 English, 29 French words: 304M and 348M words
+  over 12M pairs): `--paper-steps` steps after one warm-up, words/s (source + target, against
+  the paper's 6,300 on 8 GPUs) and peak memory (CUDA: the allocator's peak; CPU: the process'
+  peak RSS). On the CPU it is skipped unless `--paper-steps` is given: one step there takes
+  tens of seconds and several GB (`--paper-steps 1` times the first step, with no warm-up).
 
 Writes bench/results/gpu.json on a CUDA machine, bench/results/gpu_check_cpu.json otherwise
 (`--out` writes elsewhere). Exits 1 if a check failed.
@@ -30,6 +37,7 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -49,8 +57,8 @@ from nbest_rescore import distributed
 from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, save_checkpoint
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
-from nbest_rescore.score_store import score_nbest
+from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_scorer import score_nbest
 from nbest_rescore.scoring import ScoringConfig, decoder_flops_per_token, score_ids
 from nbest_rescore.search import SearchConfig
 from nbest_rescore.text import TokenizerConfig
@@ -225,6 +233,22 @@ def check_sharding(data: Slice, preset: str, device: str, nproc: int) -> dict[st
     }
 
 
+def check_paper_train(
+    device: str, steps: int, batch: int, src_len: int, tgt_len: int, peak: float
+) -> dict[str, Any]:
+    """`steps` steps of the paper's model and recipe; words/s and peak memory."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    r = bench_one("paper", batch, src_len, tgt_len, steps, device=device, warmup=1 if cuda else 0)
+    r.pop("model")
+    r["fraction_of_flop_bound"] = r["achieved_gflops"] / peak
+    if cuda:
+        r["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    r["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"status": "ok", "matmul_gflops": peak, "runs": [r]}
+
+
 def check_train(presets: Sequence[str], device: str, peak: float, steps: int) -> dict[str, Any]:
     """Training steps per preset against the matmul bound."""
     runs = []
@@ -308,6 +332,16 @@ def main() -> None:
     ap.add_argument("--check-preset", default="small", help="preset of the equality checks")
     ap.add_argument("--sentences", type=int, default=30, help="sentences of the slice (max 30)")
     ap.add_argument("--train-steps", type=int, default=3)
+    ap.add_argument(
+        "--paper-steps",
+        type=int,
+        default=None,
+        help="paper_train steps (default: 5 on CUDA; on the CPU skipped unless given)",
+    )
+    ap.add_argument("--paper-batch", type=int, default=128, help="paper_train sentences/batch")
+    ap.add_argument(
+        "--paper-lengths", default="25,29", help="paper_train source,target words per sentence"
+    )
     ap.add_argument("--beam", type=int, default=12)
     ap.add_argument("--matmul-size", type=int, default=None, help="side of the peak matmul")
     ap.add_argument("--cpu-shards", type=int, default=0, help="on CPU: gloo processes (0: skip)")
@@ -350,7 +384,20 @@ def main() -> None:
     parts["train"] = check_train(presets, device, peak, args.train_steps)
     parts["score"] = check_score(data, presets, device, peak)
     parts["translate"] = check_translate(data, presets, device, args.beam)
-    for name in ("train", "score", "translate"):
+    paper_steps = args.paper_steps if args.paper_steps is not None else (5 if cuda else 0)
+    if paper_steps > 0:
+        src_len, tgt_len = (int(x) for x in args.paper_lengths.split(","))
+        parts["paper_train"] = check_paper_train(
+            device, paper_steps, args.paper_batch, src_len, tgt_len, peak
+        )
+    else:
+        parts["paper_train"] = skipped(
+            "the paper's model on the CPU: one step takes tens of seconds and several GB "
+            "(--paper-steps 1 runs it)"
+        )
+    for name in ("train", "score", "translate", "paper_train"):
+        if "runs" not in parts[name]:
+            continue
         for r in parts[name]["runs"]:
             shown = {k: v for k, v in r.items() if not isinstance(v, dict)}
             print(f"{name}: {json.dumps(shown)}", flush=True)

@@ -69,14 +69,19 @@ def check_parallel(
         )
 
 
-def source_lengths(src: str | None, n: int, lang: str = "en") -> np.ndarray | None:
-    """Source lengths in Moses tokens (for the BLEU-by-length analysis)."""
+def source_lengths(lines: Sequence[str], n: int, lang: str = "en") -> np.ndarray:
+    """The first `n` source lines' lengths in Moses tokens (for the BLEU-by-length analysis)."""
+    cfg = TokenizerConfig(lang=lang)
+    return np.asarray([len(tokenize(line, cfg)) for line in lines[:n]], dtype=np.int64)
+
+
+def read_source_lengths(src: str | None, n: int, lang: str = "en") -> np.ndarray | None:
+    """`source_lengths` of the file `src`, which needs a line per sentence (None without one)."""
     if src is None:
         return None
     lines = read_lines(src)
     check_parallel("source", src, len(lines), n)
-    cfg = TokenizerConfig(lang=lang)
-    return np.asarray([len(tokenize(line, cfg)) for line in lines[:n]], dtype=np.int64)
+    return source_lengths(lines, n, lang)
 
 
 def model_free_selections(hs: HypStats) -> dict[str, np.ndarray]:

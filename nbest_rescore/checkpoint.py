@@ -124,11 +124,11 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:
+        # Running out of memory (e.g. too many --threads' stacks) is not a corrupt file.
+        oom = isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)
+        why = "out of memory" if oom else "corrupt, truncated or not a checkpoint"
         raise CheckpointError(
-            f"cannot read checkpoint (corrupt, truncated or not a checkpoint): {exc}".splitlines()[
-                0
-            ],
-            str(path),
+            f"cannot read checkpoint ({why}): {exc}".splitlines()[0], str(path)
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

@@ -19,8 +19,10 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.progress import ProgressSettings
 from nbest_rescore.validate import (
     DEFAULT_MAX_LEN,
+    MAX_THREADS,
     option_above,
     option_at_least,
+    option_at_most,
     option_finite,
     option_in_range,
 )
@@ -51,8 +53,8 @@ Models = Annotated[
 Threads = Annotated[
     int | None,
     typer.Option(
-        help="CPU threads per process (default: all cores; torchrun: 1 per rank). Scores can "
-        "differ in the last bits between thread counts; the cache keeps them apart."
+        help="CPU threads per process, at most 1024 (default: all cores; torchrun: 1 per rank). "
+        "Scores can differ in the last bits between thread counts; the cache keeps them apart."
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu or cuda[:N].")]
@@ -95,6 +97,7 @@ def _progress(quiet: bool) -> ProgressSettings:
 def _set_threads(threads: int | None) -> None:
     """Torch's CPU threads for this process (a process-wide setting, so set here at the edge)."""
     option_at_least("--threads", threads, 1)
+    option_at_most("--threads", threads, MAX_THREADS)
     if threads is not None:
         import torch
 
@@ -128,7 +131,7 @@ def stats(
     """
     from dataclasses import asdict
 
-    from nbest_rescore.nbest import nbest_stats
+    from nbest_rescore.nbest_stats import nbest_stats
     from nbest_rescore.report import to_json
 
     st = nbest_stats(file)
@@ -311,7 +314,7 @@ def run(
     src_tokenized: Annotated[bool, typer.Option(help="--src is already tokenized.")] = False,
     src_lang: Annotated[str, typer.Option(help="Source language (length buckets).")] = "en",
     tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
-    restarts: Annotated[int, typer.Option(help="MERT random restarts.")] = 10,
+    restarts: Annotated[int, typer.Option(help="MERT random restarts (0 to 1000).")] = 10,
     seed: Annotated[int, typer.Option(help="MERT seed.")] = 1,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("rescore-out"),
     quiet: Quiet = False,
@@ -326,7 +329,7 @@ def run(
     """
     from nbest_rescore import distributed
     from nbest_rescore.metrics import BleuConfig
-    from nbest_rescore.rescore import RunJob, run_rescore_job
+    from nbest_rescore.run_job import RunJob, run_rescore_job
     from nbest_rescore.scoring import ScoringConfig
     from nbest_rescore.tune import MertConfig
 
@@ -367,16 +370,107 @@ def run(
     _say(quiet, f"outputs written to {out}/ (1-best: {out}/best.detok.txt)")
 
 
+TrainSrc = Annotated[str, typer.Option(help="Training source (raw text, plain or .gz).")]
+TrainTgt = Annotated[str, typer.Option(help="Training target, line-aligned with the source.")]
+ValidSrc = Annotated[str, typer.Option(help="Validation source.")]
+ValidTgt = Annotated[str, typer.Option(help="Validation target.")]
+SrcLang = Annotated[str | None, typer.Option(help="Source language (tokeniser) [default: en].")]
+TgtLang = Annotated[str | None, typer.Option(help="Target language (tokeniser) [default: fr].")]
+Tokenized = Annotated[bool, typer.Option(help="Inputs are already tokenized.")]
+Workers = Annotated[
+    int, typer.Option(help="Tokenising processes when preparing (1: in this process).")
+]
+MaxLen = Annotated[
+    int | None, typer.Option(help="Drop training pairs with a side longer than this [default: 80].")
+]
+
+
+@app.command()
+@handle_errors
+def prepare(
+    train_src: TrainSrc,
+    train_tgt: TrainTgt,
+    valid_src: ValidSrc,
+    valid_tgt: ValidTgt,
+    out: Annotated[Path, typer.Option(help="The prepared-data directory to write.")],
+    src_lang: SrcLang = None,
+    tgt_lang: TgtLang = None,
+    tokenized: Tokenized = False,
+    src_vocab_size: Annotated[
+        int, typer.Option(help="Source vocabulary: the N most frequent words (the paper's 160k).")
+    ] = 160_000,
+    tgt_vocab_size: Annotated[
+        int, typer.Option(help="Target vocabulary: the N most frequent words (the paper's 80k).")
+    ] = 80_000,
+    vocab_min_count: Annotated[int, typer.Option(help="Minimum word count.")] = 1,
+    max_len: Annotated[
+        int, typer.Option(help="Drop training pairs with a side longer than this.")
+    ] = 80,
+    workers: Workers = max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    ),
+    quiet: Quiet = False,
+) -> None:
+    """Tokenize, build vocabularies and write a memory-mapped training corpus once.
+
+    `rescore train --data OUT ...` trains from it; the same inputs and settings again are a
+    no-op. On several machines, put OUT on a filesystem they share.
+
+    Example: rescore prepare --train-src train.en.gz --train-tgt train.fr.gz --valid-src
+    val.en.gz --valid-tgt val.fr.gz --out data/en-fr
+    """
+    from nbest_rescore.corpus import DataSettings
+    from nbest_rescore.prepare import PrepareConfig
+    from nbest_rescore.prepare import prepare as run_prepare
+
+    settings = DataSettings(
+        src_lang=src_lang or "en",
+        tgt_lang=tgt_lang or "fr",
+        tokenized=tokenized,
+        src_vocab_size=src_vocab_size,
+        tgt_vocab_size=tgt_vocab_size,
+        vocab_min_count=vocab_min_count,
+        max_len=max_len,
+    )
+    cfg = PrepareConfig(
+        train_src=train_src, train_tgt=train_tgt, valid_src=valid_src, valid_tgt=valid_tgt,
+        out=str(out), settings=settings, workers=workers,
+    )  # fmt: skip
+    res = run_prepare(cfg, _progress(quiet))
+    rep = res.report
+    if res.up_to_date:
+        typer.echo(f"{out} is up to date (same inputs and settings): nothing to do")
+        return
+    f = rep["train_filter"]
+    typer.echo(
+        f"prepared {f['kept']} of {f['total']} training pairs ({f['empty']} empty, "
+        f"{f['too_long']} longer than {rep['max_len']} dropped), {rep['valid_pairs']} "
+        f"validation pairs, vocabularies {rep['src_vocab']} / {rep['tgt_vocab']}, in "
+        f"{res.seconds:.0f} s: {out}"
+    )
+
+
 @app.command()
 @handle_errors
 def train(
-    train_src: Annotated[str, typer.Option(help="Training source (raw text, plain or .gz).")],
-    train_tgt: Annotated[str, typer.Option(help="Training target, line-aligned with the source.")],
-    valid_src: Annotated[str, typer.Option(help="Validation source.")],
-    valid_tgt: Annotated[str, typer.Option(help="Validation target.")],
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log.jsonl).")],
-    src_lang: Annotated[str, typer.Option(help="Source language (tokeniser).")] = "en",
-    tgt_lang: Annotated[str, typer.Option(help="Target language (tokeniser).")] = "fr",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prepared-data directory (rescore prepare); with --train-src etc.: where to "
+            "prepare them [default: OUT/data]."
+        ),
+    ] = None,
+    train_src: Annotated[
+        str | None, typer.Option(help="Training source (raw text, plain or .gz).")
+    ] = None,
+    train_tgt: Annotated[
+        str | None, typer.Option(help="Training target, line-aligned with the source.")
+    ] = None,
+    valid_src: Annotated[str | None, typer.Option(help="Validation source.")] = None,
+    valid_tgt: Annotated[str | None, typer.Option(help="Validation target.")] = None,
+    src_lang: SrcLang = None,
+    tgt_lang: TgtLang = None,
     preset: Annotated[
         str,
         typer.Option(
@@ -403,7 +497,10 @@ def train(
             "--reverse/--no-reverse", help="Feed the source reversed (the paper's trick)."
         ),
     ] = True,
-    epochs: Annotated[float | None, typer.Option(help="Epochs (fractional allowed).")] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Epochs (fractional allowed; however few, at least one step is taken)."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per (global) batch.")] = None,
     batch_tokens: Annotated[
         int | None, typer.Option(help="Token budget per batch instead.")
@@ -431,7 +528,9 @@ def train(
     vocab_min_count: Annotated[
         int | None, typer.Option(help="Minimum word count for the vocabularies.")
     ] = None,
-    tokenized: Annotated[bool, typer.Option(help="Inputs are already tokenized.")] = False,
+    tokenized: Tokenized = False,
+    max_len: MaxLen = None,
+    workers: Workers = 1,
     patience: Annotated[
         int | None, typer.Option(help="Early stopping after N validations without gain.")
     ] = None,
@@ -443,12 +542,15 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (init and batch order).")] = 1,
     device: Device = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (at most 1024).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint_last.pt.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a deep LSTM encoder-decoder (DDP under torchrun).
 
+    From a prepared directory (--data, see rescore prepare), or from text files, which are first
+    prepared into OUT/data (or --data). The data settings (languages, --tokenized, vocabulary
+    sizes, --max-len) belong to the preparation: with --data alone they come from the directory.
     Example: rescore train --train-src train.en.gz --train-tgt train.fr.gz --valid-src val.en.gz
     --valid-tgt val.fr.gz --preset small --out runs/small
     """
@@ -456,17 +558,30 @@ def train(
     from nbest_rescore.train import TrainConfig
     from nbest_rescore.train import train as run_training
 
-    for name, path in {"--train-src": train_src, "--train-tgt": train_tgt,
-                       "--valid-src": valid_src, "--valid-tgt": valid_tgt}.items():  # fmt: skip
+    texts = {"--train-src": train_src, "--train-tgt": train_tgt, "--valid-src": valid_src,
+             "--valid-tgt": valid_tgt}  # fmt: skip
+    for name, path in texts.items():
         if path == "-":
             raise InputError(f"{name} -: training reads its files several times; give a file")
+    if train_src is None and data is not None:
+        fixed = {"--src-lang": src_lang, "--tgt-lang": tgt_lang, "--tokenized": tokenized or None,
+                 "--src-vocab-size": src_vocab_size, "--tgt-vocab-size": tgt_vocab_size,
+                 "--vocab-min-count": vocab_min_count, "--max-len": max_len}  # fmt: skip
+        given = [name for name, value in fixed.items() if value is not None]
+        if given:
+            raise InputError(
+                f"{', '.join(given)}: settings of the prepared directory {data}; prepare "
+                "again (rescore prepare) to change them"
+            )
     option_above("--epochs", epochs, 0)
+    option_at_most("--threads", threads, MAX_THREADS)
     option_above("--lr", lr, 0)
     for name, value in {
         "--batch-size": batch_size, "--batch-tokens": batch_tokens, "--emb-dim": emb_dim,
         "--hidden": hidden, "--layers": layers, "--src-vocab-size": src_vocab_size,
         "--tgt-vocab-size": tgt_vocab_size, "--vocab-min-count": vocab_min_count,
         "--checkpoint-every": checkpoint_every, "--log-every": log_every, "--threads": threads,
+        "--max-len": max_len, "--workers": workers,
     }.items():  # fmt: skip
         option_at_least(name, value, 1)
     for name, value in {"--patience": patience, "--valid-every": valid_every}.items():
@@ -502,6 +617,7 @@ def train(
             log_every=log_every,
             clip_norm=clip_norm,
             num_threads=threads,
+            max_len=max_len,
         ).items()
         if v is not None
     }
@@ -512,8 +628,10 @@ def train(
         valid_src=valid_src,
         valid_tgt=valid_tgt,
         out_dir=str(out),
-        src_lang=src_lang,
-        tgt_lang=tgt_lang,
+        data_dir=None if data is None else str(data),
+        prepare_workers=workers,
+        src_lang=src_lang or "en",
+        tgt_lang=tgt_lang or "fr",
         reverse_source=reverse,
         reverse_target=reverse_target,
         tokenized=tokenized,

@@ -1,86 +1,106 @@
-"""Parallel corpora for training: aligned reading, tokenisation, length filtering, bucketed batches.
+"""Parallel corpora for training: aligned streaming, tokenisation, length filtering, bucketed
+batches over token-id arrays (`corpus.EncodedCorpus`), collation and DDP shards.
 
-Source reversal is NOT done here: it is part of the model (`ModelConfig.reverse_source`).
-Batch order is a pure function of (seed, epoch), so a data position is just (epoch, batch index).
+Source reversal is NOT done here: it is part of the model (`ModelConfig.reverse_source`); a
+right-to-left model's targets are read backwards when collated. Batch order is a pure function
+of (seed, epoch) and the length arrays, so a data position is just (epoch, batch index), and
+batching never builds a Python object per sentence (12M pairs cost a few int32 arrays).
+Only `collate` needs torch, imported there: `prepare`'s worker processes start without it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
 
+from nbest_rescore.corpus import EncodedCorpus
 from nbest_rescore.errors import InputError
-from nbest_rescore.fileio import PathLike, atomic_write, open_binary, read_lines, sha256_file
+from nbest_rescore.fileio import PathLike, iter_text_lines, open_binary
 from nbest_rescore.text import TokenizerConfig, tokenize
-from nbest_rescore.vocab import EOS, PAD, Vocab
+from nbest_rescore.vocab import EOS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 Sentence = list[str]
 
+BATCH_ORDER = 2
+"""Version of `make_batches`' order, kept in checkpoints. 1: `legacy_batches` (before the
+prepared corpus); a run keeps the order it started with, so its resume stays exact."""
 
-def read_parallel(src_path: PathLike, tgt_path: PathLike) -> tuple[list[str], list[str]]:
-    """Read two aligned files (plain or .gz) line by line; mismatched lengths are an `InputError`.
 
-    The error names both files and the first line number that one file has and the other lacks.
-    """
-    src = read_lines(src_path)
-    tgt = read_lines(tgt_path)
-    if len(src) != len(tgt):
-        short, long_ = (src_path, tgt_path) if len(src) < len(tgt) else (tgt_path, src_path)
-        first_missing = min(len(src), len(tgt)) + 1
+def count_lines(path: PathLike) -> int:
+    """Lines of a text file (plain or .gz), as `iter_text_lines` would yield them."""
+    n, last = 0, b"\n"
+    with open_binary(path) as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def check_parallel(src_path: PathLike, tgt_path: PathLike) -> int:
+    """The line count of two aligned files; mismatched lengths and empty files are
+    `InputError`s naming both files and the first line that one has and the other lacks."""
+    n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
+    if n_src != n_tgt:
+        short, long_ = (src_path, tgt_path) if n_src < n_tgt else (tgt_path, src_path)
+        first_missing = min(n_src, n_tgt) + 1
         raise InputError(
-            f"parallel files differ in length: {src_path} has {len(src)} lines, {tgt_path} has "
-            f"{len(tgt)}; {short} ends before line {first_missing} of {long_}",
+            f"parallel files differ in length: {src_path} has {n_src} lines, {tgt_path} has "
+            f"{n_tgt}; {short} ends before line {first_missing} of {long_}",
             str(short),
             first_missing,
         )
-    if not src:
+    if not n_src:
         raise InputError(f"empty corpus (no lines in {src_path} and {tgt_path})", str(src_path))
-    return src, tgt
+    return n_src
+
+
+@dataclass(frozen=True)
+class ParallelChunk:
+    """Consecutive line pairs of two aligned files; `first_line` is the 1-based number of the first."""
+
+    first_line: int
+    src: list[str]
+    tgt: list[str]
+
+
+def iter_parallel(src_path: PathLike, tgt_path: PathLike, size: int) -> Iterator[ParallelChunk]:
+    """Chunks of `size` line pairs, streamed (run `check_parallel` first: this one stops at the
+    shorter file). Invalid UTF-8 is an `InputError` naming the file and line."""
+    src_buf: list[str] = []
+    tgt_buf: list[str] = []
+    first = 1
+    for s, t in zip(iter_text_lines(src_path), iter_text_lines(tgt_path), strict=False):
+        src_buf.append(s)
+        tgt_buf.append(t)
+        if len(src_buf) == size:
+            yield ParallelChunk(first, src_buf, tgt_buf)
+            first += size
+            src_buf, tgt_buf = [], []
+    if src_buf:
+        yield ParallelChunk(first, src_buf, tgt_buf)
 
 
 def tokenize_lines(
-    lines: Sequence[str], cfg: TokenizerConfig | None, *, path: PathLike = ""
+    lines: Sequence[str], cfg: TokenizerConfig | None, *, path: PathLike = "", first_line: int = 1
 ) -> list[Sentence]:
     """Tokenise raw lines with `text.tokenize`; `cfg=None` means already tokenised (split on spaces)."""
     if cfg is None:
         return [line.split() for line in lines]
     out: list[Sentence] = []
-    for i, line in enumerate(lines, start=1):
+    for i, line in enumerate(lines, start=first_line):
         try:
             out.append(tokenize(line, cfg))
         except Exception as exc:  # sacremoses failures are rare; locate them for the user
             raise InputError(f"cannot tokenise line: {exc}", str(path) or None, i) from exc
     return out
-
-
-def tokenize_file_cached(
-    path: PathLike, cfg: TokenizerConfig | None, cache_dir: PathLike | None
-) -> list[Sentence]:
-    """Tokenised lines of `path`, cached in `cache_dir` keyed by the file's hash and the settings."""
-    lines = read_lines(path)
-    if cache_dir is None:
-        return tokenize_lines(lines, cfg, path=path)
-    settings = json.dumps(cfg.to_dict() if cfg else None, sort_keys=True)
-    key = hashlib.sha256(f"{sha256_file(path, length=64)}|{settings}".encode()).hexdigest()[:24]
-    cache = Path(cache_dir) / f"{Path(path).name}.{key}.tok.gz"
-    if cache.is_file():
-        with open_binary(cache) as fh:
-            cached = [raw.decode("utf-8").rstrip("\n").split(" ") for raw in fh]
-        cached = [[t for t in s if t] for s in cached]
-        if len(cached) == len(lines):
-            return cached
-    toks = tokenize_lines(lines, cfg, path=path)
-    with atomic_write(cache) as fh:
-        for sent in toks:
-            fh.write(" ".join(sent) + "\n")
-    return toks
 
 
 @dataclass(frozen=True)
@@ -95,54 +115,28 @@ class FilterStats:
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
-
-def filter_by_length(
-    src: Sequence[Sentence],
-    tgt: Sequence[Sentence],
-    max_len: int | None,
-    *,
-    drop_empty: bool = True,
-) -> tuple[list[int], FilterStats]:
-    """Indices of pairs with both sides non-empty and at most `max_len` tokens, and the counts."""
-    keep: list[int] = []
-    empty = too_long = 0
-    for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
-        if drop_empty and (not s or not t):
-            empty += 1
-        elif max_len is not None and (len(s) > max_len or len(t) > max_len):
-            too_long += 1
-        else:
-            keep.append(i)
-    return keep, FilterStats(total=len(src), kept=len(keep), empty=empty, too_long=too_long)
-
-
-@dataclass(frozen=True)
-class EncodedCorpus:
-    """Sentence pairs as id lists (no BOS/EOS; EOS is added when batching)."""
-
-    src: list[list[int]]
-    tgt: list[list[int]]
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    @classmethod
-    def encode(
-        cls,
-        src: Sequence[Sentence],
-        tgt: Sequence[Sentence],
-        src_vocab: Vocab,
-        tgt_vocab: Vocab,
-        indices: Sequence[int] | None = None,
-    ) -> EncodedCorpus:
-        idx = range(len(src)) if indices is None else indices
-        return cls(
-            src=[src_vocab.encode(src[i]) for i in idx], tgt=[tgt_vocab.encode(tgt[i]) for i in idx]
+    def __add__(self, other: FilterStats) -> FilterStats:
+        return FilterStats(
+            self.total + other.total,
+            self.kept + other.kept,
+            self.empty + other.empty,
+            self.too_long + other.too_long,
         )
 
-    def n_tokens(self) -> tuple[int, int]:
-        """Source words and target words (without EOS), as the paper counts words."""
-        return sum(map(len, self.src)), sum(map(len, self.tgt))
+
+def length_filter(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, max_len: int | None, *, drop_empty: bool = True
+) -> tuple[np.ndarray, FilterStats]:
+    """Which pairs have both sides non-empty and at most `max_len` tokens (a bool mask), and
+    the counts of what was dropped."""
+    src_lens, tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+    empty = (src_lens == 0) | (tgt_lens == 0) if drop_empty else np.zeros(len(src_lens), bool)
+    long = np.zeros(len(src_lens), bool)
+    if max_len is not None:
+        long = ~empty & ((src_lens > max_len) | (tgt_lens > max_len))
+    keep = ~(empty | long)
+    stats = FilterStats(len(keep), int(keep.sum()), int(empty.sum()), int(long.sum()))
+    return keep, stats
 
 
 @dataclass(frozen=True)
@@ -154,26 +148,118 @@ class BatchingConfig:
     """When set, batches hold as many sentences as fit in this many padded target+source tokens."""
     seed: int = 1
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or (self.batch_tokens is not None and self.batch_tokens < 1):
+            raise InputError("batch size must be positive")
 
-def make_batches(corpus: EncodedCorpus, cfg: BatchingConfig, epoch: int) -> list[list[int]]:
-    """The epoch's batches (lists of sentence indices), deterministic in (seed, epoch).
 
-    Sentences are shuffled, sorted by length (stable, so ties stay shuffled), cut into batches of
-    similar length, and the batches are shuffled.
+@dataclass(frozen=True)
+class EpochBatches:
+    """One epoch's batches as arrays: batch k is order[starts[p]:starts[p + 1]], p = perm[k]."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    perm: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.perm)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        p = int(self.perm[k])
+        return self.order[int(self.starts[p]) : int(self.starts[p + 1])]
+
+
+def make_batches(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, cfg: BatchingConfig, epoch: int
+) -> EpochBatches:
+    """The epoch's batches, deterministic in (seed, epoch).
+
+    Sentences are ordered by (source length, target length) in a random order within equal
+    lengths (numpy, keyed by (seed, epoch): the same as a shuffle followed by a stable sort),
+    cut into batches, and the batches are shuffled. Memory: a few arrays of one int32 per
+    sentence; time: linear (a 16-bit radix sort, shuffles within cache-sized groups).
     """
+    rng = np.random.default_rng([cfg.seed % 2**64, epoch])
+    order = _length_order(src_lens, tgt_lens, rng)
+    n = len(order)
+    if cfg.batch_tokens is None:
+        starts = np.append(np.arange(0, n, cfg.batch_size, dtype=np.int64), n)
+    else:
+        widths = src_lens[order].astype(np.int32) + tgt_lens[order] + 1
+        starts = _budget_starts(widths, cfg.batch_tokens)
+    return EpochBatches(order, starts, rng.permutation(len(starts) - 1))
+
+
+def _length_order(src: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices sorted by (src, tgt), each group of equal lengths in a random order. One
+    combined key, 16-bit where it fits (numpy's stable sort is then a radix sort)."""
+    width = int(tgt.max(initial=0)) + 1
+    top = (int(src.max(initial=0)) + 1) * width
+    dt = np.dtype(np.uint16 if top <= 1 << 16 else np.uint32 if top <= 1 << 32 else np.uint64)
+    key = src.astype(dt) * np.asarray(width, dtype=dt) + tgt.astype(dt)
+    order = np.argsort(key, kind="stable").astype(np.int32 if len(key) < 2**31 else np.int64)
+    ends = np.cumsum(
+        np.bincount(key) if dt.itemsize <= 2 else np.unique(key, return_counts=True)[1]
+    )
+    start = 0
+    for end in ends.tolist():
+        if end - start > 1:
+            rng.shuffle(order[start:end])
+        start = end
+    return order
+
+
+def _budget_starts(widths: np.ndarray, budget: int) -> np.ndarray:
+    """Batch boundaries of a greedy cut: a sentence joins the batch while (widest so far) x
+    (sentences) stays within `budget`; every batch holds at least one sentence.
+
+    In the length order, widths rise within runs (one per source length). Inside a run the
+    widest is the last, so sentence e can end a batch that starts at s iff s >= last[e] =
+    e + 1 - budget // widths[e], and `last` rises with e: one binary search per batch. A batch
+    that reaches its run's end takes `_budget_count` (a running maximum) instead.
+    """
+    n = len(widths)
+    ends = np.append(np.flatnonzero(widths[1:] < widths[:-1]) + 1, n).tolist()
+    dt = np.int32 if n + budget < 2**31 else np.int64
+    last = np.arange(1, n + 1, dtype=dt) - (budget // widths).astype(dt)
+    starts = [0]
+    s = run = 0
+    while s < n:
+        while ends[run] <= s:
+            run += 1
+        e = s + int(np.searchsorted(last[s : ends[run]], s, side="right"))
+        s = max(e, s + 1) if e < ends[run] else s + _budget_count(widths[s:], budget)
+        starts.append(s)
+    return np.array(starts, dtype=np.int64)
+
+
+def _budget_count(widths: np.ndarray, budget: int) -> int:
+    """How many of `widths`' first sentences the greedy cut puts in one batch (at least 1)."""
+    w = widths[: budget // max(1, int(widths[0])) + 1]  # no batch outgrows its first width
+    fits = np.maximum.accumulate(w).astype(np.int64) * np.arange(1, len(w) + 1) <= budget
+    over = np.flatnonzero(~fits)
+    return max(1, int(over[0]) if len(over) else len(w))
+
+
+def legacy_batches(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, cfg: BatchingConfig, epoch: int
+) -> list[np.ndarray]:
+    """The batch order of nbest_rescore before the prepared corpus (`BATCH_ORDER` 1: Python's
+    `random.Random`), so that its checkpoints resume exactly. It holds Python lists of every
+    sentence: those runs were small (they held their whole corpus in Python)."""
+    src, tgt = src_lens.tolist(), tgt_lens.tolist()
     rng = random.Random(cfg.seed * 1_000_003 + epoch)
-    order = list(range(len(corpus)))
+    order = list(range(len(src)))
     rng.shuffle(order)
-    order.sort(key=lambda i: (len(corpus.src[i]), len(corpus.tgt[i])))
+    order.sort(key=lambda i: (src[i], tgt[i]))
     batches: list[list[int]] = []
     if cfg.batch_tokens is None:
-        for start in range(0, len(order), cfg.batch_size):
-            batches.append(order[start : start + cfg.batch_size])
+        batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
     else:
         cur: list[int] = []
         longest = 0
         for i in order:
-            width = len(corpus.src[i]) + len(corpus.tgt[i]) + 1
+            width = src[i] + tgt[i] + 1
             if cur and max(longest, width) * (len(cur) + 1) > cfg.batch_tokens:
                 batches.append(cur)
                 cur, longest = [], 0
@@ -182,7 +268,7 @@ def make_batches(corpus: EncodedCorpus, cfg: BatchingConfig, epoch: int) -> list
         if cur:
             batches.append(cur)
     rng.shuffle(batches)
-    return batches
+    return [np.array(b, dtype=np.int64) for b in batches]
 
 
 @dataclass(frozen=True)
@@ -201,32 +287,23 @@ class Batch:
         return Batch(self.src.to(device), self.src_len.to(device), self.tgt_out.to(device))
 
 
-def collate(corpus: EncodedCorpus, indices: Sequence[int]) -> Batch:
-    """Pad the chosen sentences into a `Batch` (EOS appended to every target)."""
-    srcs = [corpus.src[i] for i in indices]
-    tgts = [[*corpus.tgt[i], EOS] for i in indices]
-    s_max = max(1, max(len(s) for s in srcs))
-    t_max = max(len(t) for t in tgts)
-    src = torch.full((len(srcs), s_max), PAD, dtype=torch.long)
-    tgt = torch.full((len(tgts), t_max), PAD, dtype=torch.long)
-    for b, (s, t) in enumerate(zip(srcs, tgts, strict=True)):
-        if s:
-            src[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        tgt[b, : len(t)] = torch.tensor(t, dtype=torch.long)
-    src_len = torch.tensor([len(s) for s in srcs], dtype=torch.long)
-    return Batch(src, src_len, tgt)
+def collate(
+    corpus: EncodedCorpus, indices: Sequence[int] | np.ndarray, *, reverse_target: bool = False
+) -> Batch:
+    """Pad the chosen sentences into a `Batch` (EOS appended to every target, after the target
+    is read backwards when `reverse_target`). Touches only those sentences' rows."""
+    import torch
+
+    rows = np.asarray(indices, dtype=np.int64)
+    src = corpus.src.padded(rows)
+    tgt = corpus.tgt.padded(rows, reverse=reverse_target, room=1)
+    tgt[np.arange(len(rows)), corpus.tgt.lengths[rows].astype(np.int64)] = EOS
+    src_len = corpus.src.lengths[rows].astype(np.int64)
+    return Batch(torch.from_numpy(src), torch.from_numpy(src_len), torch.from_numpy(tgt))
 
 
-def shard(indices: Sequence[int], rank: int, world_size: int) -> list[int]:
+def shard(indices: Sequence[int] | np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This rank's contiguous slice of a global batch (slices differ by at most one sentence)."""
-    n = len(indices)
-    start = (n * rank) // world_size
-    end = (n * (rank + 1)) // world_size
-    return list(indices[start:end])
-
-
-def oov_rates(vocab: Vocab, sentences: Sequence[Sentence]) -> dict[str, float]:
-    """Running-token OOV rate and type OOV rate of `sentences` under `vocab`."""
-    types = {t for s in sentences for t in s}
-    type_oov = sum(1 for t in types if t not in vocab.stoi) / len(types) if types else 0.0
-    return {"token": vocab.oov_rate(sentences), "type": type_oov}
+    arr = np.asarray(indices)
+    n = len(arr)
+    return arr[(n * rank) // world_size : (n * (rank + 1)) // world_size]

@@ -8,11 +8,12 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from nbest_rescore.errors import InputError
 
@@ -66,8 +67,16 @@ def open_binary(path: PathLike) -> IO[bytes]:
 def iter_text_lines(path: PathLike) -> Iterator[str]:
     """The lines of a text file or "-" (stdin), lazily, without their newline; invalid UTF-8
     is an `InputError` naming the line."""
-    name = "<stdin>" if str(path) == "-" else str(path)
     fh = open_binary(path)
+    try:
+        yield from _decoded_lines(fh, "<stdin>" if str(path) == "-" else str(path))
+    finally:
+        if str(path) != "-":
+            fh.close()
+
+
+def _decoded_lines(fh: Iterable[bytes], name: str) -> Iterator[str]:
+    """The lines of a byte stream, decoded, without their newline; errors name `name`."""
     try:
         for i, raw in enumerate(fh, start=1):
             try:
@@ -79,9 +88,6 @@ def iter_text_lines(path: PathLike) -> Iterator[str]:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"cannot read ({exc})", name) from exc
-    finally:
-        if str(path) != "-":
-            fh.close()
 
 
 @contextlib.contextmanager
@@ -123,9 +129,24 @@ def read_lines(path: PathLike) -> list[str]:
     return list(iter_text_lines(path))
 
 
+def read_lines_hashed(path: PathLike) -> tuple[list[str], str]:
+    """`read_lines` and `sha256_file` of a small file from one read of it (a file that is both
+    used and recorded by its hash, such as a weights file)."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    fh = open_raw(path)
+    try:
+        data = fh.read()
+    finally:
+        if str(path) != "-":
+            fh.close()
+    stream = io.BytesIO(data)
+    text = gzip.GzipFile(fileobj=stream) if str(path).endswith(".gz") else stream
+    return list(_decoded_lines(text, name)), hashlib.sha256(data).hexdigest()
+
+
 WRITE_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO,
-     errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+     errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP, errno.ENXIO}
 )  # fmt: skip
 """OS errors of writing an output that are the user's to fix (full disk, permissions, a file
 where a directory should be): `atomic_write` turns them into `InputError`s naming the path."""
@@ -133,52 +154,112 @@ where a directory should be): `atomic_write` turns them into `InputError`s namin
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "w", *, gz: bool | None = None) -> Iterator[IO]:  # type: ignore[type-arg]
-    """Write to a temp file beside `path` and rename it into place only on success.
+    """Write `path` so that a failure leaves it as it was, and never replace what is not a file.
 
-    `gz` defaults to whether `path` ends in `.gz`; `mode` is "w" (text, UTF-8) or "wb".
+    A regular (or new) file is written to a temp file beside it and renamed into place only on
+    success; a symlink is written through (the rename lands on the file it resolves to, the link
+    stays). A stream (see `output_kind`: `-` for stdout, a device, a FIFO, /dev/stdout) is written
+    in place. `gz` defaults to whether `path` ends in `.gz`; `mode` is "w" (text, UTF-8) or "wb".
     """
-    target = Path(path)
+    shown = str(path)
+    use_gz = shown.endswith(".gz") if gz is None else gz
+    if output_kind(path) == "stream":
+        with _stream_write(shown, mode, use_gz) as out:
+            yield out
+        return
+    target = Path(os.path.realpath(path))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise _write_error(exc, target) from exc
-    os.close(fd)
-    use_gz = target.suffix == ".gz" if gz is None else gz
+        raise _write_error(exc, shown) from exc
     try:
         with contextlib.ExitStack() as stack:
-            if use_gz:
-                # No file name and mtime 0 in the header: byte-identical output across runs (the
-                # temp file's random name would otherwise be stored).
-                base = stack.enter_context(open(tmp, "wb"))
-                raw = stack.enter_context(
-                    gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=base, mtime=0)
-                )
-                fh: Any = (
-                    io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
-                    if "b" not in mode
-                    else raw
-                )
-            else:
-                fh = open(
-                    tmp,
-                    mode,
-                    encoding=None if "b" in mode else "utf-8",
-                    newline=None if "b" in mode else "\n",
-                )
-            with fh:
-                yield fh
+            yield _encoded(stack, stack.enter_context(os.fdopen(fd, "wb")), mode, use_gz)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-            raise _write_error(exc, target) from exc
+            raise _write_error(exc, shown) from exc
         raise
 
 
-def _write_error(exc: OSError, target: Path) -> InputError:
+def output_kind(path: PathLike) -> Literal["stream", "file"]:
+    """ "stream" for an output written in place: `-` (stdout), a character device, FIFO or socket,
+    or a path in /dev or /proc (/dev/stdout, /dev/fd/N), symlinks followed; "file" otherwise
+    (written by rename). A block device or a symlink loop is an `InputError`: never written."""
+    p = str(path)
+    if p == "-":
+        return "stream"
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        return "file"  # a new file, or a symlink to one: written through
+    except OSError as exc:
+        raise _write_error(exc, p) from exc
+    if stat.S_ISBLK(mode):
+        raise InputError("is a block device; an output is never written to one", p)
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or _in_stream_dir(p):
+        return "stream"
+    return "file"
+
+
+def _in_stream_dir(path: str) -> bool:
+    """Whether `path`, or a symlink it passes through, lies directly in /dev or /dev/fd, or under
+    /proc: such paths name streams (/dev/stdout, /dev/fd/1, /proc/self/fd/1), even when they lead
+    to a regular file (stdout redirected to one), which is then appended to rather than replaced."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own symlink limit
+        parent = os.path.realpath(os.path.dirname(p))
+        if parent in ("/dev", "/dev/fd", "/proc") or parent.startswith("/proc/"):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.join(os.path.dirname(p), os.readlink(p))
+    return False
+
+
+@contextlib.contextmanager
+def _stream_write(path: str, mode: str, use_gz: bool) -> Iterator[IO]:  # type: ignore[type-arg]
+    """Write a stream in place: stdout for `-` (left open), else the path opened for appending
+    (a device or FIFO is not truncated, a regular file behind /dev/stdout keeps what the shell
+    put there)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if path == "-" and "b" not in mode and not use_gz:
+                sys.stdout.flush()
+                yield sys.stdout
+                sys.stdout.flush()
+                return
+            if path == "-":
+                base = sys.stdout.buffer
+                stack.callback(base.flush)  # after the layers above it have closed
+            else:
+                base = stack.enter_context(open(path, "ab"))
+            yield _encoded(stack, base, mode, use_gz)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise _write_error(exc, path) from exc
+        raise
+
+
+def _encoded(stack: contextlib.ExitStack, base: Any, mode: str, use_gz: bool) -> Any:
+    """`base` as the handle a writer wants: gzip-compressed if `use_gz`, UTF-8 text with LF
+    newlines unless `mode` has "b"; the layers close with `stack` (`base` if the stack holds it)."""
+    if use_gz:
+        # No file name and mtime 0 in the header: byte-identical output across runs (the temp
+        # file's random name would otherwise be stored).
+        base = stack.enter_context(
+            gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=base, mtime=0)
+        )
+    if "b" in mode:
+        return base
+    return stack.enter_context(io.TextIOWrapper(base, encoding="utf-8", newline="\n"))
+
+
+def _write_error(exc: OSError, target: PathLike) -> InputError:
     """A write failure as a user error: the output's path and the OS's reason."""
     return InputError(f"cannot write ({exc.strerror or exc})", str(target))
 

@@ -19,7 +19,7 @@ import functools
 import itertools
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult
 from typing import Protocol
@@ -69,8 +69,9 @@ def _detokenize_cached(tokens: tuple[str, ...], lang: str) -> str:
     return str(moses_detokenizer(lang).detokenize(list(tokens)))
 
 
-def detokenize(tokens: Sequence[str], lang: str) -> str:
-    """Moses tokens -> text with sacremoses ``MosesDetokenizer(lang).detokenize(tokens)`` (cached).
+def detokenize_moses(tokens: Sequence[str], lang: str) -> str:
+    """Moses tokens (an n-best hypothesis) -> text with sacremoses
+    ``MosesDetokenizer(lang).detokenize(tokens)`` (cached); `text.detokenize` is a model's.
 
     This is exactly how ``data/multi30k/*.1best.detok.gz`` were made (XML entities are unescaped).
     """
@@ -80,7 +81,7 @@ def detokenize(tokens: Sequence[str], lang: str) -> str:
 def hypothesis_text(tokens: Sequence[str], config: BleuConfig) -> str:
     """The string sacrebleu scores for a tokenized hypothesis under `config`."""
     if config.detokenizes:
-        return detokenize(tokens, config.tgt_lang)
+        return detokenize_moses(tokens, config.tgt_lang)
     return " ".join(tokens)
 
 
@@ -210,8 +211,8 @@ def _surface_stats(surfaces: Sequence[str], ref: str, config: BleuConfig) -> Int
     uniq: dict[str, int] = {}
     inverse = [uniq.setdefault(s, len(uniq)) for s in surfaces]
     if config.detokenizes:
-        det = moses_detokenizer(config.tgt_lang)
-        texts = [str(det.detokenize(s.split(" "))) if s else "" for s in uniq]
+        lang = config.tgt_lang
+        texts = [detokenize_moses(s.split(" "), lang) if s else "" for s in uniq]
     else:
         texts = list(uniq)
     stats = sentence_stats(texts, ref, config)
@@ -227,17 +228,12 @@ def _chunk_stats(args: tuple[BleuConfig, list[tuple[list[str], str]]]) -> list[I
 # --------------------------------------------------------------------------- the n-best container
 
 
-class _HypLike(Protocol):
-    @property
-    def tokens(self) -> tuple[str, ...]: ...
-
-
-class _GroupLike(Protocol):
+class _SentenceLike(Protocol):
     @property
     def sent_id(self) -> int: ...
 
     @property
-    def hyps(self) -> Sequence[_HypLike]: ...
+    def surfaces(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -306,7 +302,7 @@ def _store(
 
 
 def compute_hyp_stats(
-    groups: Iterable[_GroupLike],
+    groups: Iterable[_SentenceLike],
     refs: Sequence[str],
     config: BleuConfig,
     *,
@@ -314,7 +310,8 @@ def compute_hyp_stats(
     workers: int | None = 1,
     chunk_sentences: int = 32,
 ) -> HypStats:
-    """BLEU statistics of every hypothesis of `groups` (from `read_nbest`) against `refs`.
+    """BLEU statistics of every hypothesis of `groups` (`NBestTable.sentences()`, or `read_nbest`'s
+    groups) against `refs`.
 
     Group ``sent_id`` indexes `refs`; ids absent from `groups` (gaps, or a list that ends early)
     become missing sentences (see `HypStats`). ``workers > 1`` spreads sentences over a process pool
@@ -339,8 +336,9 @@ def compute_hyp_stats(
             if sid <= last:
                 raise InputError(f"n-best sentence ids not increasing ({sid} after {last})")
             last = sid
-            if g.hyps:
-                yield sid, [" ".join(h.tokens) for h in g.hyps], refs[sid]
+            surfaces = list(g.surfaces)
+            if surfaces:
+                yield sid, surfaces, refs[sid]
 
     def chunks() -> Iterator[tuple[list[int], tuple[BleuConfig, list[tuple[list[str], str]]]]]:
         it = items()
@@ -432,19 +430,31 @@ def _smoothed_log_precisions(stats: IntArray) -> tuple[FloatArray, FloatArray, n
     return logp, log_bp, has_total
 
 
+_ROWS_AT_ONCE = 1 << 18
+"""Statistics rows scored in one piece by `corpus_bleu_many` and `sentence_bleu_many`: their
+float temporaries take about 300 bytes a row."""
+
+
+def _in_pieces(score: Callable[[IntArray], FloatArray], stats: IntArray) -> FloatArray:
+    """`score` of 2-D statistics rows, `_ROWS_AT_ONCE` rows at a time (bounded memory)."""
+    st = np.atleast_2d(np.asarray(stats))
+    if len(st) <= _ROWS_AT_ONCE:
+        return score(st)
+    return np.concatenate(
+        [score(st[lo : lo + _ROWS_AT_ONCE]) for lo in range(0, len(st), _ROWS_AT_ONCE)]
+    )
+
+
 def corpus_bleu_many(stats: IntArray) -> FloatArray:
     """Corpus BLEU (0-100) of many summed statistics rows at once, as sacrebleu's `compute_bleu`.
 
     Equal to `corpus_bleu_from_stats` up to floating-point rounding; used to rank candidates.
     """
-    st = np.atleast_2d(np.asarray(stats))
-    if len(st) > _ROWS_AT_ONCE:  # a piece at a time: the float temporaries are ~300 B a row
-        return np.concatenate(
-            [
-                sentence_bleu_many(st[lo : lo + _ROWS_AT_ONCE])
-                for lo in range(0, len(st), _ROWS_AT_ONCE)
-            ]
-        )
+    return _in_pieces(_corpus_bleu_rows, stats)
+
+
+def _corpus_bleu_rows(st: IntArray) -> FloatArray:
+    """`corpus_bleu_many` of one piece of rows."""
     logp, log_bp, has_total = _smoothed_log_precisions(st)
     any_correct = (st[:, 2 : 2 + MAX_ORDER] > 0).any(axis=1)
     ok = has_total.all(axis=1) & any_correct
@@ -454,23 +464,17 @@ def corpus_bleu_many(stats: IntArray) -> FloatArray:
     return np.where(ok, score, 0.0)
 
 
-_ROWS_AT_ONCE = 1 << 18
-
-
 def sentence_bleu_many(stats: IntArray) -> FloatArray:
     """Smoothed sentence BLEU of many statistics rows, as `sacrebleu.sentence_bleu`'s defaults.
 
     Those defaults are 'exp' smoothing (mteval's: the k-th zero-match order counts as 1/2^k
     matches) with effective order (only n-gram orders the hypothesis has are averaged).
     """
-    st = np.atleast_2d(np.asarray(stats))
-    if len(st) > _ROWS_AT_ONCE:  # a piece at a time: the float temporaries are ~300 B a row
-        return np.concatenate(
-            [
-                sentence_bleu_many(st[lo : lo + _ROWS_AT_ONCE])
-                for lo in range(0, len(st), _ROWS_AT_ONCE)
-            ]
-        )
+    return _in_pieces(_sentence_bleu_rows, stats)
+
+
+def _sentence_bleu_rows(st: IntArray) -> FloatArray:
+    """`sentence_bleu_many` of one piece of rows."""
     logp, log_bp, has_total = _smoothed_log_precisions(st)
     any_correct = (st[:, 2 : 2 + MAX_ORDER] > 0).any(axis=1)
     # sacrebleu stops at the first order without any n-gram; totals decrease with n, so the
@@ -480,20 +484,6 @@ def sentence_bleu_many(stats: IntArray) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
         score = 100.0 * np.exp(log_bp + summed / np.maximum(eff, 1))
     return np.where(any_correct & (eff > 0), score, 0.0)
-
-
-def sentence_bleu_from_stats(row: Sequence[int] | IntArray) -> float:
-    """Smoothed sentence BLEU of one statistics row, by sacrebleu (as `sacrebleu.sentence_bleu`)."""
-    s = [int(x) for x in np.asarray(row).tolist()]
-    score = BLEU.compute_bleu(
-        correct=s[2 : 2 + MAX_ORDER],
-        total=s[2 + MAX_ORDER :],
-        sys_len=s[0],
-        ref_len=s[1],
-        smooth_method="exp",
-        effective_order=True,
-    )
-    return float(score.score)
 
 
 # --------------------------------------------------------------------------- conveniences

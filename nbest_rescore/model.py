@@ -10,7 +10,7 @@ The attention keys (a projection of the encoder outputs) are computed once per s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -92,9 +92,19 @@ class ModelConfig:
         return cls(**d)
 
 
-def target_order(ids: list[int], config: ModelConfig) -> list[int]:
-    """Target ids in the order the model reads them (reversed for right-to-left models)."""
-    return ids[::-1] if config.reverse_target else ids
+class _Directed(Protocol):
+    @property
+    def reverse_target(self) -> bool: ...
+
+
+_Seq = TypeVar("_Seq", list[int], tuple[int, ...], list[str])
+
+
+def target_order(seq: _Seq, config: _Directed) -> _Seq:
+    """Target ids (or tokens) in the order a model reads them, reversed for right-to-left models;
+    the same call turns a right-to-left model's output back. `config`: a model's or a training
+    run's settings."""
+    return seq[::-1] if config.reverse_target else seq
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:

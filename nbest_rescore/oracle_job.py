@@ -11,13 +11,14 @@ from nbest_rescore.bleu_report import (
     bleu_section,
     check_parallel,
     model_free_selections,
-    source_lengths,
+    read_source_lengths,
 )
 from nbest_rescore.fileio import read_lines, stdin_spooled
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
-from nbest_rescore.outputs import check_out_dir, missing_note, write_selection
+from nbest_rescore.output_guard import OutDir, check_outputs
+from nbest_rescore.outputs import check_out_dir, missing_note, selection_files, write_selection
 from nbest_rescore.progress import QUIET, ProgressSettings
-from nbest_rescore.report import Report, provenance, write_report
+from nbest_rescore.report import REPORT_FILES, Report, provenance, write_report
 from nbest_rescore.table import read_table
 from nbest_rescore.validate import option_at_least
 
@@ -42,6 +43,10 @@ class OracleJob:
 def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[str, Any]:
     """Compute and write the oracle analysis report; returns `summary.json`'s content (its
     `warnings` are for the console too). One of the inputs may be `-` (stdin)."""
+    check_outputs(
+        {"--nbest": job.nbest, "--ref": job.ref, "--src": job.src},
+        dirs=[OutDir("--out", job.out, (*REPORT_FILES, *selection_files("oracle")))],
+    )
     check_out_dir(job.out)
     with stdin_spooled(nbest=job.nbest, ref=job.ref, src=job.src) as p:
         return _oracle(
@@ -55,10 +60,10 @@ def _oracle(job: OracleJob, progress: ProgressSettings) -> dict[str, Any]:
     check_parallel("reference", job.ref, len(refs), table.n_sentences, job.nbest)
     table = table.padded(len(refs))
     hs = compute_hyp_stats(
-        table.groups(), refs, job.bleu, progress_settings=progress, workers=job.workers
+        table.sentences(), refs, job.bleu, progress_settings=progress, workers=job.workers
     )
     selections = model_free_selections(hs)
-    section = bleu_section(hs, selections, source_lengths(job.src, len(refs), job.src_lang))
+    section = bleu_section(hs, selections, read_source_lengths(job.src, len(refs), job.src_lang))
     summary: dict[str, Any] = {
         "n_sentences": hs.n_sentences,
         "n_hypotheses": hs.n_hypotheses,

@@ -12,7 +12,7 @@ import pandas as pd
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import atomic_write
-from nbest_rescore.metrics import BleuConfig, detokenize
+from nbest_rescore.metrics import BleuConfig, detokenize_moses
 from nbest_rescore.table import NBestTable
 
 
@@ -47,12 +47,18 @@ def missing_note(missing: np.ndarray) -> str | None:
     return f"{len(ids)} sentence(s) without hypotheses (ids {shown}): their output lines are empty"
 
 
+def selection_files(stem: str) -> tuple[str, str]:
+    """The names `write_selection` writes: the chosen hypotheses as tokens and as text."""
+    return f"{stem}.tok.txt", f"{stem}.detok.txt"
+
+
 def write_selection(out_dir: Path, stem: str, surfaces: Sequence[str], config: BleuConfig) -> None:
     """`{stem}.tok.txt` and `{stem}.detok.txt`: the chosen hypotheses, one per sentence."""
-    with atomic_write(out_dir / f"{stem}.tok.txt") as fh:
+    tok, detok = selection_files(stem)
+    with atomic_write(out_dir / tok) as fh:
         fh.writelines(s + "\n" for s in surfaces)
-    with atomic_write(out_dir / f"{stem}.detok.txt") as fh:
-        fh.writelines(detokenize(s.split(), config.tgt_lang) + "\n" for s in surfaces)
+    with atomic_write(out_dir / detok) as fh:
+        fh.writelines(detokenize_moses(s.split(), config.tgt_lang) + "\n" for s in surfaces)
 
 
 SCORES_ROWS = 1 << 16

@@ -41,16 +41,23 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def provenance(inputs: Mapping[str, str | None], **extra: Any) -> dict[str, Any]:
-    """What produced a report: input file hashes, package versions, time, machine."""
+def provenance(
+    inputs: Mapping[str, str | None], *, sha256: Mapping[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """What produced a report: input file hashes (`sha256`: those taken as the inputs were read,
+    by input name; the others are hashed here), package versions, time, machine."""
     import sacrebleu
     import torch
 
     from nbest_rescore.fileio import sha256_file
 
+    def digest(name: str, p: str) -> str | None:
+        known = (sha256 or {}).get(name)
+        return known or (sha256_file(p) if p != "-" else None)
+
     return {
         "inputs": {
-            name: {"path": str(p), "sha256": sha256_file(p) if p not in (None, "-") else None}
+            name: {"path": str(p), "sha256": digest(name, p)}
             for name, p in inputs.items()
             if p is not None
         },
@@ -119,6 +126,17 @@ def _png(fig: Figure) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+REPORT_FILES = (
+    "summary.json",
+    "report.md",
+    "report.html",
+    "*.png",
+    "tables/*.csv",
+    "tables/*.json",
+)
+"""What `write_report` writes into its directory (glob patterns), for `output_guard.OutDir`."""
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:

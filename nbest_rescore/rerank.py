@@ -72,10 +72,13 @@ def parse_weight_options(options: Sequence[str]) -> dict[str, list[float]]:
 
 
 def read_weights(path: PathLike) -> dict[str, list[float]]:
-    """Weights from a JSON object (`{"name": value or [values]}`, e.g. a saved `weights.json`)
-    or a Moses `[weight]` section / `Name= v1 v2` lines."""
-    lines = read_lines(path)
-    p = str(path)
+    """Weights from a file (see `parse_weights`)."""
+    return parse_weights(read_lines(path), str(path))
+
+
+def parse_weights(lines: Sequence[str], p: str) -> dict[str, list[float]]:
+    """Weights from the lines of file `p`: a JSON object (`{"name": value or [values]}`, e.g. a
+    saved `weights.json`) or a Moses `[weight]` section / `Name= v1 v2` lines."""
     text = "\n".join(lines).strip()
     if text.startswith("{"):
         try:

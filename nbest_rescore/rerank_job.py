@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,10 +10,11 @@ from nbest_rescore.fileio import atomic_write, read_lines, stdin_spooled
 from nbest_rescore.metrics import (
     BleuConfig,
     compute_hyp_stats,
-    detokenize,
+    detokenize_moses,
     score_from_stats,
     signature,
 )
+from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.outputs import missing_note
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.rerank import (
@@ -72,6 +72,10 @@ def run_rerank_job(job: RerankJob, progress: ProgressSettings = QUIET) -> Rerank
     """Write the reranked 1-best (detokenized text unless `tokenized_output`); `-` inputs are
     read from stdin (one of them)."""
     weights_file = None if job.weights_file is None else str(job.weights_file)
+    check_outputs(
+        {"--nbest": job.nbest, "--weights": weights_file, "--ref": job.ref},
+        {"--output": job.output},
+    )
     with stdin_spooled(nbest=job.nbest, ref=job.ref, weights=weights_file) as p:
         return _rerank(
             replace(
@@ -95,16 +99,14 @@ def _rerank(job: RerankJob, progress: ProgressSettings) -> RerankResult:
     choice = rerank(table, weights)
     surfaces = table.chosen_surfaces(choice)
     lang = job.bleu.tgt_lang
-    lines = [(s if job.tokenized_output else detokenize(s.split(), lang)) + "\n" for s in surfaces]
-    if job.output == "-":
-        sys.stdout.writelines(lines)
-        sys.stdout.flush()
-    else:
-        with atomic_write(job.output) as fh:
-            fh.writelines(lines)
+    lines = [
+        (s if job.tokenized_output else detokenize_moses(s.split(), lang)) + "\n" for s in surfaces
+    ]
+    with atomic_write(job.output) as fh:
+        fh.writelines(lines)
     missing = (table.n_sentences, int(table.missing.sum()), missing_note(table.missing))
     if refs is None:
         return RerankResult(weights, None, *missing)
-    hs = compute_hyp_stats(table.groups(), refs, job.bleu, progress_settings=progress)
+    hs = compute_hyp_stats(table.sentences(), refs, job.bleu, progress_settings=progress)
     score = score_from_stats(hs.totals(choice))
     return RerankResult(weights, f"{score} ({signature(job.bleu)})", *missing)

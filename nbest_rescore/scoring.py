@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from nbest_rescore.checkpoint import ModelBundle
-from nbest_rescore.model import Seq2Seq, State, select_state, shift_right
+from nbest_rescore.model import Seq2Seq, State, select_state, shift_right, target_order
 from nbest_rescore.text import looks_escaped, to_model_tokens, tokenize
 from nbest_rescore.validate import option_at_least
 from nbest_rescore.vocab import BOS, EOS, PAD, UNK
@@ -140,8 +140,9 @@ def hypothesis_ids(
     """n-best hypotheses (Moses tokens) as target ids under the model's tokeniser settings."""
     enc = bundle.tgt_vocab.encode
     cfg = bundle.tgt_tok
-    ids = [enc(to_model_tokens(h, cfg, escaped=escaped)) for h in hyps]
-    return [r[::-1] for r in ids] if bundle.config.reverse_target else ids
+    return [
+        target_order(enc(to_model_tokens(h, cfg, escaped=escaped)), bundle.config) for h in hyps
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,9 +558,7 @@ def score_source_given_hypotheses(
         ]
     else:
         tgt_tok = [tokenize(line, bundle.tgt_tok) for line in sources]
-    tgt_ids = [bundle.tgt_vocab.encode(t) for t in tgt_tok]
-    if bundle.config.reverse_target:
-        tgt_ids = [t[::-1] for t in tgt_ids]
+    tgt_ids = [target_order(bundle.tgt_vocab.encode(t), bundle.config) for t in tgt_tok]
     targets = [tgt_ids[int(i)] for i in np.asarray(hyp_src, dtype=np.int64)]
     return _scored(bundle.model, as_src, targets, np.arange(len(hyps)), cfg)
 

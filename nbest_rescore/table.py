@@ -12,37 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import NamedTuple, overload
 
 import numpy as np
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike
 from nbest_rescore.memory import release_memory
-from nbest_rescore.nbest import (
-    NBestBlock,
-    NBestGroup,
-    format_number,
-    read_nbest_blocks,
-    token_tuples,
-)
-from nbest_rescore.validate import check_finite, check_lengths, line_of
+from nbest_rescore.nbest_reader import NBestBlock, NBestReader
+from nbest_rescore.nbest_writer import format_number
+from nbest_rescore.validate import check_finite, check_lengths
 
 TOTAL = "total"
 """Column name of the decoder's total, the 4th field of an n-best line."""
 
 
-@dataclass(frozen=True)
-class Hyp:
-    """What BLEU statistics need of a hypothesis (see `metrics.compute_hyp_stats`)."""
+class Sentence(NamedTuple):
+    """One sentence's hypotheses as text, what BLEU statistics need (`metrics.compute_hyp_stats`)."""
 
-    tokens: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Group:
     sent_id: int
-    hyps: tuple[Hyp, ...]
+    surfaces: list[str]
+    """Tokens joined by single spaces, best first."""
 
 
 class Surfaces(Sequence[str]):
@@ -163,17 +153,6 @@ class NBestTable:
         except ValueError:
             raise KeyError(name) from None
 
-    def with_columns(self, names: Sequence[str], columns: np.ndarray) -> NBestTable:
-        """A table with extra columns (n_rows, k) appended."""
-        cols = np.asarray(columns, dtype=np.float64).reshape(len(self.values), -1)
-        return NBestTable(
-            self.names + tuple(names),
-            np.concatenate([self.values, cols], axis=1),
-            self.offsets,
-            self.missing,
-            self.surfaces,
-        )
-
     def select(self, names: Sequence[str]) -> NBestTable:
         """A table restricted to the named columns, in that order."""
         idx = [self.names.index(n) for n in names]
@@ -195,10 +174,6 @@ class NBestTable:
             self.surfaces.padded(extra),
         )
 
-    def renamed(self, old: str, new: str) -> NBestTable:
-        names = tuple(new if n == old else n for n in self.names)
-        return NBestTable(names, self.values, self.offsets, self.missing, self.surfaces)
-
     def rows_of(self, choice: np.ndarray) -> np.ndarray:
         """Row index of every sentence's chosen hypothesis."""
         return self.offsets[:-1] + np.asarray(choice, dtype=np.int64)
@@ -208,13 +183,11 @@ class NBestTable:
         surfaces = self.surfaces
         return [surfaces[r] for r in self.rows_of(choice).tolist()]
 
-    def groups(self) -> Iterator[Group]:
-        """The real hypotheses as groups (`metrics.compute_hyp_stats` input)."""
-        for i in range(self.n_sentences):
-            if self.missing[i]:
-                continue
-            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-            yield Group(i, tuple(map(Hyp, token_tuples(self.surfaces.rows(lo, hi)))))
+    def sentences(self) -> Iterator[Sentence]:
+        """The sentences with real hypotheses, their surfaces as stored (`metrics.compute_hyp_stats`
+        input)."""
+        for i in np.flatnonzero(~self.missing).tolist():
+            yield Sentence(i, self.surfaces.rows(int(self.offsets[i]), int(self.offsets[i + 1])))
 
 
 def column_names(group_names: Sequence[tuple[str, int]]) -> tuple[str, ...]:
@@ -225,59 +198,16 @@ def column_names(group_names: Sequence[tuple[str, int]]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def table_from_groups(groups: Iterable[NBestGroup], path: PathLike | None = None) -> NBestTable:
-    """The decoder's total, every dense feature and every surface of an n-best list.
-
-    The dense layout comes from the first line; a line whose layout differs is an error (a linear
-    model needs the same columns on every line; Moses' tuners require this too).
-    """
-    layout: tuple[tuple[str, int], ...] | None = None
-    rows: list[tuple[float, ...]] = []
-    surfaces: list[str] = []
-    offsets = [0]
-    missing: list[bool] = []
-    empty_rows: list[int] = []
-    for g in groups:
-        for rank, h in enumerate(g.hyps):
-            this = tuple((f.name, len(f.values)) for f in h.features)
-            if layout is None:
-                layout = this
-            elif this != layout:
-                raise InputError(
-                    f"sentence {h.sent_id}: dense features {_layout_text(this)} differ from the "
-                    f"first line's {_layout_text(layout)} (every line needs the same features)",
-                    None if path is None else str(path),
-                    None if path is None else line_of(path, h.sent_id, rank),
-                )
-            rows.append((h.total, *h.dense_vector()))
-            surfaces.append(h.surface)
-        if not g.hyps:
-            empty_rows.append(len(rows))
-            rows.append(())
-            surfaces.append("")
-        missing.append(not g.hyps)
-        offsets.append(len(rows))
-    names = (TOTAL, *column_names(layout or ()))
-    for r in empty_rows:
-        rows[r] = (0.0,) * len(names)
-    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
-    return NBestTable(
-        names,
-        values,
-        np.asarray(offsets, dtype=np.int64),
-        np.asarray(missing, dtype=bool),
-        Surfaces.of(surfaces),
-    )
-
-
 def table_from_blocks(
     blocks: Iterable[NBestBlock],
     path: PathLike,
     n_sentences: int | None = None,
     spare_columns: int = 0,
 ) -> NBestTable:
-    """`table_from_groups` over the column blocks of `nbest.read_nbest_blocks`: the same table,
-    built with array operations instead of one object per line. The blocks' columns are copied
+    """The decoder's total, every dense feature and every surface of the column blocks of
+    `nbest_reader.read_nbest_blocks`, built with array operations. The dense layout comes from
+    the first line; a line whose layout differs is an error (a linear model needs the same columns
+    on every line; Moses' tuners require this too). The blocks' columns are copied
     into the final arrays one block at a time and dropped, so the peak memory is about that of
     the table itself. With `spare_columns`, `values` is the left part of a wider zeroed array,
     which `spare_view` hands to whoever adds that many columns (no copy of the table)."""
@@ -353,18 +283,49 @@ def read_table(
     max_len: int | None = None,
     spare_columns: int = 0,
 ) -> NBestTable:
-    """Read an n-best list once into a table (see `nbest.read_nbest` for the arguments) and
-    validate it (`validate.py`): at least one hypothesis, finite numbers, the same dense layout
-    on every line and, with `max_len`, no hypothesis longer than that many tokens. Errors name
-    the file and line (exit 2). `spare_columns`: room for columns added later (`spare_view`)."""
-    blocks = read_nbest_blocks(path, n_sentences=n_sentences, max_hyps=max_hyps)
-    table = table_from_blocks(blocks, path, n_sentences, spare_columns)
+    """Read an n-best list once into a table (see `nbest_reader.read_nbest` for the arguments)
+    and validate it (`validate.py`): at least one hypothesis, finite numbers, the same dense
+    layout on every line and, with `max_len`, no hypothesis longer than that many tokens. Errors
+    name the file and line (exit 2). `spare_columns`: room for columns added later (`spare_view`)."""
+    options = {"n_sentences": n_sentences, "max_hyps": max_hyps, "max_len": max_len}
+    return _read_table(path, spare_columns=spare_columns, hash_bytes=False, **options)[0]
+
+
+def read_table_hashed(
+    path: PathLike,
+    *,
+    n_sentences: int | None = None,
+    max_hyps: int | None = None,
+    max_len: int | None = None,
+    spare_columns: int = 0,
+) -> tuple[NBestTable, str]:
+    """`read_table` and the SHA-256 of the file's bytes as stored, from the one read of it (a
+    run records its inputs by their hashes)."""
+    options = {"n_sentences": n_sentences, "max_hyps": max_hyps, "max_len": max_len}
+    table, sha256 = _read_table(path, spare_columns=spare_columns, hash_bytes=True, **options)
+    assert sha256 is not None  # the table reads the whole file
+    return table, sha256
+
+
+def _read_table(
+    path: PathLike,
+    *,
+    n_sentences: int | None,
+    max_hyps: int | None,
+    max_len: int | None,
+    spare_columns: int,
+    hash_bytes: bool,
+) -> tuple[NBestTable, str | None]:
+    reader = NBestReader(
+        path, n_sentences=n_sentences, max_hyps=max_hyps, labeled=None, hash_bytes=hash_bytes
+    )
+    table = table_from_blocks(reader, path, n_sentences, spare_columns)
     if table.n_hypotheses == 0:
         raise InputError("the n-best list has no hypotheses (empty file?)", str(path))
     check_finite(table.names, table.values, table.offsets, path)
     if max_len is not None:
         check_lengths(table.surfaces.n_tokens(), table.offsets, max_len, path)
-    return table
+    return table, reader.sha256
 
 
 def spare_view(values: np.ndarray, width: int) -> np.ndarray | None:
@@ -378,7 +339,7 @@ def spare_view(values: np.ndarray, width: int) -> np.ndarray | None:
 
 
 def as_written(x: np.ndarray) -> np.ndarray:
-    """Values rounded as `nbest.format_number` writes them, so that a list we write and read back
+    """Values rounded as `nbest_writer.format_number` writes them, so that a list we write and read back
     gives exactly the numbers we computed with."""
     x = np.asarray(x, dtype=np.float64)
     out = np.empty(len(x), dtype=np.float64)

@@ -1,9 +1,13 @@
 """Training of the LSTM encoder-decoder: the paper's SGD recipe by default, exact resume, DDP.
 
-One entry point, `train(cfg, progress)`. The loss is summed over target tokens and divided by the
-number of sentences in the (global) batch, so one process and N torchrun processes take the same
-step. Checkpoints hold the usable model and, under "train_state", everything needed to resume
-exactly: optimiser state, RNG states, step and data position (epoch, next batch index).
+One entry point, `train(cfg, progress)`. It trains from a prepared-data directory (`corpus.py`,
+memory-mapped: `cfg.data_dir`); given text files (`cfg.train_src`, ...) it first prepares them
+into `data_dir` or OUT_DIR/data (`prepare.py`; a no-op when up to date), so there is one training
+path. The loss is summed over target tokens and divided by the number of sentences in the
+(global) batch, so one process and N torchrun processes take the same step. Checkpoints hold the
+usable model and, under "train_state", everything needed to resume exactly: optimiser state, RNG
+states, step, data position (epoch, next batch index), batch order version and the prepared
+data's key.
 """
 
 from __future__ import annotations
@@ -13,34 +17,36 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nbest_rescore import distributed as dist
 from nbest_rescore.checkpoint import model_payload, read_checkpoint, save_checkpoint
+from nbest_rescore.corpus import DataSettings, EncodedCorpus, PreparedData
 from nbest_rescore.data import (
+    BATCH_ORDER,
     BatchingConfig,
-    EncodedCorpus,
+    EpochBatches,
     collate,
-    filter_by_length,
+    legacy_batches,
     make_batches,
-    oov_rates,
-    read_parallel,
     shard,
-    tokenize_file_cached,
 )
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.fileio import atomic_write
 from nbest_rescore.model import ATTENTION, ModelConfig, Seq2Seq, shift_right
 from nbest_rescore.model import PRESETS as MODEL_PRESETS
+from nbest_rescore.output_guard import OutDir, check_outputs
+from nbest_rescore.prepare import PrepareConfig, prepare
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.text import TokenizerConfig
-from nbest_rescore.vocab import PAD, Vocab
+from nbest_rescore.vocab import PAD
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
@@ -124,20 +130,31 @@ _RESUMABLE_CHANGES = frozenset(
         "patience",
         "device",
         "num_threads",
-        "cache_dir",
+        "data_dir",
+        "prepare_workers",
     }
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything a training run depends on; each field maps 1:1 to a `rescore train` option."""
+    """Everything a training run depends on; each field maps 1:1 to a `rescore train` option.
 
-    train_src: str
-    train_tgt: str
-    valid_src: str
-    valid_tgt: str
+    The data: `data_dir` (a prepared directory) alone, or the four text files, prepared into
+    `data_dir` or OUT_DIR/data. The fields of `DataSettings` (languages, tokenisation,
+    vocabularies, `max_len`) say how text is prepared; training from a directory takes them from
+    it (`with_data`), so a checkpoint's config always says what its data were.
+    """
+
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
     out_dir: str
+    data_dir: str | None = None
+    """Prepared-data directory (`rescore prepare`), or where to prepare the text files."""
+    prepare_workers: int = 1
+    """Tokenising processes when preparing text files."""
     src_lang: str = "en"
     tgt_lang: str = "fr"
     preset: str = "paper"
@@ -192,8 +209,16 @@ class TrainConfig:
     patience: int | None = None
     """Stop after this many validations without a new best perplexity; None: never."""
     resume: bool = False
-    cache_dir: str | None = None
-    """Where tokenised corpora are cached; None: OUT_DIR/cache."""
+
+    def __post_init__(self) -> None:
+        texts = [getattr(self, f) for f in ("train_src", "train_tgt", "valid_src", "valid_tgt")]
+        if any(t is None for t in texts) and (
+            any(t is not None for t in texts) or not self.data_dir
+        ):
+            raise InputError(
+                "training data: give a prepared directory (--data), or all of --train-src, "
+                "--train-tgt, --valid-src and --valid-tgt"
+            )
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -223,11 +248,42 @@ class TrainConfig:
             self.tgt_vocab_size or int(p["tgt_vocab_size"]),
         )
 
+    def data_settings(self) -> DataSettings:
+        """How this run's text files are prepared (the preset's vocabulary sizes by default)."""
+        src_max, tgt_max = self.vocab_limits()
+        names = {f.name for f in fields(DataSettings)} - {"src_vocab_size", "tgt_vocab_size"}
+        return DataSettings(
+            src_vocab_size=src_max,
+            tgt_vocab_size=tgt_max,
+            **{name: getattr(self, name) for name in names},
+        )
+
+    def with_data(self, settings: DataSettings) -> TrainConfig:
+        """This config with a prepared directory's settings (the fields share their names)."""
+        return replace(self, **settings.to_dict())
+
+    def prepare_config(self) -> PrepareConfig | None:
+        """How to prepare the text files (None when training from `data_dir` alone): into
+        `data_dir`, or OUT_DIR/data, which a later preparation of other data may replace."""
+        if self.train_src is None:
+            return None
+        return PrepareConfig(
+            train_src=self.train_src,
+            train_tgt=str(self.train_tgt),
+            valid_src=str(self.valid_src),
+            valid_tgt=str(self.valid_tgt),
+            out=self.data_dir or str(Path(self.out_dir) / "data"),
+            settings=self.data_settings(),
+            workers=self.prepare_workers,
+            replace=self.data_dir is None,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From `to_dict`; unknown keys (fields of older versions, e.g. cache_dir) are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -320,84 +376,52 @@ def _make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: str) -> None:
-    old = TrainConfig.from_dict(saved).to_dict()
-    new = cfg.to_dict()
+    old = _comparable(TrainConfig.from_dict(saved)).to_dict()
+    new = _comparable(cfg).to_dict()
     diff = sorted(k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k])
     if diff:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
         raise CheckpointError(f"cannot resume with different settings ({details})", path)
 
 
-@dataclass(frozen=True)
-class _Data:
-    train: EncodedCorpus
-    valid: EncodedCorpus
-    src_vocab: Vocab
-    tgt_vocab: Vocab
-    report: dict[str, Any]
+def _comparable(cfg: TrainConfig) -> TrainConfig:
+    """A run prepared from text, with its data settings spelled out (checkpoints from before
+    the prepared corpus left the preset's vocabulary sizes as None)."""
+    return cfg.with_data(cfg.data_settings()) if cfg.train_src is not None else cfg
 
 
-def _load_data(
+def _open_data(
     cfg: TrainConfig,
     info: dist.DistInfo,
-    vocabs: tuple[Vocab, Vocab] | None,
-) -> _Data:
-    """Read, tokenise (rank 0 first, so the cache is filled once), filter and encode both corpora."""
-    src_tok = None if cfg.tokenized else _tok_config(cfg, cfg.src_lang)
-    tgt_tok = None if cfg.tokenized else _tok_config(cfg, cfg.tgt_lang)
-    cache = None if cfg.tokenized else (cfg.cache_dir or str(Path(cfg.out_dir) / "cache"))
-    # Validates alignment and emptiness with file/line errors before spending time tokenising.
-    read_parallel(cfg.train_src, cfg.train_tgt)
-    read_parallel(cfg.valid_src, cfg.valid_tgt)
-    sides: list[list[list[str]]] = []
-    for turn in (0, 1):
-        if (info.rank == 0) == (turn == 0):
-            sides = [
-                tokenize_file_cached(cfg.train_src, src_tok, cache),
-                tokenize_file_cached(cfg.train_tgt, tgt_tok, cache),
-                tokenize_file_cached(cfg.valid_src, src_tok, cache),
-                tokenize_file_cached(cfg.valid_tgt, tgt_tok, cache),
-            ]
+    saved: dict[str, Any] | None,
+    progress: ProgressSettings,
+) -> tuple[TrainConfig, PreparedData]:
+    """Prepare the text files if the run has them (rank 0; the others wait), open the prepared
+    directory, and return the config with its settings. A resumed run must find the data it
+    was trained on."""
+    pcfg = cfg.prepare_config()
+    saved_data = (saved or {}).get("train_state", {}).get("data") or {}
+    if pcfg is not None:
+        if info.is_main:
+            prepare(pcfg, progress, expect_key=saved_data.get("key"))
         dist.barrier()
-    tr_src, tr_tgt, va_src, va_tgt = sides
-    if cfg.reverse_target:
-        tr_tgt = [t[::-1] for t in tr_tgt]
-        va_tgt = [t[::-1] for t in va_tgt]
-    keep, stats = filter_by_length(tr_src, tr_tgt, cfg.max_len)
-    if not keep:
-        raise InputError(
-            f"no training pairs left after length filtering (max_len={cfg.max_len})",
-            cfg.train_src,
-        )
-    if vocabs is None:
-        max_src, max_tgt = cfg.vocab_limits()
-        src_vocab = Vocab.build(
-            (tr_src[i] for i in keep), max_size=max_src, min_count=cfg.vocab_min_count
-        )
-        tgt_vocab = Vocab.build(
-            (tr_tgt[i] for i in keep), max_size=max_tgt, min_count=cfg.vocab_min_count
-        )
-    else:
-        src_vocab, tgt_vocab = vocabs
-    train = EncodedCorpus.encode(tr_src, tr_tgt, src_vocab, tgt_vocab, keep)
-    valid = EncodedCorpus.encode(va_src, va_tgt, src_vocab, tgt_vocab)
-    kept_src = [tr_src[i] for i in keep]
-    kept_tgt = [tr_tgt[i] for i in keep]
-    report = {
-        "train_filter": stats.to_dict(),
-        "max_len": cfg.max_len,
-        "valid_pairs": len(valid),
-        "src_vocab": len(src_vocab),
-        "tgt_vocab": len(tgt_vocab),
-        "oov": {
-            "train_src": oov_rates(src_vocab, kept_src),
-            "train_tgt": oov_rates(tgt_vocab, kept_tgt),
-            "valid_src": oov_rates(src_vocab, va_src),
-            "valid_tgt": oov_rates(tgt_vocab, va_tgt),
-        },
-        "train_words": dict(zip(("src", "tgt"), train.n_tokens(), strict=True)),
-    }
-    return _Data(train, valid, src_vocab, tgt_vocab, report)
+    data = PreparedData.open(pcfg.out if pcfg is not None else str(cfg.data_dir))
+    if saved is not None:
+        where = str(Path(cfg.out_dir) / LAST)
+        if saved_data.get("key", data.key) != data.key:
+            raise CheckpointError(
+                f"the run was trained on other data than {data.path} (its manifest key "
+                "differs); resume from the directory the run started with",
+                where,
+            )
+        if (saved["src_vocab"], saved["tgt_vocab"]) != (
+            data.src_vocab.to_list(),
+            data.tgt_vocab.to_list(),
+        ):
+            raise CheckpointError(
+                f"the vocabularies of {data.path} differ from the checkpoint's", where
+            )
+    return cfg.with_data(data.settings), data
 
 
 def _tok_config(cfg: TrainConfig, lang: str) -> TokenizerConfig:
@@ -407,13 +431,14 @@ def _tok_config(cfg: TrainConfig, lang: str) -> TokenizerConfig:
 def _batch_loss(
     model: nn.Module,
     corpus: EncodedCorpus,
-    indices: list[int],
+    indices: np.ndarray,
     device: torch.device,
     label_smoothing: float,
     autocast: bool,
+    reverse_target: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(training loss summed over tokens, NLL summed over tokens, target tokens) for `indices`."""
-    b = collate(corpus, indices).to(device)
+    b = collate(corpus, indices, reverse_target=reverse_target).to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         logp = model(b.src, b.src_len, shift_right(b.tgt_out))
     logp = logp.float()
@@ -434,17 +459,18 @@ def evaluate_perplexity(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     autocast: bool = False,
+    reverse_target: bool = False,
 ) -> tuple[float, float, int]:
     """(perplexity, NLL sum, target tokens incl. EOS) of `corpus`; ranks split the work."""
     dev = torch.device(device)
     was_training = model.training
     model.eval()
-    order = sorted(range(len(corpus)), key=lambda i: (len(corpus.src[i]), len(corpus.tgt[i])))
+    order = np.lexsort((corpus.tgt.lengths, corpus.src.lengths))  # stable: ties by index
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rank, world = dist.get_rank(), dist.get_world_size()
     nll_sum, tokens = 0.0, 0
     for chunk in chunks[rank::world]:
-        _, nll, n = _batch_loss(model, corpus, chunk, dev, 0.0, autocast)
+        _, nll, n = _batch_loss(model, corpus, chunk, dev, 0.0, autocast, reverse_target)
         nll_sum += float(nll)
         tokens += n
     model.train(was_training)
@@ -508,15 +534,17 @@ def _train(
         torch.set_num_threads(cfg.num_threads)
     device = _device(cfg, info)
     _check_settings(cfg)
+    _check_paths(cfg)
     out = Path(cfg.out_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     saved = _resume_payload(cfg, out / LAST)
+    if saved is not None and cfg.train_src is not None:  # name a changed setting before preparing
+        _check_resume_config(saved["train_state"]["config"], cfg, str(out / LAST))
     dist.barrier()
-    vocabs = None
+    cfg, data = _open_data(cfg, info, saved, progress if info.is_main else QUIET)
     if saved is not None:
-        vocabs = (Vocab.from_list(saved["src_vocab"]), Vocab.from_list(saved["tgt_vocab"]))
-    data = _load_data(cfg, info, vocabs)
+        _check_resume_config(saved["train_state"]["config"], cfg, str(out / LAST))
     trainer = _Trainer(cfg, info, device, data, saved)
     trainer.loop(progress, on_step)
     dist.barrier()
@@ -540,9 +568,26 @@ def _check_settings(cfg: TrainConfig) -> None:
     current_lr(cfg, 0.0, 1.0)  # rejects an unknown schedule
 
 
+def _check_paths(cfg: TrainConfig) -> None:
+    """No file the run writes may be one of its corpora (`output_guard`): the out directory's
+    checkpoints and log, and the prepared directory (`prepare.py`), which is replaced whole."""
+    out = Path(cfg.out_dir)
+    if cfg.data_dir is None:
+        dirs = [OutDir("--out", out, (LAST, BEST, LOG, "data", "data/*"))]
+    else:
+        dirs = [OutDir("--out", out, (LAST, BEST, LOG))]
+        if cfg.train_src is not None:
+            dirs.append(OutDir("--data", Path(cfg.data_dir), ("*",)))
+    check_outputs(
+        {"--train-src": cfg.train_src, "--train-tgt": cfg.train_tgt,
+         "--valid-src": cfg.valid_src, "--valid-tgt": cfg.valid_tgt},
+        dirs=dirs,
+    )  # fmt: skip
+
+
 def _resume_payload(cfg: TrainConfig, last_path: Path) -> dict[str, Any] | None:
     """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run without
-    `resume` and to resume with settings that would change the trajectory."""
+    `resume` (`_check_resume_config` then refuses settings that would change the trajectory)."""
     if not last_path.is_file():
         return None
     if not cfg.resume:
@@ -553,8 +598,8 @@ def _resume_payload(cfg: TrainConfig, last_path: Path) -> dict[str, Any] | None:
         )
     saved = read_checkpoint(last_path)
     try:
-        _check_resume_config(saved["train_state"]["config"], cfg, str(last_path))
-    except (KeyError, TypeError) as exc:
+        TrainConfig.from_dict(saved["train_state"]["config"])
+    except (KeyError, TypeError, InputError) as exc:
         raise CheckpointError(
             f"checkpoint has no usable train_state ({exc}); cannot resume", str(last_path)
         ) from exc
@@ -573,7 +618,7 @@ class _Trainer:
         cfg: TrainConfig,
         info: dist.DistInfo,
         device: torch.device,
-        data: _Data,
+        data: PreparedData,
         saved: dict[str, Any] | None,
     ) -> None:
         self.cfg, self.info, self.device, self.data = cfg, info, device, data
@@ -614,13 +659,26 @@ class _Trainer:
         self.bcfg = BatchingConfig(
             batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, seed=cfg.seed
         )
-        self.n_batches0 = len(make_batches(data.train, self.bcfg, 0))
+        # A run keeps the batch order it started with (checkpoints from before the prepared
+        # corpus have none recorded: `legacy_batches`), so that its resume stays exact.
+        self.batch_order = (
+            int(saved["train_state"].get("batch_order", 1)) if saved is not None else BATCH_ORDER
+        )
+        self._epoch_batches: tuple[int, EpochBatches | list[np.ndarray]] | None = None
+        self.n_batches0 = (
+            math.ceil(len(data.train) / cfg.batch_size)
+            if cfg.batch_tokens is None
+            else len(self.batches(0))
+        )
+        prepared = {"dir": str(data.path), "manifest_sha256": data.manifest_sha256,
+                    "key": data.key}  # fmt: skip
         if saved is None:
             self.log.write(
                 {
                     "event": "data",
                     "step": 0,
                     **data.report,
+                    "prepared": prepared,
                     "batches_per_epoch": self.n_batches0,
                     "model": self.mcfg.to_dict(),
                     "config": cfg.to_dict(),
@@ -630,11 +688,24 @@ class _Trainer:
         else:
             self.log.write(
                 {"event": "resume", "step": self.st.step, "epoch": self.st.epoch,
-                 "world_size": info.world_size}
+                 "world_size": info.world_size, "prepared": prepared,
+                 "batch_order": self.batch_order}
             )  # fmt: skip
         self.elapsed0, self.cpu0 = self.st.elapsed_s, self.st.cpu_s
         self.run_start, self.cpu_start = time.perf_counter(), time.process_time()
         self.acc = dict.fromkeys(("loss", "nll", "tgt", "words", "sents", "time"), 0.0)
+
+    def batches(self, epoch: int) -> EpochBatches | list[np.ndarray]:
+        """The epoch's batches (the last epoch's are kept: an epoch's are made once)."""
+        if self.batch_order not in (1, BATCH_ORDER):
+            raise CheckpointError(
+                f"batch order {self.batch_order} is unknown to this version", str(self.last_path)
+            )
+        if self._epoch_batches is None or self._epoch_batches[0] != epoch:
+            make = legacy_batches if self.batch_order == 1 else make_batches
+            lengths = self.data.train.src.lengths, self.data.train.tgt.lengths
+            self._epoch_batches = (epoch, make(*lengths, self.bcfg, epoch))
+        return self._epoch_batches[1]
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.run_start
@@ -667,6 +738,8 @@ class _Trainer:
             "rng": rngs,
             "lr": current_lr(cfg, st.epoch + st.batch_index / self.n_batches0, st.lr_scale),
             "data_position": {"epoch": st.epoch, "next_batch": st.batch_index},
+            "batch_order": self.batch_order,
+            "data": {"key": self.data.key, "manifest_sha256": self.data.manifest_sha256},
             "world_size": self.info.world_size,
         }
         save_checkpoint(self.last_path, payload)
@@ -681,6 +754,7 @@ class _Trainer:
             batch_size=max(64, cfg.batch_size),
             device=self.device,
             autocast=cfg.bf16,
+            reverse_target=cfg.reverse_target,
         )
         st.last_valid_ppl = ppl
         improved = ppl < st.best_valid_ppl
@@ -719,7 +793,7 @@ class _Trainer:
         if cfg.patience is not None and st.bad_validations >= cfg.patience:
             st.stopped_early = True
 
-    def step(self, global_idx: list[int], lr: float) -> float:
+    def step(self, global_idx: np.ndarray, lr: float) -> float:
         """One optimiser step on this rank's share of a global batch; returns the grad norm."""
         cfg, info, acc = self.cfg, self.info, self.acc
         t0 = time.perf_counter()
@@ -728,11 +802,14 @@ class _Trainer:
         n_global = len(global_idx)
         local = shard(global_idx, info.rank, info.world_size)
         weight = float(info.world_size) / n_global
-        if not local:  # an idle rank still joins DDP's gradient all-reduce
+        if not len(local):  # an idle rank still joins DDP's gradient all-reduce
             local, weight = global_idx[:1], 0.0
+        train = self.data.train
         loss_sum, nll, _ = _batch_loss(
-            self.model, self.data.train, local, self.device, cfg.label_smoothing, cfg.bf16
-        )
+            self.model, train, local, self.device, cfg.label_smoothing, cfg.bf16,
+            cfg.reverse_target,
+        )  # fmt: skip
+        train.release()  # the rows just read: resident memory stays flat over an epoch
         self.optimizer.zero_grad(set_to_none=True)
         (loss_sum * weight).backward()
         grad_norm = (
@@ -744,9 +821,10 @@ class _Trainer:
         if weight > 0:
             acc["loss"] += float(loss_sum.detach())
             acc["nll"] += float(nll)
-        train = self.data.train
-        acc["tgt"] += sum(len(train.tgt[i]) + 1 for i in global_idx)
-        acc["words"] += sum(len(train.src[i]) + len(train.tgt[i]) for i in global_idx)
+        src_words = int(train.src.lengths[global_idx].sum(dtype=np.int64))
+        tgt_words = int(train.tgt.lengths[global_idx].sum(dtype=np.int64))
+        acc["tgt"] += tgt_words + n_global
+        acc["words"] += src_words + tgt_words
         acc["sents"] += n_global
         acc["time"] += time.perf_counter() - t0
         return grad_norm
@@ -779,15 +857,16 @@ class _Trainer:
     def loop(self, progress: ProgressSettings, on_step: Callable[[int], None] | None) -> None:
         """Epochs until `epochs` or early stopping: steps, logs, validations, checkpoints."""
         st, cfg = self.st, self.cfg
-        n_epochs = math.ceil(cfg.epochs - 1e-9)
-        total_est = round(cfg.epochs * self.n_batches0)
+        # At least one step, however small `epochs` is (each epoch also takes at least one).
+        n_epochs = max(1, math.ceil(cfg.epochs - 1e-9))
+        total_est = max(1, round(cfg.epochs * self.n_batches0))
         shown = progress if self.info.is_main else QUIET
         pbar = bar(shown, desc="train", total=total_est, unit="step")
         pbar.update(min(st.step, total_est))
         self.raw_model.train()
         try:
             while st.epoch < n_epochs and not st.stopped_early:
-                batches = make_batches(self.data.train, self.bcfg, st.epoch)
+                batches = self.batches(st.epoch)
                 frac = cfg.epochs - st.epoch
                 limit = len(batches) if frac >= 1 else max(1, round(frac * len(batches)))
                 while st.batch_index < limit and not st.stopped_early:

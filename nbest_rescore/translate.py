@@ -23,7 +23,10 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.features import model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
 from nbest_rescore.metrics import BleuConfig, corpus_bleu
-from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis
+from nbest_rescore.model import target_order
+from nbest_rescore.nbest_reader import Feature, Hypothesis
+from nbest_rescore.nbest_writer import format_hypothesis
+from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import source_tokens
 from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch
@@ -129,10 +132,9 @@ def _result(
     ens: Ensemble, p: _Prepared, hyps: list[BeamHypothesis], copy_unk: bool
 ) -> TranslationResult:
     itos = ens.tgt_vocab.itos
-    r2l = ens.bundles[0].config.reverse_target
     out: list[Translation] = []
     for h in hyps:
-        ids = h.tokens[::-1] if r2l else h.tokens
+        ids = target_order(h.tokens, ens.bundles[0].config)
         toks = [itos[i] for i in ids]
         if copy_unk:
             toks = copy_unknowns(toks, ids, p.oov)
@@ -232,28 +234,28 @@ class TranslateJob:
 
 
 def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> str | None:
-    """Translate `input` into `output` (`-`: stdin/stdout); returns a BLEU line with `ref`."""
-    import sys
+    """Translate `input` into `output` (`-`: stdin/stdout); returns a BLEU line with `ref`.
 
+    With `ref`, the input is read whole first and its line count checked against the reference
+    before any model is loaded: an error writes nothing."""
+    models = job.models or tuple(str(m) for m in shipped_models().models)
+    check_outputs(
+        {"--input": job.input, "--ref": job.ref, "--model": models}, {"--output": job.output}
+    )
+    refs = read_lines(job.ref) if job.ref is not None else None
+    lines = read_lines(job.input) if job.input != "-" or refs is not None else iter_text_lines("-")
+    total = len(lines) if isinstance(lines, list) else None
+    if refs is not None and len(refs) != total:
+        source = "<stdin>" if job.input == "-" else job.input
+        raise InputError(f"has {len(refs)} lines but the input {source} has {total}", job.ref)
     if job.models:
         ens = load_ensemble(job.models, job.config.ensemble, device=job.device)
     else:
         ens = Ensemble(shipped_translation_models(job.device), job.config.ensemble)
-    refs = read_lines(job.ref) if job.ref is not None else None
-    lines = read_lines(job.input) if job.input != "-" else iter_text_lines("-")
-    total = len(lines) if isinstance(lines, list) else None
     results = translate_lines(ens, lines, job.config, progress, total=total)
-    if job.output == "-":
-        best = write_outputs(results, sys.stdout, job.mode)
-        sys.stdout.flush()
-    else:
-        with atomic_write(job.output) as fh:
-            best = write_outputs(results, fh, job.mode)
+    with atomic_write(job.output) as fh:
+        best = write_outputs(results, fh, job.mode)
     if refs is None:
         return None
-    if len(refs) != len(best):
-        raise InputError(
-            f"has {len(refs)} lines but {len(best)} sentences were translated", job.ref
-        )
     bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
     return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"

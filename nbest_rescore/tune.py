@@ -16,7 +16,11 @@ import numpy as np
 from nbest_rescore.metrics import corpus_bleu_many
 from nbest_rescore.rerank import select_best, weight_vector
 from nbest_rescore.table import NBestTable
-from nbest_rescore.validate import option_at_least
+from nbest_rescore.validate import option_at_least, option_at_most
+
+MAX_RESTARTS = 1000
+"""Most random restarts of one tuning: each costs a full search, so a larger count would only
+run for days (and hold a start point per restart)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class MertConfig:
 
     def __post_init__(self) -> None:
         option_at_least("--restarts", self.restarts, 0)
+        option_at_most("--restarts", self.restarts, MAX_RESTARTS)
         option_at_least("random_directions", self.random_directions, 0)
         option_at_least("max_iterations", self.max_iterations, 1)
 

@@ -25,6 +25,12 @@ with (hypotheses of a chunk) x (longest hypothesis of the chunk), so an unbounde
 exhaust memory; a longer line is an exit-2 error naming it (`--max-len` raises the bound)."""
 
 
+MAX_THREADS = 1024
+"""Most CPU threads a command may ask for (`--threads`). Each thread reserves its own stack, so
+a huge count exhausts the process' memory and the next allocation fails (loading a checkpoint
+then failed as if the file were corrupt); threads beyond the cores only slow the work down."""
+
+
 class OptionError(InputError, ValueError):
     """A command-line option (or config field) out of its range; also a ValueError for callers
     that construct configs directly."""
@@ -48,6 +54,16 @@ def option_above(option: str, value: float | None, bound: float) -> None:
         raise OptionError(f"{option} must be > {bound:g}, got {value:g}")
 
 
+def option_at_most(option: str, value: float | None, maximum: float) -> None:
+    """`value` (if given) must be a finite number <= `maximum`."""
+    if value is None:
+        return
+    option_finite(option, value)
+    if value > maximum:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise OptionError(f"{option} must be <= {maximum:g}, got {shown}")
+
+
 def option_finite(option: str, value: float | None) -> None:
     """`value` (if given) must be a finite number (not nan or inf)."""
     if value is not None and not math.isfinite(value):
@@ -65,7 +81,7 @@ def option_in_range(option: str, value: float | None, lo: float, hi: float) -> N
 
 def line_of(path: PathLike, sent_id: int, rank: int) -> int | None:
     """The 1-based line number of the `rank`-th (0-based) hypothesis of sentence `sent_id`."""
-    from nbest_rescore.nbest import iter_lines
+    from nbest_rescore.nbest_reader import iter_lines
 
     seen = 0
     for line_no, line in iter_lines(path):

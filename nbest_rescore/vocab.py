@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -41,10 +41,16 @@ class Vocab:
         counts: Counter[str] = Counter()
         for sent in sentences:
             counts.update(sent)
-        for s in SPECIALS:
-            counts.pop(s, None)
+        return cls.from_counts(counts, max_size=max_size, min_count=min_count)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, int], max_size: int | None = None, min_count: int = 1
+    ) -> Vocab:
+        """`build` from word counts already made (a corpus streamed once, never held in memory)."""
         ranked = sorted(
-            (tok for tok, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t)
+            (tok for tok, c in counts.items() if c >= min_count and tok not in SPECIALS),
+            key=lambda t: (-counts[t], t),
         )
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(SPECIALS))]

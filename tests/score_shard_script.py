@@ -18,7 +18,7 @@ import torch
 from nbest_rescore import distributed
 from nbest_rescore.checkpoint import load_model
 from nbest_rescore.fileio import read_lines
-from nbest_rescore.score_store import score_nbest
+from nbest_rescore.nbest_scorer import score_nbest
 from nbest_rescore.scoring import ScoringConfig
 
 

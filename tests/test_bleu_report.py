@@ -28,7 +28,9 @@ def test_depth_limited_stops_at_the_list_depth() -> None:
 
 def test_section_on_the_real_slice() -> None:
     table = read_table(DATA / "test2016.head30.top20.nbest.gz")
-    hs = compute_hyp_stats(table.groups(), read_lines(DATA / "test2016.head30.fr.gz"), BleuConfig())
+    hs = compute_hyp_stats(
+        table.sentences(), read_lines(DATA / "test2016.head30.fr.gz"), BleuConfig()
+    )
     sel = model_free_selections(hs)
     section = bleu_section(hs, sel, None)
     rows = section.systems.set_index("system")

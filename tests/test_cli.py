@@ -149,14 +149,14 @@ def test_missing_file_and_help() -> None:
 def test_rerank_writes_text_and_weight_options_adjust_one_weight(
     slice_paths: dict[str, Path], tmp_path: Path
 ) -> None:
-    from nbest_rescore.metrics import detokenize
+    from nbest_rescore.metrics import detokenize_moses
 
     nbest = str(slice_paths["nbest"])
     text = tmp_path / "text.txt"
     code, _, err = cli("rerank", "--nbest", nbest, "-o", str(text))
     assert code == 0 and "weights: total=1" in err
     moses = read_lines(Path(nbest).parent / "test2016.head30.moses.1best.gz")
-    assert read_lines(text) == [detokenize(line.split(), "fr") for line in moses]
+    assert read_lines(text) == [detokenize_moses(line.split(), "fr") for line in moses]
     # --weight sets one weight on top of the default total=1 (or of --weights)...
     both = tmp_path / "both.txt"
     code, _, err = cli("rerank", "--nbest", nbest, "--weight", "LM0=0.5", "-o", str(both))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ def _config(paths: dict[str, str], out: Path, attention: str = "none") -> TrainC
         "tiny",
         **paths,
         out_dir=str(out),
-        tokenized=False,  # raw text: rank 0 tokenises into the cache first, then rank 1 reads it
+        tokenized=False,  # raw text: rank 0 prepares OUT/data first, then rank 1 opens it
         optimizer="sgd",
         lr=0.7,
         clip_norm=1.0,
@@ -43,6 +45,7 @@ def _config(paths: dict[str, str], out: Path, attention: str = "none") -> TrainC
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["none", "luong"])
 def test_two_process_gloo_matches_single_process(tmp_path: Path, attention: str) -> None:
+    """...and, without attention, `torchrun --nnodes 2` matches the one-node 2-process run."""
     torch.set_num_threads(1)
     paths = write_task(tmp_path / "data", "reverse", n_train=50, n_valid=20)
     single = train(_config(paths, tmp_path / "single", attention))
@@ -52,14 +55,26 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path, attention: str)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     # The user's command: `torchrun --nproc-per-node 2 -m nbest_rescore train ...`.
-    cli = ["-m", "nbest_rescore", "train", "--train-src", paths["train_src"],
-           "--train-tgt", paths["train_tgt"], "--valid-src", paths["valid_src"],
-           "--valid-tgt", paths["valid_tgt"], "--out", cfg.out_dir, "--preset", "tiny",
-           "--optimizer", "sgd", "--lr", "0.7", "--clip-norm", "1.0", "--batch-size", "7",
-           "--epochs", "1", "--log-every", "2", "--checkpoint-every", "3", "--threads", "1",
-           "--attention", attention, "--quiet"]  # fmt: skip
-    proc = subprocess.run([*cmd, *cli], capture_output=True, text=True, timeout=180, env=env)
+    options = ["-m", "nbest_rescore", "train", "--preset", "tiny", "--optimizer", "sgd",
+               "--lr", "0.7", "--clip-norm", "1.0", "--batch-size", "7", "--epochs", "1",
+               "--log-every", "2", "--checkpoint-every", "3", "--threads", "1",
+               "--attention", attention, "--quiet"]  # fmt: skip
+    texts = ["--train-src", paths["train_src"], "--train-tgt", paths["train_tgt"],
+             "--valid-src", paths["valid_src"], "--valid-tgt", paths["valid_tgt"]]  # fmt: skip
+    proc = subprocess.run([*cmd, *options, *texts, "--out", cfg.out_dir], capture_output=True,
+                          text=True, timeout=180, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if attention == "none":  # two nodes of one process each, from the directory rank 0 prepared
+        _two_nodes(tmp_path / "ddp" / "data", options, tmp_path / "nodes", env)
+        one_node, two_nodes = _losses(tmp_path / "ddp"), _losses(tmp_path / "nodes")
+        assert len(one_node) == 4 and [s for s, _ in one_node] == [s for s, _ in two_nodes]
+        for (_, x), (_, y) in zip(one_node, two_nodes, strict=True):
+            assert math.isclose(x, y, rel_tol=1e-6), (one_node, two_nodes)
+        nodes = read_checkpoint(tmp_path / "nodes" / "checkpoint_last.pt")
+        ddp = read_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")
+        assert nodes["train_state"]["world_size"] == 2
+        for name, tensor in ddp["model"].items():
+            torch.testing.assert_close(nodes["model"][name], tensor, atol=1e-6, rtol=0)
 
     a = read_checkpoint(single.last_checkpoint)
     b = read_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")
@@ -83,9 +98,41 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path, attention: str)
     assert [r["event"] for r in records].count("data") == 1
     assert [r["event"] for r in records].count("end") == 1
     assert records[0]["world_size"] == 2
-    assert len(list((tmp_path / "ddp" / "cache").glob("*.tok.gz"))) == 4
+    prepared = records[0]["prepared"]
+    assert prepared["dir"] == str(tmp_path / "ddp" / "data")  # rank 0 prepared, both read it
+    assert prepared["key"] == read_checkpoint(single.last_checkpoint)["train_state"]["data"]["key"]
     valid = [r["valid_ppl"] for r in records if r["event"] == "valid"]
     assert valid and abs(valid[-1] - single.final_valid_ppl) < 1e-4 * single.final_valid_ppl
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return int(sock.getsockname()[1])
+
+
+def _losses(run: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train_loss"]) for r in records if r["event"] == "train"]
+
+
+def _two_nodes(data: Path, cli: list[str], out: Path, env: dict[str, str]) -> None:
+    """`torchrun --nnodes 2 --nproc-per-node 1` twice on this machine (c10d rendezvous, gloo):
+    two node agents training from one prepared directory on a shared filesystem."""
+    endpoint = f"localhost:{_free_port()}"
+    run = [sys.executable, "-m", "torch.distributed.run", "--max-restarts", "0"]
+    nodes = [
+        subprocess.Popen(
+            [*run, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "test",
+             *cli, "--data", str(data), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-3000:]
 
 
 def test_helpers_work_without_a_process_group() -> None:

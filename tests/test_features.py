@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from nbest_rescore.features import BASELINE, LENGTH, MODEL_PREFIX, model_features
-from nbest_rescore.nbest import Feature, Hypothesis, format_hypothesis, read_nbest
+from nbest_rescore.nbest_reader import Feature, Hypothesis, read_nbest
+from nbest_rescore.nbest_writer import format_hypothesis
 
 
 def test_one_name_per_model_without_underscores(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest_reader import read_nbest
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "test2016.head30.top20.nbest.gz"

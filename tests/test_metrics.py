@@ -26,16 +26,15 @@ from nbest_rescore.metrics import (
     corpus_bleu_from_stats,
     corpus_bleu_many,
     corpus_stats,
-    detokenize,
+    detokenize_moses,
     hypothesis_text,
     ngram_stats,
     paired_bootstrap,
-    sentence_bleu_from_stats,
     sentence_bleu_many,
     sentence_stats,
     signature,
 )
-from nbest_rescore.nbest import NBestGroup, read_nbest
+from nbest_rescore.nbest_reader import NBestGroup, read_nbest
 
 DATA = Path(__file__).parent / "data"
 NBEST = DATA / "test2016.head30.top20.nbest.gz"
@@ -82,13 +81,13 @@ def random_selections(hs: HypStats, n: int, seed: int = 0) -> list[np.ndarray]:
 def test_detokenize_reproduces_shared_detok_files(name: str) -> None:
     tok = lines(SHARED / f"{name}.moses.1best.gz")
     detok = lines(SHARED / f"{name}.moses.1best.detok.gz")
-    assert [detokenize(t.split(), "fr") for t in tok] == detok
+    assert [detokenize_moses(t.split(), "fr") for t in tok] == detok
 
 
 def test_hypothesis_text_modes() -> None:
     toks = ("Un", "chien", "d'", "hiver", ".")
     assert hypothesis_text(toks, CONFIGS["none"]) == "Un chien d' hiver ."
-    assert hypothesis_text(toks, CONFIGS["13a"]) == detokenize(list(toks), "fr")
+    assert hypothesis_text(toks, CONFIGS["13a"]) == detokenize_moses(list(toks), "fr")
     assert hypothesis_text((), CONFIGS["13a"]) == ""
 
 
@@ -229,6 +228,18 @@ def test_rows_rejects_bad_selection(slice_stats: tuple) -> None:
 # ----------------------------------------------------------------------------- scores
 
 
+def sentence_bleu_from_stats(row: np.ndarray) -> float:
+    """sacrebleu's own smoothed sentence BLEU of one statistics row (the reference for
+    `sentence_bleu_many`; as `sacrebleu.sentence_bleu`)."""
+    s = [int(x) for x in np.asarray(row).tolist()]
+    return float(
+        BLEU.compute_bleu(
+            correct=s[2:6], total=s[6:], sys_len=s[0], ref_len=s[1], smooth_method="exp",
+            effective_order=True,
+        ).score
+    )  # fmt: skip
+
+
 def test_sentence_bleu_parity(slice_stats: tuple) -> None:
     hs, texts, refs = slice_stats
     tok = hs.config.tokenize
@@ -261,6 +272,23 @@ def test_corpus_bleu_many_equals_sacrebleu(slice_stats: tuple) -> None:
     np.testing.assert_allclose(
         corpus_bleu_many(rows), [corpus_bleu_from_stats(r) for r in rows], rtol=1e-12, atol=1e-12
     )
+
+
+def test_pieces_of_rows_keep_corpus_bleu(
+    slice_stats: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above `_ROWS_AT_ONCE` rows (MERT's line search on a large dev list), every piece is still
+    scored as corpus BLEU: a row with no 4-gram scores 0, not its smoothed sentence BLEU."""
+    from nbest_rescore import metrics
+
+    hs = slice_stats[0]
+    no_4gram = np.array([[3, 3, 3, 2, 1, 0, 3, 2, 1, 0]])  # 3 words: no 4-gram at all
+    rows = np.concatenate([no_4gram, hs.stats[:40], no_4gram])
+    whole = {f: f(rows) for f in (corpus_bleu_many, sentence_bleu_many)}
+    assert whole[corpus_bleu_many][0] == 0.0 < whole[sentence_bleu_many][0]
+    monkeypatch.setattr(metrics, "_ROWS_AT_ONCE", 3)
+    for f, want in whole.items():
+        assert f(rows).tobytes() == want.tobytes()
 
 
 def test_chrf_is_sacrebleus() -> None:

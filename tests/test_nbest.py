@@ -20,19 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbest_rescore import nbest
+from nbest_rescore import nbest_reader
 from nbest_rescore.errors import InputError, NBestFormatError
-from nbest_rescore.nbest import (
-    Feature,
-    Hypothesis,
-    NBestGroup,
-    format_hypothesis,
-    format_number,
-    iter_lines,
-    nbest_stats,
-    read_nbest,
-    write_nbest,
-)
+from nbest_rescore.nbest_reader import Feature, Hypothesis, NBestGroup, iter_lines, read_nbest
+from nbest_rescore.nbest_stats import nbest_stats
+from nbest_rescore.nbest_writer import format_hypothesis, format_number, write_nbest
 
 DATA = Path(__file__).parent / "data"
 SLICE = DATA / "test2016.head30.top20.nbest.gz"
@@ -197,7 +189,7 @@ def test_gz_plain_and_stdin_read_the_same(tmp_path: Path) -> None:
     assert list(read_nbest(plain)) == expected
     assert list(read_nbest(str(plain))) == expected
     code = (
-        "from nbest_rescore.nbest import read_nbest\n"
+        "from nbest_rescore.nbest_reader import read_nbest\n"
         "gs = list(read_nbest('-'))\n"
         "print(len(gs), sum(len(g.hyps) for g in gs), gs[29].hyps[-1].total)\n"
     )
@@ -220,7 +212,7 @@ def test_block_boundaries_do_not_split_lines_or_characters(tmp_path: Path) -> No
     lines = list(real_lines()[:60])
     path = write_text(tmp_path / "x", lines)
     for size in (1, 7, 64, 4096):
-        got = [line for _, block in nbest._iter_blocks(path, "x", size) for line in block]
+        got = [line for _, block in nbest_reader._iter_blocks(path, "x", size) for line in block]
         assert got == lines
 
 
@@ -587,7 +579,8 @@ def test_format_number() -> None:
 
 def test_write_to_stdout(tmp_path: Path) -> None:
     code = (
-        "from nbest_rescore.nbest import read_nbest, write_nbest\n"
+        "from nbest_rescore.nbest_reader import read_nbest\n"
+        "from nbest_rescore.nbest_writer import write_nbest\n"
         f"write_nbest('-', read_nbest({str(SLICE)!r}, max_hyps=1))\n"
     )
     out = subprocess.run(
@@ -720,7 +713,7 @@ def concat_blocks(path: Path, **kwargs: object) -> dict[str, list[object]]:
     out: dict[str, list[object]] = {
         k: [] for k in ("sent_ids", "lines", "surfaces", "dense", "totals", "raw", "extra")
     }
-    for b in nbest.read_nbest_blocks(path, **kwargs):  # type: ignore[arg-type]
+    for b in nbest_reader.read_nbest_blocks(path, **kwargs):  # type: ignore[arg-type]
         assert b.sent_ids.dtype == np.int64 and b.lines.dtype == np.int64
         assert b.dense.dtype == np.float64 and b.totals.dtype == np.float64
         assert b.dense.shape == (len(b), b.layout.width) and b.totals.shape == (len(b),)
@@ -736,7 +729,7 @@ def concat_blocks(path: Path, **kwargs: object) -> dict[str, list[object]]:
 
 
 def test_blocks_hold_the_hypotheses_as_columns() -> None:
-    blocks = list(nbest.read_nbest_blocks(SLICE))
+    blocks = list(nbest_reader.read_nbest_blocks(SLICE))
     assert [b.layout.names for b in blocks] == [LABELS]
     assert blocks[0].layout.sizes == (6, 1, 1, 1, 1, 4) and blocks[0].layout.width == 14
     cols = concat_blocks(SLICE)
@@ -807,7 +800,7 @@ def test_mixed_lines_give_what_each_line_says(tmp_path: Path) -> None:
     assert concat_blocks(path, block_bytes=100) == cols
     by_line = [
         h
-        for g in nbest._groups(nbest.read_nbest_blocks(path, block_bytes=100), None)
+        for g in nbest_reader._groups(nbest_reader.read_nbest_blocks(path, block_bytes=100), None)
         for h in g.hyps
     ]
     assert by_line == hyps and math.copysign(1, by_line[7].feature("Distortion0")[0]) == -1
@@ -823,11 +816,11 @@ def test_ids_written_differently_name_one_sentence(tmp_path: Path) -> None:
 def test_stopping_early_ends_the_gzip_reader_thread(tmp_path: Path) -> None:
     path = write_text(tmp_path / "x.nbest.gz", real_lines())
     before = {t.ident for t in threading.enumerate()}
-    blocks = nbest.read_nbest_blocks(path, block_bytes=2048)
+    blocks = nbest_reader.read_nbest_blocks(path, block_bytes=2048)
     next(blocks)
     blocks.close()  # type: ignore[attr-defined]
     assert {t.ident for t in threading.enumerate()} == before  # no decompression thread left
-    assert sum(len(b) for b in nbest.read_nbest_blocks(path, block_bytes=2048)) == 591
+    assert sum(len(b) for b in nbest_reader.read_nbest_blocks(path, block_bytes=2048)) == 591
     assert {t.ident for t in threading.enumerate()} == before
 
 
@@ -871,7 +864,7 @@ def test_number_reader_reads_like_float(rows: list[list[str]]) -> None:
     returns, or None (the line parser decides) when a token is not a number float() reads the
     same way; it never returns a value float() would not."""
     text = "\n".join(f"L= {a} M= {b} {c}" for a, b, c in rows)
-    got = nbest.read_floats(text.encode(), len(rows), [1, 3, 4])
+    got = nbest_reader.read_floats(text.encode(), len(rows), [1, 3, 4])
     want = [[_float_or_none(t) for t in row] for row in rows]
     if got is None:
         return
@@ -883,7 +876,7 @@ def test_number_reader_reads_like_float(rows: list[list[str]]) -> None:
 
 def test_number_reader_on_the_real_list_equals_float() -> None:
     """Every feature value and total of the real slice as float() reads it (fast path taken)."""
-    blocks = list(nbest.read_nbest_blocks(SLICE))
+    blocks = list(nbest_reader.read_nbest_blocks(SLICE))
     for b in blocks:
         for row, raw in zip(b.dense.tolist(), b.raw_features, strict=True):
             values = [float(t) for t in raw.split() if not t.endswith("=")]

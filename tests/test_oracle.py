@@ -21,7 +21,7 @@ from nbest_rescore.metrics import (
     corpus_bleu_from_stats,
     hypothesis_text,
 )
-from nbest_rescore.nbest import NBestGroup, read_nbest
+from nbest_rescore.nbest_reader import NBestGroup, read_nbest
 
 DATA = Path(__file__).parent / "data"
 GROUPS = list(read_nbest(DATA / "test2016.head30.top20.nbest.gz"))

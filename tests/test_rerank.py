@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nbest_rescore.errors import InputError
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest_reader import read_nbest
 from nbest_rescore.rerank import (
     expand_weights,
     parse_weight_options,

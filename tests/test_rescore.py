@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 import gzip
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -16,7 +21,7 @@ from typer.testing import CliRunner
 
 from nbest_rescore.cli import app
 from nbest_rescore.fileio import read_lines
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest_reader import read_nbest
 
 runner = CliRunner()
 
@@ -255,6 +260,42 @@ def test_input_mismatches_are_clear_errors(
     afile.write_text("x")
     code, err = bare(slice_paths["src"], slice_checkpoint, afile)
     assert code == 2 and str(afile) in err and "directory" in err
+
+
+def test_each_input_is_read_once(
+    slice_paths: dict[str, Path],
+    slice_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One pass: every input file is opened once (reading, checking, scoring, hashing for the
+    report), the test list a second time only by the writer of the augmented list, which needs
+    its feature text byte for byte. Opens are counted, nothing is replaced."""
+    inputs = {"nbest": slice_paths["nbest"], "src": slice_paths["src"], "ref": slice_paths["ref"]}
+    for name in ("nbest", "src", "ref"):  # the dev list: the same files under other names
+        inputs[f"tune_{name}"] = tmp_path / f"dev.{name}.gz"
+        shutil.copyfile(slice_paths[name], inputs[f"tune_{name}"])
+    inputs["weights"] = tmp_path / "weights.txt"
+    inputs["weights"].write_text("Baseline0= 1\nLSTM0= 0.05\nLength0= 0.1\n")
+    by_path = {os.path.realpath(p): name for name, p in inputs.items()}
+    opens: list[tuple[str, bool]] = []  # (input, opened by the augmented list's writer)
+    real_open = builtins.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | os.PathLike) and os.path.realpath(file) in by_path:
+            writer = any(f.name == "write_augmented" for f in traceback.extract_stack())
+            opens.append((by_path[os.path.realpath(file)], writer))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    args = [f"--{name.replace('_', '-')}={path}" for name, path in inputs.items()]
+    code, _, err = run_cli(
+        "run", *args, "-m", str(slice_checkpoint), "--restarts", "1", "--threads", "1",
+        "--out", str(tmp_path / "out"), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(opens) == sorted([(name, False) for name in inputs] + [("nbest", True)])
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, save_checkpoint
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest_reader import read_nbest
 from nbest_rescore.scoring import (
     ScoringConfig,
     bf16_max_difference,

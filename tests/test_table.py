@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,41 @@ import pytest
 
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats
-from nbest_rescore.nbest import format_number, read_nbest
+from nbest_rescore.nbest_reader import NBestGroup, read_nbest
+from nbest_rescore.nbest_writer import format_number
 from nbest_rescore.rerank import rerank
-from nbest_rescore.table import TOTAL, as_written, read_table
+from nbest_rescore.table import TOTAL, NBestTable, Surfaces, as_written, column_names, read_table
 
 DATA = Path(__file__).parent / "data"
 NBEST = DATA / "test2016.head30.top20.nbest.gz"
+
+
+def table_from_groups(groups: Iterable[NBestGroup]) -> NBestTable:
+    """The table built line by line from `read_nbest`'s objects: the reference for the
+    block-built one (every line has the first line's dense layout here)."""
+    first = None
+    rows: list[tuple[float, ...]] = []
+    surfaces: list[str] = []
+    offsets, missing = [0], []
+    for g in groups:
+        for h in g.hyps:
+            first = first or tuple((f.name, len(f.values)) for f in h.features)
+            rows.append((h.total, *h.dense_vector()))
+            surfaces.append(h.surface)
+        if not g.hyps:
+            rows.append(())
+            surfaces.append("")
+        missing.append(not g.hyps)
+        offsets.append(len(rows))
+    names = (TOTAL, *column_names(first or ()))
+    values = np.asarray([r or (0.0,) * len(names) for r in rows], dtype=np.float64)
+    return NBestTable(
+        names,
+        values.reshape(len(rows), len(names)),
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(missing, dtype=bool),
+        Surfaces.of(surfaces),
+    )
 
 
 def test_table_holds_every_line_of_the_real_list() -> None:
@@ -43,7 +73,7 @@ def test_missing_sentences_get_one_empty_row_shared_with_bleu_stats(tmp_path: Pa
     choice = rerank(table, {TOTAL: 1.0})
     best = table.chosen_surfaces(choice)
     assert best[1] == best[30] == "" and best[0] == table.surfaces[0]
-    hs = compute_hyp_stats(table.groups(), [*refs, "x", "y"], BleuConfig())
+    hs = compute_hyp_stats(table.sentences(), [*refs, "x", "y"], BleuConfig())
     assert np.array_equal(hs.offsets, table.offsets)
     assert np.array_equal(hs.missing, table.missing)
 
@@ -60,8 +90,8 @@ def test_block_reader_builds_the_same_table_as_the_line_reader(
 ) -> None:
     """`read_table` builds the table from column blocks; it equals the per-line construction on
     the real slice with ids missing at the start, in the middle and at the end."""
-    from nbest_rescore.nbest import read_nbest_blocks
-    from nbest_rescore.table import table_from_blocks, table_from_groups
+    from nbest_rescore.nbest_reader import read_nbest_blocks
+    from nbest_rescore.table import table_from_blocks
 
     lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
     gappy = tmp_path / "gaps.nbest"
@@ -70,7 +100,7 @@ def test_block_reader_builds_the_same_table_as_the_line_reader(
         encoding="utf-8",
     )
     for path in (NBEST, gappy):
-        a = table_from_groups(read_nbest(path, n_sentences=n_sentences), path)
+        a = table_from_groups(read_nbest(path, n_sentences=n_sentences))
         b = table_from_blocks(read_nbest_blocks(path, n_sentences=n_sentences), path, n_sentences)
         assert a.names == b.names and a.surfaces == b.surfaces
         np.testing.assert_array_equal(a.values, b.values)
@@ -98,14 +128,14 @@ def test_surfaces_store_reads_back_every_row() -> None:
 def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> None:
     """The block-built table (compact surfaces, block-by-block copies) equals the per-line one,
     with missing ids and small blocks that split sentences."""
-    from nbest_rescore.nbest import read_nbest, read_nbest_blocks
-    from nbest_rescore.table import table_from_blocks, table_from_groups
+    from nbest_rescore.nbest_reader import read_nbest, read_nbest_blocks
+    from nbest_rescore.table import table_from_blocks
 
     lines = gzip.open(NBEST, "rt", encoding="utf-8").read().splitlines(keepends=True)
     kept = [x for x in lines if not x.startswith(("3 |||", "4 |||", "17 |||"))]
     path = tmp_path / "gaps.nbest"
     path.write_text("".join(kept), encoding="utf-8")
-    want = table_from_groups(read_nbest(path, n_sentences=32), path)
+    want = table_from_groups(read_nbest(path, n_sentences=32))
     got = table_from_blocks(read_nbest_blocks(path, n_sentences=32, block_bytes=3000), path, 32)
     assert got.names == want.names
     assert got.values.tobytes() == want.values.tobytes()
@@ -116,10 +146,10 @@ def test_table_of_the_real_slice_from_blocks_equals_per_line(tmp_path: Path) -> 
 
 
 def test_model_columns_fill_the_spare_room_or_a_copy_alike() -> None:
-    """`rescore.add_model_features` writes into the columns `read_table(spare_columns=)` left
+    """`run_job.add_model_features` writes into the columns `read_table(spare_columns=)` left
     free (no copy of the table) and gives the same table as when it has to copy."""
-    from nbest_rescore.rescore import add_model_features
-    from nbest_rescore.score_store import NBestScores
+    from nbest_rescore.nbest_scorer import NBestScores
+    from nbest_rescore.run_job import add_model_features
     from nbest_rescore.table import spare_view
 
     plain = read_table(NBEST)
@@ -157,7 +187,7 @@ def test_augmented_list_refuses_a_list_that_changed_since_it_was_read(tmp_path: 
     """The augmented list is the input re-read: a sentence whose hypotheses are no longer the
     table's is an error naming the file and the sentence's first line, and nothing is written."""
     from nbest_rescore.errors import InputError
-    from nbest_rescore.rescore import write_augmented
+    from nbest_rescore.run_job import write_augmented
 
     table = read_table(NBEST)
     lines = gzip.decompress(NBEST.read_bytes()).decode().splitlines()

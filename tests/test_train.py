@@ -15,7 +15,8 @@ import torch
 from ddp_train_script import task_pairs, write_task
 
 from nbest_rescore.checkpoint import load_model, read_checkpoint, save_checkpoint
-from nbest_rescore.data import EncodedCorpus, collate
+from nbest_rescore.corpus import EncodedCorpus, PreparedData
+from nbest_rescore.data import collate
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.model import ModelConfig, Seq2Seq, reverse_padded
 from nbest_rescore.train import TrainConfig, lr_at, train
@@ -33,7 +34,7 @@ def _greedy_accuracy(checkpoint: str, task: str, n: int = 200) -> float:
     """Token accuracy of greedy decoding (model.step) on fresh random sequences."""
     b = load_model(checkpoint)
     src, tgt = task_pairs(task, n, seed=3)
-    corpus = EncodedCorpus(
+    corpus = EncodedCorpus.from_lists(
         [b.src_vocab.encode(s.split()) for s in src], [b.tgt_vocab.encode(t.split()) for t in tgt]
     )
     batch = collate(corpus, list(range(n)))
@@ -181,6 +182,48 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
         assert math.isclose(p, q, rel_tol=1e-6)
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_a_checkpoint_of_the_old_batch_order_resumes_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints written before the prepared corpus (Python's random.Random batch order, no
+    "batch_order" or "data" in train_state) resume exactly in that order; new runs use numpy's."""
+    import nbest_rescore.train as train_module
+
+    paths = write_task(tmp_path / "data", "reverse", n_train=300, n_valid=40)
+    new_order = train(_kill_resume_config(paths, tmp_path / "new"))
+    monkeypatch.setattr(train_module, "BATCH_ORDER", 1)  # what the old version wrote
+    old_full = train(_kill_resume_config(paths, tmp_path / "old"))
+
+    def crash(step: int) -> None:
+        if step == 23:
+            raise _Crash
+
+    cfg = _kill_resume_config(paths, tmp_path / "killed")
+    with pytest.raises(_Crash):
+        train(cfg, on_step=crash)
+    monkeypatch.undo()
+    ckpt = read_checkpoint(tmp_path / "killed" / "checkpoint_last.pt")
+    assert ckpt["train_state"]["data_position"] == {"epoch": 1, "next_batch": 1}  # mid-epoch
+    del ckpt["train_state"]["batch_order"], ckpt["train_state"]["data"]
+    ckpt["train_state"]["config"]["cache_dir"] = None  # a field of the old config
+    for k in ("src_vocab_size", "tgt_vocab_size"):  # the old config left the preset's as None
+        ckpt["train_state"]["config"][k] = None
+    save_checkpoint(tmp_path / "killed" / "checkpoint_last.pt", ckpt)
+    resumed = train(replace(cfg, resume=True))
+    assert resumed.steps == old_full.steps == new_order.steps == 48
+    a, b = read_checkpoint(old_full.last_checkpoint), read_checkpoint(resumed.last_checkpoint)
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, atol=1e-6, rtol=0)
+    assert b["train_state"]["batch_order"] == 1  # and it stays in it
+    c = read_checkpoint(new_order.last_checkpoint)
+    assert c["train_state"]["batch_order"] == 2
+    assert max(float((c["model"][k] - t).abs().max()) for k, t in a["model"].items()) > 1e-3
+
+
 def test_cpu_time_is_unknown_after_resuming_a_checkpoint_that_lacks_it(tmp_path: Path) -> None:
     """Checkpoints written before CPU time was kept must not yield a total that silently
     counts only the resumed part."""
@@ -208,7 +251,10 @@ def test_checkpoints_are_self_describing(tmp_path: Path) -> None:
     last = read_checkpoint(result.last_checkpoint)  # weights_only=True inside
     state = last["train_state"]
     assert state["loop"]["step"] == 4 and state["data_position"] == {"epoch": 1, "next_batch": 0}
-    assert TrainConfig.from_dict(state["config"]) == cfg
+    # the config of the run as trained: the data settings it was prepared with spelled out
+    assert TrainConfig.from_dict(state["config"]) == cfg.with_data(cfg.data_settings())
+    assert state["config"]["src_vocab_size"] == 64  # the tiny preset's
+    assert state["data"]["key"] == PreparedData.open(tmp_path / "run" / "data").key
     assert {"torch", "python"} <= set(state["rng"][0])
     bundle = load_model(result.best_checkpoint)
     assert bundle.model.config.reverse_source is True
@@ -217,6 +263,8 @@ def test_checkpoints_are_self_describing(tmp_path: Path) -> None:
     assert events[0] == "data" and "valid" in events and events[-1] == "end"
     data = records[0]
     assert data["train_filter"]["kept"] == 64 and "oov" in data
+    assert data["prepared"]["key"] == state["data"]["key"]
+    assert data["prepared"]["manifest_sha256"] == state["data"]["manifest_sha256"]
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from nbest_rescore.ensemble import EnsembleConfig
 from nbest_rescore.errors import CheckpointError
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
+from nbest_rescore.nbest_reader import read_nbest
 from nbest_rescore.search import SearchConfig
 from nbest_rescore.text import TokenizerConfig, tokenize
 from nbest_rescore.translate import (

@@ -19,7 +19,7 @@ REF = DATA / "test2016.head30.tok.fr.gz"
 
 def real_list():  # type: ignore[no-untyped-def]
     table = read_table(NBEST)
-    hs = compute_hyp_stats(table.groups(), read_lines(REF), BleuConfig(tokenize="none"))
+    hs = compute_hyp_stats(table.sentences(), read_lines(REF), BleuConfig(tokenize="none"))
     return table, hs
 
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +138,13 @@ def data_files(d: Path) -> dict[str, Path]:
 
 
 def train_config(cfg: StudyConfig, spec: ModelSpec) -> TrainConfig:
-    """The `multi30k` recipe for one model (`rescore train --preset multi30k` plus its overrides)."""
+    """The `multi30k` recipe for one model (`rescore train --preset multi30k` plus its overrides),
+    trained from a prepared directory that every model of the same languages and data settings
+    shares (WORK/data/SRC-TGT.HASH: prepared by the first model that needs it, then reused)."""
     files = data_files(cfg.data_dir)
     src, tgt = ("train_src", "train_tgt") if not spec.swap else ("train_tgt", "train_src")
     vsrc, vtgt = ("val_src", "val_ref") if not spec.swap else ("val_ref", "val_src")
-    return TrainConfig.preset_config(
+    tc = TrainConfig.preset_config(
         "multi30k",
         train_src=str(files[src]),
         train_tgt=str(files[tgt]),
@@ -152,9 +154,12 @@ def train_config(cfg: StudyConfig, spec: ModelSpec) -> TrainConfig:
         num_threads=cfg.threads,
         device=cfg.device,
         resume=True,
-        cache_dir=str(cfg.work_dir / "cache"),
         **{**spec.overrides(), **cfg.train_overrides},
     )
+    settings = tc.data_settings()
+    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()
+    name = f"{settings.src_lang}-{settings.tgt_lang}.{digest[:10]}"
+    return replace(tc, data_dir=str(cfg.work_dir / "data" / name))
 
 
 def train_models(cfg: StudyConfig) -> dict[str, dict[str, Any]]:

@@ -30,7 +30,7 @@ from nbest_rescore.metrics import (
 from nbest_rescore.model import count_parameters
 from nbest_rescore.oracle import bleu_by_length
 from nbest_rescore.report import plot_bleu_by_length, to_json
-from nbest_rescore.rescore import RunJob, run_rescore_job
+from nbest_rescore.run_job import RunJob, run_rescore_job
 from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.search import SearchConfig
 from nbest_rescore.text import tokenize

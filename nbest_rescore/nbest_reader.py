@@ -1,15 +1,11 @@
-"""Moses n-best list I/O: a streaming, validating reader, a writer that round-trips, and stats.
+"""Moses n-best list reading: a streaming, validating reader (writing: `nbest_writer`).
 
 Moses format: ``ID ||| SURFACE ||| FEATURES ||| TOTAL [||| EXTRA]...``, one hypothesis per
 line, the lines of a sentence contiguous and ids increasing. The readers keep one chunk (~1 MiB) in memory
 at a time, reports every malformed line as an `NBestFormatError` naming the file and 1-based line,
 and yields an empty group for every sentence id missing from the file (the decoder failed on it).
-
-Round trip: `write_nbest(read_nbest(f))` reproduces `f` byte for byte except that the surface is
-written as its tokens joined by single spaces, without the trailing space Moses writes before
-`` ||| ``. Features, total and extra fields are written from their text as read. Also normalised:
-CRLF line ends (to LF), a UTF-8 byte order mark (dropped), and a separator written without its
-spaces (``3 ||| ||| F= 1 ||| -2`` is read, and written back as ``3 |||  ||| F= 1 ||| -2``).
+The surface is read as its tokens joined by single spaces (Moses' trailing space dropped); the
+FEATURES, TOTAL and extra fields are kept as read too, so that `nbest_writer` can write a line back.
 
 Two readers share one parser: `read_nbest_blocks` streams the list as column blocks (numpy
 arrays of sentence ids, line numbers, dense feature values and totals; lists of surfaces and of
@@ -18,9 +14,6 @@ per-hypothesis objects below. A chunk of about 1 MiB whose lines share one field
 feature layout (every real Moses list) is parsed with whole-chunk string operations, numpy and
 numpy's C number reader; any other chunk line by line, which also finds and names a bad line.
 Speeds and memory: bench/bench_nbest.py (bench/results/nbest.json).
-
-Numbers the writer formats itself (added features, or fields a caller replaced) use `format_number`:
-``%g`` with 7 significant digits (Moses prints 6; one more keeps 4 decimals for scores around -100).
 """
 
 from __future__ import annotations
@@ -28,24 +21,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import hashlib
 import io
 import itertools
 import operator
 import queue
-import statistics
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from nbest_rescore.errors import InputError, NBestFormatError
-from nbest_rescore.fileio import PathLike, atomic_write, open_raw
+from nbest_rescore.fileio import PathLike, open_raw
 
 try:  # optional: a 4x faster gzip inflater, with the zlib module's interface
     from isal import isal_zlib as zlib
@@ -72,19 +65,15 @@ __all__ = [
     "Hypothesis",
     "NBestBlock",
     "NBestGroup",
-    "NBestStats",
-    "format_features",
-    "format_hypothesis",
-    "format_number",
+    "NBestReader",
     "iter_lines",
-    "nbest_stats",
+    "parse_features",
     "read_nbest",
     "read_nbest_blocks",
-    "write_nbest",
+    "token_tuples",
 ]
 
 FIELD_SEP = " ||| "
-NUMBER_DIGITS = 7  # significant digits of the numbers the writer formats (see format_number)
 _BLOCK_BYTES = 1 << 20  # read size; a sentence's lines never need to fit in one block
 _INFLATE_BYTES = 4 << 20  # gzip: compressed bytes read, and most bytes inflated, per zlib call
 _EXCERPT_CHARS = 100
@@ -145,6 +134,11 @@ class NBestGroup:
 
     sent_id: int
     hyps: tuple[Hypothesis, ...]
+
+    @property
+    def surfaces(self) -> list[str]:
+        """The hypotheses' texts, tokens joined by single spaces (`metrics.compute_hyp_stats`)."""
+        return [h.surface for h in self.hyps]
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +298,24 @@ def _decode_text(chunk: bytes, before: int, name: str) -> tuple[str, NBestFormat
     return text, err
 
 
-def _gunzip(raw: IO[bytes]) -> Iterator[bytes]:
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _Digesting:
+    """A binary stream whose bytes feed `digest` as they are read (the file is hashed by the read
+    that parses it, not by a second one)."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        self.raw, self.digest = raw, digest
+
+    def read(self, size: int, /) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _gunzip(raw: _Readable) -> Iterator[bytes]:
     """The decompressed bytes of a gzip stream (members one after another) in blocks of at most
     _INFLATE_BYTES, inflated in one call each (by ISA-L when `isal` is installed, else zlib):
     both release the GIL while they work, so a thread
@@ -378,13 +389,14 @@ def _prefetch(blocks: Iterator[bytes]) -> Generator[bytes, None, None]:
 
 
 def _iter_chunks(
-    path: PathLike, name: str, block_size: int = _BLOCK_BYTES
+    path: PathLike, name: str, block_size: int = _BLOCK_BYTES, digest: Any = None
 ) -> Iterator[tuple[int, int, str]]:
     """Decoded text in chunks of whole lines (each ending with a newline, CRLF read as LF) of
     about `block_size` bytes: (lines before it, its number of lines, the text).
 
     Reads plain, .gz (by suffix, or by magic bytes, e.g. gzipped stdin) or "-" for stdin; gzip
-    data is decompressed by a background thread.
+    data is decompressed by a background thread. A `digest` (hashlib object) is fed the bytes as
+    stored.
     """
     try:
         raw = open_raw(path)
@@ -393,10 +405,11 @@ def _iter_chunks(
     blocks: Iterator[bytes] | None = None
     try:
         peek = getattr(raw, "peek", None)
+        source: _Readable = raw if digest is None else _Digesting(raw, digest)
         if str(path).endswith(".gz") or (peek is not None and peek(2)[:2] == _GZIP_MAGIC):
-            blocks = _pieces(_prefetch(_gunzip(raw)), block_size)
+            blocks = _pieces(_prefetch(_gunzip(source)), block_size)
         else:
-            blocks = iter(functools.partial(raw.read, block_size), b"")
+            blocks = iter(functools.partial(source.read, block_size), b"")
         before = 0
         carry = b""
         first = True
@@ -648,6 +661,29 @@ def _is_int(token: str) -> bool:
     return token.lstrip("-").isdigit()
 
 
+_last_layout: list[_Layout] = []  # parse_features' last layout, reused while fields repeat it
+
+
+def parse_features(field: str) -> tuple[tuple[Feature, ...], tuple[tuple[str, float], ...]] | None:
+    """The dense groups and sparse pairs of a FEATURES field as the reader reads them (labelled or
+    not, by its first token), or None where the reader would refuse it. The last field's layout
+    is reused while the next fields repeat it (the writer checks every line it writes)."""
+    toks = field.split()
+    layout = _last_layout[0] if _last_layout else None
+    if layout is not None and layout.matches(toks):
+        try:
+            return layout.compiled()(layout.get_values(toks))
+        except ValueError:
+            pass
+    try:
+        layout = _Layout(toks, bool(toks) and _is_label(toks[0]))
+        parsed = layout.parse(toks)
+    except _LineError:
+        return None
+    _last_layout[:] = [layout]
+    return parsed
+
+
 def _parse_id(text: str) -> int:
     """The sentence id, a non-negative decimal integer."""
     if text.isascii() and text.isdigit():
@@ -746,9 +782,10 @@ def _normalise_surface(text: str) -> str:
     return " ".join(words)
 
 
-class _Reader:
-    """Streaming block reader behind `read_nbest_blocks` and `read_nbest`; also records label
-    changes for `nbest_stats`.
+class NBestReader:
+    """Streaming block reader behind `read_nbest_blocks` and `read_nbest`: iterating it yields
+    `NBestBlock`s. It also records what it learns about the file (`labeled`,
+    `first_dense_names`, `first_label_change_line`) for `nbest_stats`.
 
     Each chunk of about `_BLOCK_BYTES` is parsed by `_fast` with whole-chunk string operations
     and numpy when its lines share one field count and feature layout; otherwise (or on any
@@ -763,6 +800,7 @@ class _Reader:
         max_hyps: int | None,
         labeled: bool | None,
         block_bytes: int = _BLOCK_BYTES,
+        hash_bytes: bool = False,
     ) -> None:
         if n_sentences is not None and n_sentences < 0:
             raise ValueError(f"n_sentences must be >= 0, got {n_sentences}")
@@ -774,6 +812,9 @@ class _Reader:
         self.limit = max_hyps if max_hyps is not None else sys.maxsize
         self.labeled = labeled
         self.block_bytes = block_bytes
+        self._digest = hashlib.sha256() if hash_bytes else None
+        self.sha256: str | None = None
+        """With `hash_bytes`, the SHA-256 of the file's bytes as stored, once all are read."""
         self.first_dense_names: tuple[str, ...] | None = None
         self.first_label_change_line: int | None = None  # first line whose dense labels differ
         self._cur = -1  # the current sentence id
@@ -785,12 +826,15 @@ class _Reader:
     def __iter__(self) -> Iterator[NBestBlock]:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nbest-numbers")
         try:
-            for before, n, text in _iter_chunks(self.path, self.name, self.block_bytes):
+            chunks = _iter_chunks(self.path, self.name, self.block_bytes, self._digest)
+            for before, n, text in chunks:
                 block = self._fast(text, before, n)
                 if block is None:
                     yield from self._slow(text, before)
                 elif len(block):
                     yield block
+            if self._digest is not None:
+                self.sha256 = self._digest.hexdigest()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -1157,7 +1201,7 @@ def read_nbest_blocks(
     `InputError`) naming the file and 1-based line, before the block holding it is yielded.
     """
     return iter(
-        _Reader(
+        NBestReader(
             path,
             n_sentences=n_sentences,
             max_hyps=max_hyps,
@@ -1320,191 +1364,5 @@ def read_nbest(
     unlabelled values get the names F0, F1, ... and style "". Bad lines raise NBestFormatError.
     Built on `read_nbest_blocks`; code that needs arrays rather than objects should use that.
     """
-    reader = _Reader(path, n_sentences=n_sentences, max_hyps=max_hyps, labeled=labeled)
+    reader = NBestReader(path, n_sentences=n_sentences, max_hyps=max_hyps, labeled=labeled)
     return _groups(reader, n_sentences)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def format_number(value: float) -> str:
-    """A number as the writer prints it: ``%g`` with NUMBER_DIGITS significant digits."""
-    return f"{value:.{NUMBER_DIGITS}g}"
-
-
-def _format_group(name: str, values: Sequence[float], style: str) -> str:
-    nums = " ".join(map(format_number, values))
-    if not style:
-        return nums
-    return f"{name}{style} {nums}" if nums else f"{name}{style}"
-
-
-def format_features(features: Sequence[Feature], sparse: Sequence[tuple[str, float]] = ()) -> str:
-    """A FEATURES field: dense groups in order, then sparse ``name= value`` pairs."""
-    parts = [_format_group(f.name, f.values, f.style) for f in features]
-    parts.extend(f"{name}= {format_number(value)}" for name, value in sparse)
-    return " ".join(p for p in parts if p)
-
-
-def _check_added(feature: Feature) -> None:
-    """Refuse feature names that would not read back as one dense group."""
-    name = feature.name
-    if feature.style not in ("=", ":", ""):
-        raise ValueError(f"feature {name!r}: style must be '=', ':' or '', not {feature.style!r}")
-    if feature.style and (not name or any(c.isspace() for c in name) or "|||" in name):
-        raise ValueError(f"feature name {name!r} must be non-empty without spaces or '|||'")
-    if feature.style and name[-1] in "=:":
-        raise ValueError(f"feature name {name!r} must not end with '=' or ':'")
-    if feature.style == "=" and "_" in name:
-        raise ValueError(
-            f"feature name {name!r} contains '_': Moses' tuners would read it as a sparse feature"
-        )
-
-
-_last_layout: list[_Layout] = []  # the writer's last layout, reused while lines repeat it
-
-
-def _raw_features_valid(h: Hypothesis) -> bool:
-    """Whether `h.raw_features` still says what `h.features` and `h.sparse` say (a caller may
-    have replaced them with `dataclasses.replace`)."""
-    toks = h.raw_features.split()
-    parsed = None
-    layout = _last_layout[0] if _last_layout else None
-    if layout is not None and layout.matches(toks):
-        try:
-            parsed = layout.compiled()(layout.get_values(toks))
-        except ValueError:
-            parsed = None
-    if parsed is None:
-        try:
-            layout = _Layout(toks, bool(toks) and _is_label(toks[0]))
-            parsed = layout.parse(toks)
-        except _LineError:
-            return False
-        _last_layout[:] = [layout]
-    return parsed == (h.features, h.sparse)
-
-
-def format_hypothesis(h: Hypothesis, extra_features: Sequence[Feature] = ()) -> str:
-    """One n-best line (no newline): ``ID ||| surface ||| features ||| total[ ||| extra]...``.
-
-    The surface is the tokens joined by single spaces (no trailing space). The FEATURES and TOTAL
-    text as read is reused while it still matches `features`, `sparse` and `total` (so a line
-    read is written back unchanged); otherwise the numbers are formatted with `format_number`.
-    `extra_features` go at the end of the FEATURES field, as Moses' rescoring scripts put them;
-    in an unlabelled list (every feature has style "") they are written unlabelled too, so the
-    file stays readable. Names that Moses would misread (with '_', spaces, '=' or ':') raise
-    ValueError.
-    """
-    if h.raw_features and _raw_features_valid(h):
-        feats = h.raw_features
-    else:
-        feats = format_features(h.features, h.sparse)
-    if extra_features:
-        for f in extra_features:
-            _check_added(f)
-        unlabelled = bool(h.features) and all(f.style == "" for f in h.features)
-        if unlabelled:
-            extra_features = [Feature(f.name, f.values, "") for f in extra_features]
-        added = format_features(extra_features)
-        feats = f"{feats} {added}" if feats else added
-    total = h.raw_total
-    try:
-        same_total = bool(total) and float(total) == h.total
-    except ValueError:
-        same_total = False
-    if not same_total:
-        total = format_number(h.total)
-    return FIELD_SEP.join([str(h.sent_id), " ".join(h.tokens), feats, total, *h.extra])
-
-
-def write_nbest(
-    path: PathLike,
-    groups: Iterable[NBestGroup],
-    extra: Callable[[Hypothesis], Sequence[Feature]] | None = None,
-) -> None:
-    """Write groups as an n-best list: atomically (temp file + rename), gzipped for a .gz path,
-    to stdout for "-". `extra(h)` gives features to append to each line."""
-
-    def emit(out: IO[str]) -> None:
-        for group in groups:
-            if extra is None:
-                lines = [format_hypothesis(h) for h in group.hyps]
-            else:
-                lines = [format_hypothesis(h, extra(h)) for h in group.hyps]
-            if lines:
-                lines.append("")
-                out.write("\n".join(lines))
-
-    if str(path) == "-":
-        emit(sys.stdout)
-        sys.stdout.flush()
-        return
-    with atomic_write(path) as out:
-        emit(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-
-
-@dataclass(frozen=True)
-class NBestStats:
-    """Summary of an n-best list, for `rescore stats`."""
-
-    n_sentences: int  # ids 0..last (including ids with no hypothesis)
-    n_hypotheses: int
-    n_missing: int  # ids with no hypothesis
-    missing_ids: tuple[int, ...]  # the first 20 of them
-    hyps_min: int
-    hyps_median: float
-    hyps_max: int
-    feature_labels: tuple[str, ...]  # dense feature names of the first line, in order
-    distinct_ratio: float  # distinct surfaces per sentence, summed, over hypotheses
-    n_with_unlabelled: bool  # True when the feature lists are unlabelled (names F0, F1, ...)
-    labels_consistent: bool  # every line has the first line's dense label sequence
-    first_label_change_line: int | None  # 1-based line where the dense labels first differ
-    n_sparse_lines: int  # hypotheses with sparse features
-    n_empty_surfaces: int
-    n_with_extra_fields: int  # hypotheses with fields after TOTAL (segmentation, alignment)
-
-
-def nbest_stats(path: PathLike) -> NBestStats:
-    """Read an n-best list once (streaming) and summarise it."""
-    reader = _Reader(path, n_sentences=None, max_hyps=None, labeled=None)
-    counts: list[int] = []
-    missing: list[int] = []
-    n_hyps = n_distinct = n_sparse = n_empty = n_extra = 0
-    for group in _groups(reader, None):
-        hyps = group.hyps
-        counts.append(len(hyps))
-        if not hyps:
-            missing.append(group.sent_id)
-            continue
-        n_hyps += len(hyps)
-        n_distinct += len({h.tokens for h in hyps})
-        for h in hyps:
-            if h.sparse:
-                n_sparse += 1
-            if not h.tokens:
-                n_empty += 1
-            if h.extra:
-                n_extra += 1
-    return NBestStats(
-        n_sentences=len(counts),
-        n_hypotheses=n_hyps,
-        n_missing=len(missing),
-        missing_ids=tuple(missing[:20]),
-        hyps_min=min(counts, default=0),
-        hyps_median=float(statistics.median(counts)) if counts else 0.0,
-        hyps_max=max(counts, default=0),
-        feature_labels=reader.first_dense_names or (),
-        distinct_ratio=n_distinct / n_hyps if n_hyps else 0.0,
-        n_with_unlabelled=reader.labeled is False and n_hyps > 0,
-        labels_consistent=reader.first_label_change_line is None,
-        first_label_change_line=reader.first_label_change_line,
-        n_sparse_lines=n_sparse,
-        n_empty_surfaces=n_empty,
-        n_with_extra_fields=n_extra,
-    )

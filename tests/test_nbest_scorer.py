@@ -19,9 +19,10 @@ from nbest_rescore.checkpoint import ModelBundle, load_model, model_payload, sav
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
-from nbest_rescore.nbest import read_nbest
-from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
+from nbest_rescore.nbest_reader import read_nbest
+from nbest_rescore.nbest_scorer import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig, hypothesis_ids, naive_scores, source_tokens
+from nbest_rescore.table import read_table
 from nbest_rescore.text import TokenizerConfig, escape_token, tokenize
 from nbest_rescore.vocab import Vocab
 
@@ -178,7 +179,7 @@ def test_escaped_nbest_is_detected_and_scores_the_same(
 def test_bf16_check_reports_the_largest_difference(
     sources: list[str], bundles: list[ModelBundle]
 ) -> None:
-    diffs = bf16_check(NBEST, sources, bundles, _cfg(), n_sentences=3)
+    diffs = bf16_check(read_table(NBEST), sources, bundles, _cfg(), n_sentences=3)
     assert len(diffs) == 2 and all(0 < d < 1 for d in diffs)
 
 

@@ -4,14 +4,16 @@
    writable, each list read once into an `NBestTable` (finite numbers, one dense layout,
    hypotheses within `--max-len`, errors naming file:line), sources and references parallel to
    it, then the models (the shipped ones, with their tuned weights, when none is given; checked on
-   load) and a `--weights` file against the run's feature names; a `-` input is spooled once;
-2. score each list (`score_list`): LSTM log-probs through the chunk cache (`score_store`), added
-   to the table as `Baseline0` (the decoder's total), one column per model (`LSTM0`, `LSTM1`,
-   ...) and `Length0`;
+   load) and a `--weights` file against the run's feature names; a `-` input is spooled once.
+   Every input file is read once, and hashed by that read for the report; only the writer of
+   the augmented list (stage 5) reads the n-best list again, for its feature text as written;
+2. score each list (`score_list`): the table's hypotheses through the chunk cache
+   (`nbest_scorer.score_table`), the LSTM log-probs added to the table as `Baseline0` (the
+   decoder's total), one column per model (`LSTM0`, `LSTM1`, ...) and `Length0`;
 3. weigh (`weigh`): the baseline, the models alone, the even averages, the `--weights`
    file (`given`) and MERT on the dev list (`tuned`);
 4. select: every system's 1-best (`rerank.rerank`, also in `weigh`);
-5. write the outputs (`write_outputs`): 1-best files, `weights.json`, the augmented n-best list
+5. write the outputs (`write_run_outputs`): 1-best files, `weights.json`, the augmented n-best list
    the per-hypothesis scores;
 6. report (`write_run_report`): the BLEU section shared with `rescore oracle`, weights, models,
    and the warnings (sentences without hypotheses, models that know too few of the list's
@@ -60,25 +62,33 @@ from nbest_rescore.features import (
     model_features,
     model_kind,
 )
-from nbest_rescore.fileio import atomic_write, read_lines, sha256_file, stdin_spooled
+from nbest_rescore.fileio import atomic_write, read_lines_hashed, stdin_spooled
 from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
-from nbest_rescore.nbest import Feature, NBestGroup, read_nbest, write_nbest
-from nbest_rescore.outputs import check_out_dir, missing_note, write_scores_table, write_selection
+from nbest_rescore.nbest_reader import Feature, NBestGroup, read_nbest
+from nbest_rescore.nbest_scorer import NBestScores, bf16_check, score_table
+from nbest_rescore.nbest_writer import write_nbest
+from nbest_rescore.output_guard import OutDir, check_outputs
+from nbest_rescore.outputs import (
+    check_out_dir,
+    missing_note,
+    selection_files,
+    write_scores_table,
+    write_selection,
+)
 from nbest_rescore.progress import QUIET, ProgressSettings
-from nbest_rescore.report import Report, provenance, to_json, write_report
+from nbest_rescore.report import REPORT_FILES, Report, provenance, to_json, write_report
 from nbest_rescore.rerank import (
     Weights,
     expand_weights,
-    read_weights,
+    parse_weights,
     rerank,
     weight_vector,
     within_list_scale,
 )
-from nbest_rescore.score_store import NBestScores, bf16_check, score_nbest
 from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.shipped import shipped_models
-from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table, spare_view
+from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table_hashed, spare_view
 from nbest_rescore.tune import MertConfig, mert
 from nbest_rescore.validate import (
     DEFAULT_MAX_LEN,
@@ -144,10 +154,14 @@ class Weighed:
 
 @dataclass
 class ScoredList:
-    """One n-best list as a table with the model features, and with a reference its BLEU stats."""
+    """One n-best list as a table with the model features, its source lines, and with a reference
+    its BLEU stats."""
 
     table: NBestTable
     scores: NBestScores
+    sources: list[str]
+    sha256: dict[str, str]
+    """The hashes of the list's files as read, by option (`nbest`, `src`, `ref`)."""
     stats: HypStats | None = None
 
 
@@ -204,12 +218,12 @@ def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[s
 class ListInput:
     """One n-best list with its source (and reference) lines, read and checked, not scored."""
 
-    nbest: str
-    src: str
     table: NBestTable | None
     """Handed over to the scored list by `take_table` (None after)."""
     sources: list[str]
     refs: list[str] | None
+    sha256: dict[str, str]
+    """The hashes of the files as read (each file is read once), by option."""
 
     def take_table(self) -> NBestTable:
         """The table, no longer held here: the scored list's table replaces it, and the old one's
@@ -222,20 +236,23 @@ class ListInput:
 
 def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     """Stage 2a, before any scoring: read and validate a list, its source and its reference
-    (`table.read_table`, `validate.py`); a mismatch blames the file that is short."""
-    sources = read_lines(src)
+    (`table.read_table`, `validate.py`), each file once; a mismatch blames the file that is short."""
+    sha256: dict[str, str] = {}
+    sources, sha256["src"] = read_lines_hashed(src)
     check_source_lengths(sources, job.max_len, src)
     # Room for the model features and Length0: scoring adds them without copying the table.
     spare = len(job.models) + 1
-    table = read_table(nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare)
+    table, sha256["nbest"] = read_table_hashed(
+        nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare
+    )
     check_parallel("source", src, len(sources), table.n_sentences, nbest)
     table = table.padded(len(sources))
     refs = None
     if ref is not None:
-        refs = read_lines(ref)
+        refs, sha256["ref"] = read_lines_hashed(ref)
         if len(refs) != len(sources):
             raise InputError(f"has {len(refs)} lines but the source {src} has {len(sources)}", ref)
-    return ListInput(nbest, src, table, sources, refs)
+    return ListInput(table, sources, refs, sha256)
 
 
 def score_list(
@@ -248,16 +265,8 @@ def score_list(
     """Stage 2b: score a list read by `read_list` (sharded under torchrun), add the model
     features to its table, compute its BLEU statistics; None on non-main ranks."""
     cache_dir = job.cache_dir or job.out / "cache"
-    scores = score_nbest(
-        inp.nbest,
-        inp.sources,
-        bundles,
-        job.scoring,
-        cache_dir,
-        progress,
-        max_hyps=job.max_hyps,
-        sources_path=inp.src,
-    )
+    assert inp.table is not None  # taken only here
+    scores = score_table(inp.table, inp.sources, bundles, job.scoring, cache_dir, progress)
     release_memory()  # the scorer's freed buffers, before the list-sized arrays below
     if not distributed.is_main():
         return None
@@ -265,9 +274,9 @@ def score_list(
     stats = None
     if inp.refs is not None:
         stats = compute_hyp_stats(
-            table.groups(), inp.refs, job.bleu, progress_settings=progress, workers=job.workers
+            table.sentences(), inp.refs, job.bleu, progress_settings=progress, workers=job.workers
         )
-    return ScoredList(table=table, scores=scores, stats=stats)
+    return ScoredList(table, scores, inp.sources, inp.sha256, stats)
 
 
 def coverage_warnings(scores: NBestScores, names: Sequence[str]) -> list[str]:
@@ -324,32 +333,35 @@ def weight_sets(table: NBestTable, names: Sequence[str]) -> dict[str, Weights]:
 
 
 def given_weights(path: str, names: Sequence[str]) -> tuple[Weights, dict[str, Any]]:
-    """A `--weights` file over the features `names`, and its tuning record if it has one."""
+    """A `--weights` file over the features `names` (read once), and its tuning record if it
+    has one."""
     import json
 
-    weights = expand_weights(read_weights(path), names, path)
-    record: dict[str, Any] = {
-        "weights_file": {"name": Path(path).name, "sha256": sha256_file(path)}
-    }
-    text = "\n".join(read_lines(path)).strip()
+    lines, sha256 = read_lines_hashed(path)
+    weights = expand_weights(parse_weights(lines, path), names, path)
+    record: dict[str, Any] = {"weights_file": {"name": Path(path).name, "sha256": sha256}}
+    text = "\n".join(lines).strip()
     if text.startswith("{"):
         record.update(json.loads(text).get("tuning") or {})
     return weights, record
 
 
-def weigh(job: RunJob, test: ScoredList, dev: ScoredList | None, names: Sequence[str]) -> Weighed:
-    """Stages 3 and 4: every system's weights (with the record of how the given/tuned ones came
-    about), and every system's 1-best."""
+def weigh(
+    job: RunJob,
+    test: ScoredList,
+    dev: ScoredList | None,
+    names: Sequence[str],
+    given: tuple[Weights, dict[str, Any]] | None,
+) -> Weighed:
+    """Stages 3 and 4: every system's weights (with the record of how the `given` (`--weights`)
+    and tuned ones came about), and every system's 1-best."""
     sets = weight_sets(test.table, names)
     tuning: dict[str, Any] = {}
-    if job.weights is not None:
-        sets["given"], tuning = given_weights(job.weights, test.table.names)
+    if given is not None:
+        sets["given"], tuning = given
     if dev is not None and job.tune_nbest is not None:
         sets["tuned"], tuning = tune_weights(dev, names, job.mert)
-        tuning["tune_nbest"] = {
-            "name": Path(job.tune_nbest).name,
-            "sha256": sha256_file(job.tune_nbest),
-        }
+        tuning["tune_nbest"] = {"name": Path(job.tune_nbest).name, "sha256": dev.sha256["nbest"]}
     choices = {name: rerank(test.table, w) for name, w in sets.items()}
     return Weighed(sets, choices, tuning)
 
@@ -403,7 +415,7 @@ def write_weights(path: Path, system: str, weights: Weights, tuning: dict[str, A
         fh.write(to_json({"system": system, "weights": weights, "tuning": tuning}))
 
 
-def write_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence[str]) -> list[str]:
+def write_run_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence[str]) -> list[str]:
     """Stage 5: the final system's 1-best and weights, the augmented list, the scores table;
     returns the notes the report gives about them."""
     final = w.final
@@ -442,10 +454,29 @@ def model_info(bundles: Sequence[ModelBundle], names: Sequence[str]) -> list[dic
     ]
 
 
+def input_hashes(
+    test: ScoredList, dev: ScoredList | None, given: tuple[Weights, dict[str, Any]] | None
+) -> dict[str, str]:
+    """The SHA-256 of every input file by option, as taken when it was read (the report's
+    provenance reads no file again)."""
+    sha256 = dict(test.sha256)
+    if dev is not None:
+        sha256.update({f"tune_{k}": v for k, v in dev.sha256.items()})
+    if given is not None:
+        sha256["weights"] = given[1]["weights_file"]["sha256"]
+    return sha256
+
+
 def write_run_report(
-    job: RunJob, test: ScoredList, w: Weighed, summary: dict[str, Any], notes: list[str]
+    job: RunJob,
+    test: ScoredList,
+    w: Weighed,
+    summary: dict[str, Any],
+    notes: list[str],
+    sha256: dict[str, str],
 ) -> None:
-    """Stage 6: report.md/html, summary.json, tables and plots of the run."""
+    """Stage 6: report.md/html, summary.json, tables and plots of the run; `sha256`: the input
+    files' hashes (`input_hashes`)."""
     report = Report(
         title=f"Rescoring {job.nbest} with {len(summary['models'])} LSTM model(s)",
         summary=summary,
@@ -459,6 +490,7 @@ def write_run_report(
                 "tune_ref": job.tune_ref,
                 "weights": job.weights,
             },
+            sha256=sha256,
             models=summary["models"],
             signature=signature(job.bleu),
             scoring=asdict(job.scoring),
@@ -475,21 +507,40 @@ def write_run_report(
             **w.choices,
             **{n: s for n, s in model_free_selections(test.stats).items() if n != "baseline"},
         }
-        src_len = source_lengths(job.src, test.table.n_sentences, job.src_lang)
+        src_len = source_lengths(test.sources, test.table.n_sentences, job.src_lang)
         section = bleu_section(test.stats, selections, src_len)
         add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"])
     write_report(report, job.out)
 
 
+RUN_FILES = (*REPORT_FILES, *selection_files("best"), "weights.json", "nbest.with-lstm.gz",
+             "scores.parquet", "scores.csv")  # fmt: skip
+"""What a run writes into `--out` (glob patterns), besides the score cache."""
+
+CACHE_FILES = ("*/*.npz",)
+"""The score cache's chunk files, relative to its directory (`nbest_scorer._chunk_path`)."""
+
+
+def run_out_dirs(job: RunJob) -> list[OutDir]:
+    """The directories a run writes into, with what it writes there."""
+    if job.cache_dir is None:
+        return [OutDir("--out", job.out, (*RUN_FILES, *(f"cache/{f}" for f in CACHE_FILES)))]
+    return [OutDir("--out", job.out, RUN_FILES), OutDir("--cache-dir", job.cache_dir, CACHE_FILES)]
+
+
 def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str, Any] | None:
     """Run the whole job and write `--out`; returns `summary.json`'s content (None off rank 0).
-    One input may be `-` (stdin, spooled to a temp file: the list is read several times)."""
+    One input may be `-` (stdin, spooled to a temp file: the augmented list re-reads the list)."""
     job = resolve_job(job)
+    inputs = {"nbest": job.nbest, "src": job.src, "ref": job.ref, "weights": job.weights}
+    inputs.update(tune_nbest=job.tune_nbest, tune_src=job.tune_src, tune_ref=job.tune_ref)
+    check_outputs(
+        {**{f"--{k.replace('_', '-')}": v for k, v in inputs.items()}, "--model": job.models},
+        dirs=run_out_dirs(job),
+    )
     check_out_dir(job.out)  # before any scoring
     if job.cache_dir is not None:
         check_out_dir(job.cache_dir, "--cache-dir")
-    inputs = {"nbest": job.nbest, "src": job.src, "ref": job.ref, "weights": job.weights}
-    inputs.update(tune_nbest=job.tune_nbest, tune_src=job.tune_src, tune_ref=job.tune_ref)
     with stdin_spooled(**inputs) as p:
         return _run(replace(job, **p), progress)  # type: ignore[arg-type]
 
@@ -521,24 +572,25 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     loaded = [load_model(m, device=job.scoring.device) for m in job.models]
     bundles = assign_directions(loaded, None)
     names = model_features([model_kind(b) for b in bundles])
+    given = None
     if job.weights is not None:
         assert test_in.table is not None  # taken only when scored
         others = [n for n in test_in.table.names if n != TOTAL]
-        given_weights(job.weights, [*others, BASELINE, *names, LENGTH])
+        given = given_weights(job.weights, [*others, BASELINE, *names, LENGTH])
     stages.done("load_models")
 
     dev = None if dev_in is None else score_list(dev_in, bundles, names, job, progress)
     del dev_in
-    sources = test_in.sources
     test = score_list(test_in, bundles, names, job, progress)
     stages.done("score")
     if test is None:
         return None
 
-    weighed = weigh(job, test, dev, names)
+    weighed = weigh(job, test, dev, names, given)
+    sha256 = input_hashes(test, dev, given)
     del dev
     stages.done("weigh")
-    notes = write_outputs(job, test, weighed, names)
+    notes = write_run_outputs(job, test, weighed, names)
     stages.done("write")
     warnings = [w for w in [missing_note(test.table.missing)] if w] + coverage_warnings(
         test.scores, names
@@ -562,9 +614,9 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     }
     if job.scoring.bf16:
         summary["scoring"]["bf16_max_abs_diff_vs_fp32"] = bf16_check(
-            job.nbest, sources, bundles, job.scoring
+            test.table, test.sources, bundles, job.scoring
         )
-    write_run_report(job, test, weighed, summary, notes)
+    write_run_report(job, test, weighed, summary, notes, sha256)
     return summary
 
 

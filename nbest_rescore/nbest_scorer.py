@@ -1,9 +1,11 @@
-"""Scoring a whole n-best file: chunked, cached on disk, resumable and sharded over torchrun ranks.
+"""Scoring a whole n-best list: chunked, cached on disk, resumable and sharded over torchrun ranks.
 
-The file is cut into chunks of `chunk_sentences` sentence ids (chunk k = ids k*C .. k*C+C-1). Each
-(model, chunk) result is one `.npz` file, written atomically as soon as it is computed, and named
-by a key over the model's SHA-256, the chunk's content (sources, hypotheses, sentence boundaries)
-and every setting that can change a score's bits. Hence:
+`score_table` scores the list as `table.read_table` read it (the run job reads each file once);
+`score_nbest` reads a file first. The list is cut into chunks of `chunk_sentences` sentence ids
+(chunk k = ids k*C .. k*C+C-1). Each (model, chunk) result is one `.npz` file, written atomically
+as soon as it is computed, and named by a key over the model's SHA-256, the chunk's content
+(sources, hypotheses, sentence boundaries) and every setting that can change a score's bits.
+Hence:
 - a run killed at any point resumes from its finished chunks when restarted with the same command;
 - a second run over the same file, or with one more model, only loads files; a changed file
   re-scores only its changed chunks;
@@ -16,11 +18,10 @@ the full result from the shared cache directory.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike, atomic_write
 from nbest_rescore.memory import release_memory
-from nbest_rescore.nbest import read_nbest, read_nbest_blocks, token_tuples
+from nbest_rescore.nbest_reader import read_nbest_blocks, token_tuples
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.scoring import (
     DETECT_HYPS,
@@ -45,6 +46,7 @@ from nbest_rescore.scoring import (
     score_source_given_hypotheses,
     source_tokens,
 )
+from nbest_rescore.table import NBestTable, table_from_blocks
 
 STORE_FORMAT = "nbest_rescore/scores/1"
 """Bump when the scoring arithmetic changes, so old chunk files are not reused."""
@@ -81,7 +83,7 @@ class NBestScores:
 
 @dataclass(frozen=True)
 class _Scan:
-    """What a first pass over the n-best learns: structure and content keys, no hypotheses."""
+    """What the store needs to know of a list before scoring: its structure and content keys."""
 
     counts: np.ndarray  # hypotheses per sentence id, (n_sentences,)
     chunk_hashes: tuple[str, ...]
@@ -110,79 +112,50 @@ def _chunk_ids(n_sentences: int, chunk: int) -> list[range]:
     return [range(s, min(s + chunk, n_sentences)) for s in range(0, n_sentences, chunk)]
 
 
-def _check_count(last_id: int, n_sources: int, nbest: PathLike, sources_path: str | None) -> None:
-    if last_id >= n_sources:
+def _check_count(n_ids: int, n_sources: int, nbest: PathLike, sources_path: str | None) -> None:
+    if n_ids > n_sources:
         src = f" ({sources_path})" if sources_path else ""
         raise InputError(
-            f"the n-best list has sentence ids up to {last_id}, so it needs at least "
-            f"{last_id + 1} source sentences, but the source{src} has {n_sources} lines",
+            f"the n-best list has sentence ids up to {n_ids - 1}, so it needs at least "
+            f"{n_ids} source sentences, but the source{src} has {n_sources} lines",
             str(nbest),
         )
 
 
-def _sentences(
-    nbest: PathLike, n_sentences: int | None, max_hyps: int | None
-) -> Iterator[tuple[int, list[str]]]:
-    """(sentence id, surfaces) of every sentence with hypotheses, in file order, from the column
-    blocks (a sentence may span two blocks: its rows are joined)."""
-    cur, rows = -1, list[str]()
-    for block in read_nbest_blocks(nbest, n_sentences=n_sentences, max_hyps=max_hyps):
-        ids = block.sent_ids
-        if not len(ids):
-            continue
-        starts = np.flatnonzero(np.diff(ids, prepend=ids[0] - 1))
-        bounds = [*starts.tolist(), len(ids)]
-        for lo, hi in itertools.pairwise(bounds):
-            sid = int(ids[lo])
-            if sid != cur:
-                if rows:
-                    yield cur, rows
-                cur, rows = sid, []
-            rows.extend(block.surfaces[lo:hi])
-    if rows:
-        yield cur, rows
+def _real_surfaces(table: NBestTable, ids: range) -> tuple[list[str], np.ndarray]:
+    """The surfaces of sentences `ids` (synthetic rows left out) and each one's sentence id."""
+    lo, hi = int(table.offsets[ids.start]), int(table.offsets[ids.stop])
+    counts = table.counts[ids.start : ids.stop]
+    real = np.flatnonzero(np.repeat(~table.missing[ids.start : ids.stop], counts))
+    rows = table.surfaces.rows(lo, hi)
+    sent = np.repeat(np.arange(ids.start, ids.stop), counts)
+    return [rows[i] for i in real.tolist()], sent[real]
 
 
-def _scan(
-    nbest: PathLike,
-    sources: Sequence[str],
-    cfg: ScoringConfig,
-    max_hyps: int | None,
-    sources_path: str | None,
-) -> _Scan:
-    """Pass 1: check ids against the sources, count hypotheses, hash each chunk's content."""
-    n = len(sources)
-    counts = np.zeros(n, dtype=np.int64)
-    chunks = _chunk_ids(n, cfg.chunk_sentences)
-    hashers = [hashlib.sha256() for _ in chunks]
-    sample: list[tuple[str, ...]] = []
-    last_id = -1
-    nxt = 0  # the next id whose "S" line is not hashed yet
+def _chunk_hash(table: NBestTable, sources: Sequence[str], ids: range, chunk: int) -> str:
+    """The content key of a chunk: each id's source ("S" line) followed by its hypotheses ("H")."""
+    h = hashlib.sha256()
+    surfaces, sent = _real_surfaces(table, ids)
+    ends = np.searchsorted(sent, np.arange(ids.start, ids.stop), side="right").tolist()
+    start = 0
+    for i, end in zip(ids, ends, strict=True):
+        h.update(f"S\t{i % chunk}\t{sources[i]}\n".encode())
+        h.update("".join([f"H\t{t}\n" for t in surfaces[start:end]]).encode())
+        start = end
+    return h.hexdigest()
 
-    def header(upto: int) -> None:
-        nonlocal nxt
-        for i in range(nxt, min(upto, n)):
-            hashers[i // cfg.chunk_sentences].update(
-                f"S\t{i % cfg.chunk_sentences}\t{sources[i]}\n".encode()
-            )
-        nxt = max(nxt, upto)
 
-    for i, surfaces in _sentences(nbest, None, max_hyps):
-        last_id = i
-        if i >= n:
-            continue  # read on to report the file's largest id
-        header(i + 1)  # the "S" lines of the ids up to this one, this one's last
-        hashers[i // cfg.chunk_sentences].update("".join([f"H\t{t}\n" for t in surfaces]).encode())
-        if len(sample) < DETECT_HYPS:
-            sample.extend(token_tuples(surfaces[:DETECT_HYPS]))
-        counts[i] = len(surfaces)
-    _check_count(last_id, n, nbest, sources_path)
-    header(n)
-    escaped = resolve_escaped(cfg.escaped, sample[:DETECT_HYPS])
+def _scan(table: NBestTable, sources: Sequence[str], cfg: ScoringConfig) -> _Scan:
+    """Count hypotheses, hash each chunk's content, detect the escaping conventions."""
+    counts = np.where(table.missing, 0, table.counts).astype(np.int64)
+    chunks = _chunk_ids(len(sources), cfg.chunk_sentences)
+    hashes = tuple(_chunk_hash(table, sources, ids, cfg.chunk_sentences) for ids in chunks)
+    first = np.flatnonzero(table.real)[:DETECT_HYPS].tolist()
+    escaped = resolve_escaped(cfg.escaped, token_tuples([table.surfaces[r] for r in first]))
     src_escaped = cfg.src_tokenized and resolve_escaped(
         None, [s.split() for s in sources[:DETECT_HYPS]]
     )
-    return _Scan(counts, tuple(h.hexdigest() for h in hashers), escaped, src_escaped)
+    return _Scan(counts, hashes, escaped, src_escaped)
 
 
 def _file_key(mkey: str, chunk_hash: str, scan: _Scan, cfg: ScoringConfig) -> str:
@@ -225,33 +198,10 @@ def _write_chunk(path: Path, key: str, scores: HypScores) -> None:
         )
 
 
-def _iter_chunks(
-    nbest: PathLike, n_sentences: int, cfg: ScoringConfig, max_hyps: int | None, wanted: set[int]
-) -> Iterator[tuple[int, list[int], list[tuple[str, ...]], list[int]]]:
-    """Pass 2: the chunks in `wanted`, in order, as (index, sentence ids, hypothesis tokens,
-    hyp -> sentence position), a chunk without hypotheses too; only one chunk's tokens are held
-    at a time, and reading stops after the last."""
-    order = sorted(wanted)
-    pos = 0  # order[pos] is the next chunk to yield
-    hyps: list[tuple[str, ...]] = []
-    owner: list[int] = []
-    for sid, surfaces in _sentences(nbest, n_sentences, max_hyps):
-        k = sid // cfg.chunk_sentences
-        while pos < len(order) and order[pos] < k:  # finished (or empty) chunks before this one
-            yield order[pos], _ids(order[pos], n_sentences, cfg), hyps, owner
-            hyps, owner, pos = [], [], pos + 1
-        if pos == len(order):
-            return
-        if order[pos] == k:
-            hyps.extend(token_tuples(surfaces))
-            owner.extend([sid - k * cfg.chunk_sentences] * len(surfaces))
-    for k in order[pos:]:
-        yield k, _ids(k, n_sentences, cfg), hyps, owner
-        hyps, owner = [], []
-
-
-def _ids(k: int, n: int, cfg: ScoringConfig) -> list[int]:
-    return list(range(k * cfg.chunk_sentences, min((k + 1) * cfg.chunk_sentences, n)))
+def _chunk_hyps(table: NBestTable, ids: range) -> tuple[list[tuple[str, ...]], list[int]]:
+    """A chunk's hypotheses as tokens, and each one's sentence position in the chunk."""
+    surfaces, sent = _real_surfaces(table, ids)
+    return token_tuples(surfaces), (sent - ids.start).tolist()
 
 
 def _assemble(
@@ -286,30 +236,28 @@ def _assemble(
 
 
 def _score_missing(
-    nbest_path: PathLike,
+    table: NBestTable,
     sources: Sequence[str],
     bundles: Sequence[ModelBundle],
     cfg: ScoringConfig,
     scan: _Scan,
     paths: list[list[tuple[Path, str]]],
     todo: dict[int, list[int]],
-    chunk_hyps: list[int],
     progress: ProgressSettings,
-    *,
-    max_hyps: int | None,
     on_chunk: Callable[[int], None] | None,
 ) -> tuple[ScoreStats, int]:
-    """Pass 2: score the (chunk, models) of `todo` and write each result to its cache file;
-    returns the work counters and the number of files written."""
-    n_sent = len(sources)
+    """Score the (chunk, models) of `todo`, in chunk order, and write each result to its cache
+    file; returns the work counters and the number of files written."""
     stats = ScoreStats()
     n_scored_files = 0
-    written: set[Path] = (
-        set()
-    )  # a chunk identical to one scored earlier in this run is not rescored
-    pbar = bar(progress, desc="scoring", total=sum(chunk_hyps[k] for k in todo), unit="hyp")
+    written: set[Path] = set()  # a chunk identical to one scored earlier in this run: not again
+    chunks = _chunk_ids(len(sources), cfg.chunk_sentences)
+    total = sum(int(scan.counts[chunks[k].start : chunks[k].stop].sum()) for k in todo)
+    pbar = bar(progress, desc="scoring", total=total, unit="hyp")
     try:
-        for k, ids, hyps, owner in _iter_chunks(nbest_path, n_sent, cfg, max_hyps, set(todo)):
+        for k in sorted(todo):
+            ids = chunks[k]
+            hyps, owner = _chunk_hyps(table, ids)  # only one chunk's tokens are held at a time
             chunk_sources = [sources[i] for i in ids]
             for m in todo[k]:
                 if paths[m][k][0] in written:
@@ -350,46 +298,56 @@ def score_nbest(
     sources_path: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> NBestScores:
-    """Score every hypothesis of `nbest_path` with every model, through the chunk cache.
+    """`score_table` of the n-best file `nbest_path` (its first `max_hyps` per sentence), read
+    here; the list may lack ids but must not exceed the sources (InputError, before scoring)."""
+    blocks = read_nbest_blocks(nbest_path, max_hyps=max_hyps)
+    table = table_from_blocks(blocks, nbest_path)
+    _check_count(table.n_sentences, len(sources), nbest_path, sources_path)
+    return score_table(
+        table.padded(len(sources)), sources, bundles, cfg, cache_dir, progress, on_chunk=on_chunk
+    )
+
+
+def score_table(
+    table: NBestTable,
+    sources: Sequence[str],
+    bundles: Sequence[ModelBundle],
+    cfg: ScoringConfig,
+    cache_dir: PathLike | None,
+    progress: ProgressSettings = QUIET,
+    *,
+    on_chunk: Callable[[int], None] | None = None,
+) -> NBestScores:
+    """Score every hypothesis of an n-best list read into `table` (one sentence per source, as
+    `NBestTable.padded` gives) with every model, through the chunk cache.
 
     `sources` are the source lines (raw text, or tokenized with `cfg.src_tokenized`), one per
-    sentence id; the n-best may lack ids but must not exceed them (InputError, before any
-    scoring). Under torchrun the chunks are shared out by rank; every rank returns the result.
+    sentence id. Under torchrun the chunks are shared out by rank; every rank returns the result.
     `on_chunk(k)` is called after chunk k's files are written (progress hooks, tests).
     `cache_dir=None` scores into a temporary directory (nothing kept; single process only).
     """
+    if table.n_sentences != len(sources):
+        raise ValueError(f"a table of {table.n_sentences} sentences for {len(sources)} sources")
     if cache_dir is None:
         if distributed.get_world_size() > 1:
             raise ValueError("a distributed run needs a cache_dir shared by all ranks")
         with tempfile.TemporaryDirectory(prefix="nbest-scores-") as tmp:
-            return score_nbest(
-                nbest_path,
-                sources,
-                bundles,
-                cfg,
-                tmp,
-                progress,
-                max_hyps=max_hyps,
-                sources_path=sources_path,
-                on_chunk=on_chunk,
-            )
+            return score_table(table, sources, bundles, cfg, tmp, progress, on_chunk=on_chunk)
     if not bundles:
-        raise ValueError("score_nbest needs at least one model")
+        raise ValueError("score_table needs at least one model")
     t_start = time.perf_counter()
     cache = Path(cache_dir)
     rank, world = distributed.get_rank(), distributed.get_world_size()
-    scan = _scan(nbest_path, sources, cfg, max_hyps, sources_path)
+    scan = _scan(table, sources, cfg)
     t_scan = time.perf_counter()
 
-    n_sent = len(sources)
-    chunks = _chunk_ids(n_sent, cfg.chunk_sentences)
+    chunks = _chunk_ids(len(sources), cfg.chunk_sentences)
     chunk_hyps = [int(scan.counts[r.start : r.stop].sum()) for r in chunks]
     mkeys = [model_key(b) for b in bundles]
     keys = [[_file_key(mk, ch, scan, cfg) for ch in scan.chunk_hashes] for mk in mkeys]
-
     paths = [
-        [(_chunk_path(cache, mkeys[m], keys[m][k]), keys[m][k]) for k in range(len(chunks))]
-        for m in range(len(bundles))
+        [(_chunk_path(cache, mk, key), key) for key in ks]
+        for mk, ks in zip(mkeys, keys, strict=True)
     ]
     todo: dict[int, list[int]] = {}  # chunk -> models still to score (this rank's share)
     for k in range(rank, len(chunks), world):
@@ -400,9 +358,8 @@ def score_nbest(
             todo[k] = missing
 
     stats, n_scored_files = _score_missing(
-        nbest_path, sources, bundles, cfg, scan, paths, todo, chunk_hyps, progress,
-        max_hyps=max_hyps, on_chunk=on_chunk,
-    )  # fmt: skip
+        table, sources, bundles, cfg, scan, paths, todo, progress, on_chunk
+    )
     t_score = time.perf_counter()
     distributed.barrier()
     t_barrier = time.perf_counter()
@@ -417,10 +374,10 @@ def score_nbest(
         "barrier_s": t_barrier - t_score,
         "assemble_s": t_end - t_barrier,
     }
-    return _result(scan, mkeys, assembled, stats, n_scored_files, len(chunks), times)
+    return _nbest_scores(scan, mkeys, assembled, stats, n_scored_files, len(chunks), times)
 
 
-def _result(
+def _nbest_scores(
     scan: _Scan,
     mkeys: Sequence[str],
     assembled: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -464,23 +421,22 @@ def _result(
 
 
 def bf16_check(
-    nbest_path: PathLike,
+    table: NBestTable,
     sources: Sequence[str],
     bundles: Sequence[ModelBundle],
     cfg: ScoringConfig,
     *,
     n_sentences: int = 10,
-    max_hyps: int | None = 100,
+    max_hyps: int = 100,
 ) -> list[float]:
-    """Per model, the largest |bf16 - fp32| log-prob on the first `n_sentences` sentences."""
-    hyps: list[tuple[str, ...]] = []
-    owner: list[int] = []
-    for group in read_nbest(nbest_path, max_hyps=max_hyps):
-        if group.sent_id >= min(n_sentences, len(sources)):
-            break
-        for hyp in group.hyps:
-            hyps.append(hyp.tokens)
-            owner.append(group.sent_id)
+    """Per model, the largest |bf16 - fp32| log-prob on the first `max_hyps` hypotheses of each
+    of the first `n_sentences` sentences of `table`."""
+    n = min(n_sentences, len(sources), table.n_sentences)
+    surfaces, sent = _real_surfaces(table, range(n))
+    first = np.searchsorted(sent, sent, side="left")  # each row's sentence's first row
+    keep = np.flatnonzero(np.arange(len(sent)) - first < max_hyps).tolist()
+    hyps = token_tuples([surfaces[i] for i in keep])
+    owner = sent[keep].tolist()
     escaped = resolve_escaped(cfg.escaped, hyps)
     src_escaped = cfg.src_tokenized and resolve_escaped(None, [s.split() for s in sources])
     out = []
