@@ -119,10 +119,12 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class _GateTable:
     """`Seq2Seq._gate_table`'s cache: the weights' (address, version) it was built from, the
-    first layer's per-token input gates and every further layer's ([W_ih W_hh], b_ih + b_hh)."""
+    first layer's per-token input gates and hidden weights, every further layer's
+    ([W_ih W_hh], b_ih + b_hh)."""
 
     key: tuple[tuple[int, int], ...]
     table: Tensor
+    w_hh0: Tensor
     layers: tuple[tuple[Tensor, Tensor], ...]
 
 
@@ -290,9 +292,7 @@ class Seq2Seq(nn.Module):
         x = h[0]  # replaced by each layer's output; layer 0 reads the table instead
         for layer in range(self.config.layers):
             if layer == 0:
-                gates = torch.addmm(
-                    gt.table.index_select(0, prev), h[0], self.decoder.weight_hh_l0.t()
-                )
+                gates = torch.addmm(gt.table.index_select(0, prev), h[0], gt.w_hh0.t())
             else:
                 w, b = gt.layers[layer - 1]
                 gates = torch.addmm(b, torch.cat([x, h[layer]], dim=1), w.t())
@@ -319,17 +319,18 @@ class Seq2Seq(nn.Module):
         if self._gate_cache is None or self._gate_cache.key != key:
             # Ordinary tensors even when built under inference mode (usable outside it too).
             with torch.inference_mode(False), torch.no_grad():
+                w: dict[str, Tensor] = dict(d.named_parameters())
                 table = torch.addmm(
-                    d.bias_ih_l0 + d.bias_hh_l0, self.tgt_emb.weight, d.weight_ih_l0.t()
+                    w["bias_ih_l0"] + w["bias_hh_l0"], self.tgt_emb.weight, w["weight_ih_l0"].t()
                 )
                 layers = tuple(
                     (
-                        torch.cat([getattr(d, f"weight_ih_l{k}"), getattr(d, f"weight_hh_l{k}")], 1),
-                        getattr(d, f"bias_ih_l{k}") + getattr(d, f"bias_hh_l{k}"),
+                        torch.cat([w[f"weight_ih_l{k}"], w[f"weight_hh_l{k}"]], 1),
+                        w[f"bias_ih_l{k}"] + w[f"bias_hh_l{k}"],
                     )
                     for k in range(1, self.config.layers)
                 )
-            self._gate_cache = _GateTable(key, table, layers)
+            self._gate_cache = _GateTable(key, table, w["weight_hh_l0"], layers)
         return self._gate_cache
 
 

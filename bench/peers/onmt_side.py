@@ -51,8 +51,8 @@ def _opt(cfg: dict, work: str):  # type: ignore[no-untyped-def]
 
 
 def convert(ours_path: str, out_path: str) -> None:
-    from onmt.model_builder import build_base_model
     from onmt.inputters.inputter import dict_to_vocabs
+    from onmt.model_builder import build_base_model
 
     ours = torch.load(ours_path, map_location="cpu", weights_only=True)
     cfg = ours["model_config"]
@@ -88,7 +88,9 @@ def convert(ours_path: str, out_path: str) -> None:
             raise SystemExit(f"{k}: shape {tuple(v.shape)} vs {tuple(state[k].shape)}")
     gen = {k.split(".", 1)[1]: v for k, v in mapping.items() if k.startswith("generator.")}
     body = {k: v for k, v in mapping.items() if not k.startswith("generator.")}
-    torch.save({"model": body, "generator": gen, "vocab": vocab, "opt": opt, "optim": None}, out_path)
+    torch.save(
+        {"model": body, "generator": gen, "vocab": vocab, "opt": opt, "optim": None}, out_path
+    )
 
 
 def score(model_path: str, src_path: str, tgt_path: str, out_path: str) -> None:
