@@ -58,6 +58,18 @@ Threads = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu or cuda[:N].")]
+Int8 = Annotated[
+    bool,
+    typer.Option(
+        help="Dynamic int8 quantization of the LSTM and linear layers (CPU only: --device auto "
+        "picks the CPU). Scores change slightly; see the README's performance paragraph."
+    ),
+]
+
+
+def _int8_device(device: str, int8: bool) -> str:
+    """`--device auto` means the CPU under `--int8` (its kernels are CPU only)."""
+    return "cpu" if int8 and device == "auto" else device
 
 
 def _fail(code: int, message: str) -> None:
@@ -289,6 +301,7 @@ def run(
     bf16: Annotated[
         bool, typer.Option(help="bf16 autocast on CUDA (reports max diff vs fp32).")
     ] = False,
+    int8: Int8 = False,
     max_tokens: Annotated[
         int | None, typer.Option(help="Target tokens per scoring batch [default: 8192].")
     ] = None,
@@ -334,7 +347,7 @@ def run(
     from nbest_rescore.tune import MertConfig
 
     _set_threads(threads)
-    device = distributed.resolve_device(device)
+    device = distributed.resolve_device(_int8_device(device, int8))
     job = RunJob(
         nbest=nbest,
         src=src,
@@ -353,6 +366,7 @@ def run(
             escaped=escaped,
             src_tokenized=src_tokenized,
             share_prefixes=prefix_sharing,
+            int8=int8,
         ),
         mert=MertConfig(restarts=restarts, seed=seed),
         max_hyps=max_hyps,
@@ -704,6 +718,7 @@ def translate(
     tokenize: Tokenize = "13a",
     device: Device = "auto",
     threads: Threads = None,
+    int8: Int8 = False,
     quiet: Quiet = False,
 ) -> None:
     """Translate raw text with an LSTM (ensemble) by beam search; default model when no -m.
@@ -762,7 +777,8 @@ def translate(
         mode="nbest" if nbest else "tokens" if tokenized_output else "text",
         ref=ref,
         tokenize=tokenize,
-        device=resolve_device(device),
+        device=resolve_device(_int8_device(device, int8)),
+        int8=int8,
     )
     bleu = run_translate_job(job, _progress(quiet))
     if bleu is not None:

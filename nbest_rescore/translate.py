@@ -28,6 +28,7 @@ from nbest_rescore.nbest_reader import Feature, Hypothesis
 from nbest_rescore.nbest_writer import format_hypothesis
 from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
+from nbest_rescore.quantize import check_int8_device, maybe_int8
 from nbest_rescore.scoring import source_tokens
 from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch
 from nbest_rescore.shipped import shipped_models
@@ -231,6 +232,12 @@ class TranslateJob:
     tokenize: str = "13a"
     """BLEU tokenisation against `ref` (see `metrics.BleuConfig`)."""
     device: str = "cpu"
+    int8: bool = False
+    """Dynamic int8 quantization of the models (CPU only, see `quantize`)."""
+
+    def __post_init__(self) -> None:
+        if self.int8:
+            check_int8_device(self.device)
 
 
 def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> str | None:
@@ -248,10 +255,12 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     if refs is not None and len(refs) != total:
         source = "<stdin>" if job.input == "-" else job.input
         raise InputError(f"has {len(refs)} lines but the input {source} has {total}", job.ref)
-    if job.models:
-        ens = load_ensemble(job.models, job.config.ensemble, device=job.device)
-    else:
-        ens = Ensemble(shipped_translation_models(job.device), job.config.ensemble)
+    bundles = (
+        [load_model(p, device=job.device) for p in job.models]
+        if job.models
+        else shipped_translation_models(job.device)
+    )
+    ens = Ensemble(maybe_int8(bundles, job.int8), job.config.ensemble)
     results = translate_lines(ens, lines, job.config, progress, total=total)
     with atomic_write(job.output) as fh:
         best = write_outputs(results, fh, job.mode)
