@@ -727,7 +727,6 @@ def translate(
     """
     from nbest_rescore.distributed import resolve_device
     from nbest_rescore.ensemble import EnsembleConfig
-    from nbest_rescore.metrics import BleuConfig
     from nbest_rescore.search import SearchConfig
     from nbest_rescore.translate import TranslateConfig, TranslateJob, run_translate_job
 
@@ -749,7 +748,10 @@ def translate(
     option_finite("--length-penalty", length_penalty)
     for w in weights or ():
         option_finite("--ensemble-weights", w)
-    BleuConfig(tokenize=tokenize)  # an unknown --tokenize is an error before any work
+    if tokenize != "13a":  # an unknown --tokenize is an error before any work (13a is known)
+        from nbest_rescore.metrics import BleuConfig
+
+        BleuConfig(tokenize=tokenize)
     if combine not in ("prob", "logprob"):
         raise InputError(f"--combine {combine!r}: choose prob or logprob")
     if beam is not None and nbest is not None and nbest > beam:
