@@ -111,6 +111,18 @@ Device = Annotated[
         help="auto (CUDA when available, else CPU), cpu or cuda[:N].", metavar="auto|cpu|cuda[:N]"
     ),
 ]
+Int8 = Annotated[
+    bool,
+    typer.Option(
+        help="Dynamic int8 quantization of the LSTM and linear layers (CPU only: --device auto "
+        "picks the CPU). Scores change slightly; see the README's performance paragraph."
+    ),
+]
+
+
+def _int8_device(device: str, int8: bool) -> str:
+    """`--device auto` means the CPU under `--int8` (its kernels are CPU only)."""
+    return "cpu" if int8 and device == "auto" else device
 
 
 def _fail(code: int, message: str) -> None:
@@ -357,6 +369,7 @@ def run(
     bf16: Annotated[
         bool, typer.Option(help="bf16 autocast on CUDA (reports max diff vs fp32).")
     ] = False,
+    int8: Int8 = False,
     max_tokens: Annotated[
         int | None,
         typer.Option(help="Target tokens per scoring batch [default: 8192].", metavar="N"),
@@ -416,7 +429,7 @@ def run(
     from nbest_rescore.tune import MertConfig
 
     _set_threads(threads)
-    device = distributed.resolve_device(device)
+    device = distributed.resolve_device(_int8_device(device, int8))
     job = RunJob(
         nbest=nbest,
         src=src,
@@ -435,6 +448,7 @@ def run(
             escaped=escaped,
             src_tokenized=src_tokenized,
             share_prefixes=prefix_sharing,
+            int8=int8,
         ),
         mert=MertConfig(restarts=restarts, seed=seed),
         max_hyps=max_hyps,
@@ -835,6 +849,7 @@ def translate(
     tokenize: Tokenize = "13a",
     device: Device = "auto",
     threads: Threads = DEFAULT_THREADS,
+    int8: Int8 = False,
     quiet: Quiet = False,
 ) -> None:
     """Translate raw text with an LSTM (ensemble) by beam search; default model when no -m.
@@ -843,7 +858,6 @@ def translate(
     """
     from nbest_rescore.distributed import resolve_device
     from nbest_rescore.ensemble import EnsembleConfig
-    from nbest_rescore.metrics import BleuConfig
     from nbest_rescore.search import SearchConfig
     from nbest_rescore.translate import TranslateConfig, TranslateJob, run_translate_job
 
@@ -865,7 +879,10 @@ def translate(
     option_finite("--length-penalty", length_penalty)
     for w in weights or ():
         option_finite("--ensemble-weights", w)
-    BleuConfig(tokenize=tokenize)  # an unknown --tokenize is an error before any work
+    if tokenize != "13a":  # an unknown --tokenize is an error before any work (13a is known)
+        from nbest_rescore.metrics import BleuConfig
+
+        BleuConfig(tokenize=tokenize)
     if combine not in ("prob", "logprob"):
         raise InputError(f"--combine {combine!r}: choose prob or logprob")
     if beam is not None and nbest is not None and nbest > beam:
@@ -893,7 +910,8 @@ def translate(
         mode="nbest" if nbest else "tokens" if tokenized_output else "text",
         ref=ref,
         tokenize=tokenize,
-        device=resolve_device(device),
+        device=resolve_device(_int8_device(device, int8)),
+        int8=int8,
     )
     bleu = run_translate_job(job, _progress(quiet))
     if bleu is not None:

@@ -163,6 +163,23 @@ class Ensemble:
         new_states = [o[1] for o in outs]
         return self.combine(per_model), per_model, new_states
 
+    def grid_step(
+        self,
+        prev: Tensor,
+        hcs: Sequence[tuple[Tensor, Tensor]],
+        encs: Sequence[State],
+        slots: Tensor | None,
+        width: int,
+    ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """`step` for beam search's rows on a (sentences x `width`) grid (see `Seq2Seq.grid_step`):
+        every model's (h, c) per row, its encoder state per sentence."""
+        outs = [
+            b.model.grid_step(prev, hc, enc, slots, width)
+            for b, hc, enc in zip(self.bundles, hcs, encs, strict=True)
+        ]
+        per_model = torch.stack([o[0] for o in outs]) if len(outs) > 1 else outs[0][0].unsqueeze(0)
+        return self.combine(per_model), per_model, [o[1] for o in outs]
+
     def combine(self, per_model: Tensor) -> Tensor:
         """Combine per-model log-probs (M, n, V) into one (n, V) with the configured rule and weights."""
         if per_model.size(0) == 1:

@@ -24,6 +24,9 @@ each with the batch first: encoder outputs (batch, S, hidden), their attention k
 
 ATTENTION = ("none", "luong", "bahdanau")
 
+GATE_TABLE_MAX = 2**25
+"""Most entries (32M floats, 128 MiB) of the decoder's per-token input-gate table (`grid_step`)."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Sutskever et al. 2014: 4 layers x 1000 cells, 1000-d embeddings, 160k/80k vocabularies.
     "paper": dict(
@@ -113,6 +116,18 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(1, idx)
 
 
+@dataclass(frozen=True)
+class _GateTable:
+    """`Seq2Seq._gate_table`'s cache: the weights' (address, version) it was built from, the
+    first layer's per-token input gates and hidden weights, every further layer's
+    ([W_ih W_hh], b_ih + b_hh)."""
+
+    key: tuple[tuple[int, int], ...]
+    table: Tensor
+    w_hh0: Tensor
+    layers: tuple[tuple[Tensor, Tensor], ...]
+
+
 class Seq2Seq(nn.Module):
     """Encoder LSTM and a separate decoder LSTM, p(T|S) = prod_t softmax(W r_t)[y_t], where the
     readout r_t is the decoder's top state h_t, or tanh(W_c [context_t; h_t]) with attention."""
@@ -138,6 +153,7 @@ class Seq2Seq(nn.Module):
             self.att_query = nn.Linear(c.hidden, c.hidden, bias=False)
             self.att_v = nn.Linear(c.hidden, 1, bias=False)
         self.out = nn.Linear(c.hidden, c.tgt_vocab_size)
+        self._gate_cache: _GateTable | None = None
         self.reset_parameters()
 
     @property
@@ -222,6 +238,100 @@ class Seq2Seq(nn.Module):
         hs, (h, c) = self.decoder(emb, (state[0], state[1]))
         r = self.readout(hs, state).squeeze(1)
         return torch.log_softmax(self.out(r).float(), dim=-1), (h, c, *state[2:])
+
+    def grid_step(
+        self, prev: Tensor, hc: tuple[Tensor, Tensor], enc: State, slots: Tensor | None, width: int
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One decoder step for beam search's rows: log-probs (n, vocab) after `prev` (n,), new (h, c).
+
+        The rows sit on a (sentences x `width`) grid: `slots` (n,) are their flat positions in it,
+        None when every position holds a row, in order. `enc` is `encode`'s state, one entry per
+        sentence, so attention reads each sentence's memory in place: the rows of a sentence
+        share it, and it is never copied per row.
+        """
+        h, c = self._decoder_cell(prev, hc[0], hc[1])
+        top = h[-1]
+        if self.has_attention:
+            top = self._grid_readout(top, enc, slots, width)
+        return torch.log_softmax(self.out(top).float(), dim=-1), (h, c)
+
+    def _grid_readout(self, hs: Tensor, enc: State, slots: Tensor | None, width: int) -> Tensor:
+        """The attentional state of rows `hs` (n, hidden) laid out as in `grid_step`."""
+        memory, keys, mask = enc[2], enc[3], enc[4]
+        nb, hidden = memory.size(0), hs.size(-1)
+        if slots is None:
+            q = hs.view(nb, width, hidden)
+        else:  # empty slots read zeros; their results are dropped below
+            q = hs.new_zeros(nb * width, hidden).index_copy_(0, slots, hs).view(nb, width, hidden)
+        if self.config.attention == "luong":
+            scores = torch.bmm(q, keys.transpose(1, 2))  # (nb, width, s)
+        else:
+            qp = self.att_query(q)
+            scores = self.att_v(torch.tanh(qp.unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
+        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1).to(memory.dtype)
+        context = torch.bmm(weights, memory).view(nb * width, hidden)
+        if slots is not None:
+            context = context.index_select(0, slots)
+        return self.attentional(context, hs)
+
+    def _decoder_cell(self, prev: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """All decoder layers for one token per row: new (h, c), each (layers, n, hidden).
+
+        In eval mode with a plain `nn.LSTM` (not a quantized one) this is one fused step: the
+        first layer's input gates come from a per-token table (embedding x input weights, both
+        biases), so that layer's input product is a lookup, and each further layer is one matrix
+        product of [input; h]. Otherwise the LSTM module itself runs.
+        """
+        gt = None if self.training or type(self.decoder) is not nn.LSTM else self._gate_table()
+        if gt is None:
+            emb = self.tgt_emb(prev).unsqueeze(1)
+            _, (h2, c2) = self.decoder(emb, (h, c))
+            return h2, c2
+        hs, cs = [], []
+        x = h[0]  # replaced by each layer's output; layer 0 reads the table instead
+        for layer in range(self.config.layers):
+            if layer == 0:
+                gates = torch.addmm(gt.table.index_select(0, prev), h[0], gt.w_hh0.t())
+            else:
+                w, b = gt.layers[layer - 1]
+                gates = torch.addmm(b, torch.cat([x, h[layer]], dim=1), w.t())
+            i, f, g, o = gates.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c_new)
+            hs.append(x)
+            cs.append(c_new)
+        return torch.stack(hs), torch.stack(cs)
+
+    def _gate_table(self) -> _GateTable | None:
+        """The first decoder layer's input gates for every target token, (vocab, 4 * hidden),
+        and the further layers' [input; hidden] weights; None where the table would pass
+        `GATE_TABLE_MAX` entries (the paper's 80k x 4000 would take 1.3 GB).
+
+        Rebuilt whenever a weight it reads changed in place (an optimizer step) or moved, so a
+        model that trains between searches never decodes with stale weights.
+        """
+        d = self.decoder
+        if self.config.tgt_vocab_size * 4 * self.config.hidden > GATE_TABLE_MAX:
+            return None
+        params = [self.tgt_emb.weight, *d.parameters()]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._gate_cache is None or self._gate_cache.key != key:
+            # Ordinary tensors even when built under inference mode (usable outside it too).
+            with torch.inference_mode(False), torch.no_grad():
+                w: dict[str, Tensor] = dict(d.named_parameters())
+                table = torch.addmm(
+                    w["bias_ih_l0"] + w["bias_hh_l0"], self.tgt_emb.weight, w["weight_ih_l0"].t()
+                )
+                layers = tuple(
+                    (
+                        torch.cat([w[f"weight_ih_l{k}"], w[f"weight_hh_l{k}"]], 1),
+                        w[f"bias_ih_l{k}"] + w[f"bias_hh_l{k}"],
+                    )
+                    for k in range(1, self.config.layers)
+                )
+            self._gate_cache = _GateTable(key, table, w["weight_hh_l0"], layers)
+        return self._gate_cache
 
 
 def shift_right(tgt_out: Tensor) -> Tensor:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported when a bar is drawn: `rescore --help` needs none
+    from tqdm import tqdm
 
 T = TypeVar("T")
 
@@ -40,6 +41,8 @@ def progress(
     if not settings.active:
         yield from items
         return
+    from tqdm import tqdm
+
     yield from tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
@@ -47,6 +50,8 @@ def bar(
     settings: ProgressSettings, *, desc: str = "", total: int | None = None, unit: str = "it"
 ) -> tqdm:  # type: ignore[type-arg]
     """A manual tqdm bar (call `.update(n)`); disabled when not active."""
+    from tqdm import tqdm
+
     return tqdm(
         desc=desc,
         total=total,

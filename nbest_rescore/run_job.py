@@ -79,6 +79,7 @@ from nbest_rescore.outputs import (
     write_selection,
 )
 from nbest_rescore.progress import QUIET, ProgressSettings
+from nbest_rescore.quantize import maybe_int8
 from nbest_rescore.report import REPORT_FILES, Report, provenance, to_json, write_report
 from nbest_rescore.rerank import (
     Weights,
@@ -585,7 +586,9 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     stages.done("read")
     # The first model's source language is the list's: models that read the other side score
     # p(source | hypothesis).
-    loaded = [load_model(m, device=job.scoring.device) for m in job.models]
+    loaded = maybe_int8(
+        [load_model(m, device=job.scoring.device) for m in job.models], job.scoring.int8
+    )
     bundles = assign_directions(loaded, None)
     names = model_features([model_kind(b) for b in bundles])
     given = None

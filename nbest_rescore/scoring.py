@@ -29,6 +29,7 @@ import torch
 
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.model import Seq2Seq, State, select_state, shift_right, target_order
+from nbest_rescore.quantize import check_int8_device
 from nbest_rescore.text import looks_escaped, to_model_tokens, tokenize
 from nbest_rescore.validate import option_at_least
 from nbest_rescore.vocab import BOS, EOS, PAD, UNK
@@ -56,8 +57,12 @@ class ScoringConfig:
     also bounds memory: the trie keeps one depth's (h, c) for every node of it."""
     share_prefixes: bool = True
     """Decode each distinct (sentence, prefix) once (a prefix trie) instead of every token."""
+    int8: bool = False
+    """Score with the models' LSTM and linear layers dynamically quantized to int8 (CPU only)."""
 
     def __post_init__(self) -> None:
+        if self.int8:
+            check_int8_device(self.device)
         option_at_least("--max-tokens", self.max_tokens, 1)
         option_at_least("chunk_sentences", self.chunk_sentences, 1)
 
@@ -70,7 +75,7 @@ class ScoringConfig:
         threads = f";threads={torch.get_num_threads()}" if dev == "cpu" else ""
         return (
             f"max_tokens={self.max_tokens};device={dev};bf16={self.bf16};"
-            f"share_prefixes={self.share_prefixes}{threads}"
+            f"share_prefixes={self.share_prefixes}{';int8=True' if self.int8 else ''}{threads}"
         )
 
 
@@ -485,7 +490,9 @@ def score_ids(
         enc = encode_sources(model, [src_ids[i] for i in used], cfg.max_tokens, device)
         _sync(device)
         t1 = time.perf_counter()
-        row_sums = _trie_row_sums if cfg.share_prefixes else _padded_row_sums
+        # The trie reads the LSTM's float weights; an int8 model runs its own modules instead.
+        trie = cfg.share_prefixes and type(model.decoder) is torch.nn.LSTM
+        row_sums = _trie_row_sums if trie else _padded_row_sums
         uniq_score = row_sums(model, tgt, lens, rows_src.astype(np.int64), enc, cfg, stats)
         _sync(device)
         stats.encode_s = t1 - t0

@@ -150,7 +150,14 @@ def beam_search(
 def search_batch(
     ensemble: Ensemble, sources: Sequence[SourceIds], cfg: SearchConfig
 ) -> list[list[BeamHypothesis]]:
-    """Beam search for one batch: every step advances all live sentences x beam in one call."""
+    """Beam search for one batch: every step advances all live hypotheses in one call.
+
+    The hypotheses sit on a (live sentences x beam) grid. Only those that can still enter their
+    sentence's n-best are computed: once a sentence has `nbest` finished hypotheses, an active one
+    whose best reachable score (see `_could_improve`) is no better than the n-th finished is dead.
+    Its continuations would rank below every live one's that could matter, so the output is that
+    of computing them all; its grid slot stays, with -inf log-probs.
+    """
     nb = len(sources)
     if nb == 0:
         return []
@@ -164,11 +171,13 @@ def search_batch(
     )
 
     # The beam starts with one empty hypothesis per sentence and widens to (up to) k as it steps.
-    states = ensemble.encode(sources)
+    encs = ensemble.encode(sources)  # per sentence; the rows' (h, c) live in `hcs`
+    hcs = [(e[0], e[1]) for e in encs]
     scores = torch.zeros(nb, 1, device=dev)
     model_scores = torch.zeros(nb, 1, m, device=dev)
     history = torch.zeros(nb, 1, 0, dtype=torch.long, device=dev)
     prev = torch.full((nb,), BOS, dtype=torch.long, device=dev)
+    slots: Tensor | None = None  # grid positions of the computed rows; None: all, in order
     alive = list(range(nb))  # original sentence index of every live row
     max_len_t = torch.tensor(max_lens, device=dev)
     banned = [PAD, BOS] + ([UNK] if cfg.forbid_unk else [])
@@ -177,7 +186,9 @@ def search_batch(
     t = 0
     while alive:
         na, width_in = scores.shape
-        logp, per_model, states = ensemble.step(prev, states)
+        logp, per_model, hcs = ensemble.grid_step(prev, hcs, encs, slots, width_in)
+        if slots is not None:
+            logp, per_model = _on_grid(logp, per_model, slots, na * width_in)
         # In place is safe even when `logp` aliases `per_model`: banned entries are never chosen.
         logp = _constrain(logp.view(na, width_in, -1), t, banned, min_len_t, max_len_t)
         res = beam_step(scores, logp, k)
@@ -189,7 +200,7 @@ def search_batch(
         for row, hyp in ended:
             finished[alive[row]].append(hyp)
 
-        # Advance the beam: reorder states and histories by origin, append the chosen tokens.
+        # Advance the beam: reorder histories by origin, append the chosen tokens.
         width = res.tokens.size(1)  # k, or fewer while the beam is still filling up
         flat = (rows + res.origin).view(-1)
         tok = res.tokens.view(-1)
@@ -200,24 +211,83 @@ def search_batch(
             na, width, t + 1
         )
         scores = res.scores
-        prev = tok
-        states = ensemble.select(states, flat)
         t += 1
 
-        # Sentences whose n-best can no longer change leave the batch.
+        # Sentences whose n-best can no longer change leave the batch; so do dead hypotheses.
         keep = _open_rows(finished, alive, scores[:, 0].tolist(), t, max_lens, cfg)
+        if not keep:
+            break
+        live = _live(scores, [finished[alive[r]] for r in keep], keep, t, max_lens, alive, cfg)
+        # The computed row (of this step's output) that each live hypothesis extends.
+        row_of_slot = (
+            torch.arange(na * width_in, device=dev)
+            if slots is None
+            else torch.full((na * width_in,), -1, dtype=torch.long, device=dev).index_copy_(
+                0, slots, torch.arange(slots.numel(), device=dev)
+            )
+        )
         if len(keep) < na:
-            if not keep:
-                break
             idx = torch.tensor(keep, device=dev)
-            flat_keep = (idx.unsqueeze(1) * width + torch.arange(width, device=dev)).view(-1)
             scores, model_scores, history = scores[idx], model_scores[idx], history[idx]
-            prev = prev[flat_keep]
-            states = ensemble.select(states, flat_keep)
+            flat = flat.view(na, width)[idx].view(-1)
+            tok = tok.view(na, width)[idx].view(-1)
+            encs = ensemble.select(encs, idx)
             max_len_t, min_len_t = max_len_t[idx], min_len_t[idx]
             alive = [alive[i] for i in keep]
+        new_slots = live.view(-1).nonzero().squeeze(1)
+        src_rows = row_of_slot[flat.index_select(0, new_slots)]
+        hcs = [(h.index_select(1, src_rows), c.index_select(1, src_rows)) for h, c in hcs]
+        prev = tok.index_select(0, new_slots)
+        slots = None if new_slots.numel() == live.numel() else new_slots
 
     return [fin[: cfg.nbest] for fin in finished]
+
+
+def _on_grid(logp: Tensor, per_model: Tensor, slots: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The computed rows' log-probs placed on the full grid of `size` slots, -inf elsewhere."""
+    m, _, v = per_model.shape
+    full = per_model.new_full((m, size, v), float("-inf"))
+    full.index_copy_(1, slots, per_model)
+    if m == 1:
+        return full[0], full
+    return logp.new_full((size, v), float("-inf")).index_copy_(0, slots, logp), full
+
+
+def _live(
+    scores: Tensor,
+    fins: list[list[BeamHypothesis]],
+    keep: list[int],
+    t: int,
+    max_lens: list[int],
+    alive: list[int],
+    cfg: SearchConfig,
+) -> Tensor:
+    """(kept sentences, beam) bool: the hypotheses that could still enter their sentence's n-best.
+
+    `fins` are the kept sentences' finished lists, sorted best first (by `_open_rows`). A
+    hypothesis is dead when even its best reachable score, `score / max(lp(t + 1), lp(max_len +
+    1))`, is no better than the n-th finished one's rank score (a later equal one ranks after it).
+    """
+    sc = scores[torch.tensor(keep, device=scores.device)] if len(keep) < scores.size(0) else scores
+    live = torch.isfinite(sc)
+    thresholds = [f[cfg.nbest - 1].rank_score if len(f) >= cfg.nbest else None for f in fins]
+    if all(th is None for th in thresholds):
+        return live
+    alpha = cfg.length_penalty
+    thr = torch.tensor(
+        [float("-inf") if th is None else th for th in thresholds],
+        dtype=torch.float64,
+        device=sc.device,
+    )
+    lp = torch.tensor(
+        [
+            max(length_penalty(t + 1, alpha), length_penalty(max_lens[alive[r]] + 1, alpha))
+            for r in keep
+        ],
+        dtype=torch.float64,
+        device=sc.device,
+    )
+    return live & (sc.double() / lp.unsqueeze(1) > thr.unsqueeze(1))
 
 
 def _could_improve(

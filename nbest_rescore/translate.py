@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import torch
 
@@ -22,17 +22,18 @@ from nbest_rescore.ensemble import Ensemble, EnsembleConfig, SourceIds
 from nbest_rescore.errors import InputError
 from nbest_rescore.features import model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
-from nbest_rescore.metrics import BleuConfig, corpus_bleu
 from nbest_rescore.model import target_order
-from nbest_rescore.nbest_reader import Feature, Hypothesis
-from nbest_rescore.nbest_writer import format_hypothesis
 from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
+from nbest_rescore.quantize import check_int8_device, maybe_int8
 from nbest_rescore.scoring import source_tokens
 from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.text import TokenizerConfig, detokenize, looks_escaped
 from nbest_rescore.vocab import UNK
+
+if TYPE_CHECKING:  # pandas, pyarrow and sacrebleu load only for n-best output or BLEU
+    from nbest_rescore.nbest_reader import Hypothesis
 
 OutputMode = Literal["text", "tokens", "nbest"]
 OUTPUT_MODES: tuple[str, ...] = ("text", "tokens", "nbest")
@@ -181,6 +182,8 @@ def translate_lines(
 def nbest_hypothesis(index: int, hyp: Translation) -> Hypothesis:
     """One translation as an n-best line: a feature per model (`LSTM0`, `LSTM1`, ...), the
     ensemble score as the total."""
+    from nbest_rescore.nbest_reader import Feature, Hypothesis
+
     names = model_features(["lstm"] * len(hyp.model_scores))
     feats = tuple(Feature(n, (s,)) for n, s in zip(names, hyp.model_scores, strict=True))
     return Hypothesis(index, hyp.tokens, feats, (), hyp.score)
@@ -194,6 +197,8 @@ def format_output(result: TranslationResult, mode: OutputMode = "text") -> str:
         best = result.best
         return (" ".join(best.tokens) if best else "") + "\n"
     if mode == "nbest":
+        from nbest_rescore.nbest_writer import format_hypothesis
+
         return "".join(
             format_hypothesis(nbest_hypothesis(result.index, h)) + "\n" for h in result.hypotheses
         )
@@ -231,6 +236,12 @@ class TranslateJob:
     tokenize: str = "13a"
     """BLEU tokenisation against `ref` (see `metrics.BleuConfig`)."""
     device: str = "cpu"
+    int8: bool = False
+    """Dynamic int8 quantization of the models (CPU only, see `quantize`)."""
+
+    def __post_init__(self) -> None:
+        if self.int8:
+            check_int8_device(self.device)
 
 
 def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> str | None:
@@ -248,14 +259,18 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     if refs is not None and len(refs) != total:
         source = "<stdin>" if job.input == "-" else job.input
         raise InputError(f"has {len(refs)} lines but the input {source} has {total}", job.ref)
-    if job.models:
-        ens = load_ensemble(job.models, job.config.ensemble, device=job.device)
-    else:
-        ens = Ensemble(shipped_translation_models(job.device), job.config.ensemble)
+    bundles = (
+        [load_model(p, device=job.device) for p in job.models]
+        if job.models
+        else shipped_translation_models(job.device)
+    )
+    ens = Ensemble(maybe_int8(bundles, job.int8), job.config.ensemble)
     results = translate_lines(ens, lines, job.config, progress, total=total)
     with atomic_write(job.output) as fh:
         best = write_outputs(results, fh, job.mode)
     if refs is None:
         return None
+    from nbest_rescore.metrics import BleuConfig, corpus_bleu
+
     bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
     return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"

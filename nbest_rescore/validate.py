@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import PathLike
+
+if TYPE_CHECKING:  # numpy is imported where arrays are checked: `rescore --help` needs none
+    import numpy as np
 
 DEFAULT_MAX_LEN = 1000
 """Longest hypothesis (and source), in tokens, that `rescore run` scores. Scoring memory grows
@@ -98,6 +100,8 @@ def check_finite(
     names: tuple[str, ...], values: np.ndarray, offsets: np.ndarray, path: PathLike
 ) -> None:
     """Every total and feature value must be finite; the first that is not names its line."""
+    import numpy as np
+
     bad = ~np.isfinite(values)
     if not bad.any():
         return
@@ -116,6 +120,8 @@ def check_finite(
 def check_lengths(n_tokens: np.ndarray, offsets: np.ndarray, max_len: int, path: PathLike) -> None:
     """No hypothesis may have more than `max_len` tokens (see `DEFAULT_MAX_LEN`); `n_tokens` holds
     each table row's token count."""
+    import numpy as np
+
     long = np.flatnonzero(n_tokens > max_len)
     if len(long):
         row = int(long[0])
