@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.common import machine_info, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
