@@ -93,7 +93,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     vocabulary and tokeniser settings."""
     out = tmp_path_factory.mktemp("models")
     paths = []
-    for seed, steps, src_vocab, src_tok in [(0, 800, VOCAB, SRC_TOK), (1, 150, VOCAB2, SRC_TOK2)]:
+    for seed, steps, src_vocab, src_tok in [(0, 1600, VOCAB, SRC_TOK), (1, 150, VOCAB2, SRC_TOK2)]:
         path = out / f"copy{seed}.pt"
         model = train_copy_model(seed, steps, src_vocab)
         save_checkpoint(path, model_payload(model, src_vocab, VOCAB, src_tok, TGT_TOK))
