@@ -2,7 +2,7 @@
 (time and BLEU) and `rescore run` over the shipped 100-best list (time and the `given` system's
 BLEU), alternating fp32 and int8 runs. Writes bench/results/int8.json.
 
-    PYTHONPATH=$PWD python bench/bench_int8.py --sentences 300 --rescore-sentences 100
+    python -m bench.bench_int8 --sentences 300 --rescore-sentences 100
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, write_result
 

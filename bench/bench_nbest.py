@@ -12,7 +12,7 @@ PREVIOUS_COMMIT, loaded from git; skipped, and said so, without git history) and
 which the other processes of the shared machine disturb less than wall seconds (both are kept).
 Writes bench/results/nbest.json (key "parse").
 
-    python bench/bench_nbest.py [--nbest F] [--repeat N] [--tmp DIR]
+    python -m bench.bench_nbest [--nbest F] [--repeat N] [--tmp DIR]
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import machine_info, write_result
+from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
 from nbest_rescore.fileio import open_text
 from nbest_rescore.nbest_reader import iter_lines, read_nbest, read_nbest_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_NBEST = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.moses.1000best.gz"
 WORKERS = ("blocks", "read_nbest", "previous", "iter_lines", "naive")
 PREVIOUS_COMMIT = "6f623f7"  # the last commit with the per-line parser (about 200k lines/s)
 
@@ -252,7 +249,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--nbest", type=Path, default=DEFAULT_NBEST)
+    parser.add_argument(
+        "--nbest", type=Path, default=None, help="default: DATA/test2016.moses.1000best.gz"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help=f"default: ${DATA_ENV}")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (fastest kept)")
     parser.add_argument("--tmp", type=Path, default=Path("/tmp/nbest_rescore_bench"))
     parser.add_argument("--parts", nargs="+", default=["parse"], choices=["parse"])
@@ -268,7 +268,8 @@ def main() -> None:
         return
     payload: dict[str, Any] = {"machine": machine_info()}
     if "parse" in args.parts:
-        payload["parse"] = bench_parse(args.nbest, args.tmp, args.repeat)
+        nbest = args.nbest or multi30k_dir(args.data_dir) / "test2016.moses.1000best.gz"
+        payload["parse"] = bench_parse(nbest, args.tmp, args.repeat)
         print_parse(payload["parse"])
     payload["machine_after"] = {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
     path = write_result("nbest", payload, merge=True)

@@ -15,7 +15,7 @@ raw `test_2016_flickr.fr.gz`). Measured, wall and CPU seconds (the machine is sh
 It also checks the numbers against sacrebleu on the full data: the 1-best and the corpus oracle's
 selection re-scored from text by `sacrebleu.BLEU.corpus_score`. Writes bench/results/oracle.json.
 
-    python bench/bench_oracle.py [--data DIR] [--modes none,13a] [--sample-sentences N]
+    python -m bench.bench_oracle [--data-dir DIR] [--modes none,13a] [--sample-sentences N]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import machine_info, write_result
+from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
 from nbest_rescore import oracle
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import (
@@ -48,7 +45,6 @@ from nbest_rescore.metrics import (
 from nbest_rescore.nbest_reader import NBestGroup, read_nbest
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
 REFS = {"none": "test_2016_flickr.tok.fr.gz", "13a": "test_2016_flickr.fr.gz"}
 T = TypeVar("T")
 
@@ -241,13 +237,13 @@ def bench_mode(data: Path, tok: str, sample_sentences: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data-dir", type=Path, default=None, help=f"default: ${DATA_ENV}")
     ap.add_argument("--modes", default="none,13a")
     ap.add_argument("--sample-sentences", type=int, default=50)
     args = ap.parse_args()
     payload: dict[str, Any] = {"machine": machine_info(), "nbest": "test2016.moses.1000best.gz"}
     for tok in args.modes.split(","):
-        res = bench_mode(args.data, tok, args.sample_sentences)
+        res = bench_mode(multi30k_dir(args.data_dir), tok, args.sample_sentences)
         payload[f"tokenize_{tok}"] = res
         b = res["bleu"]
         print(

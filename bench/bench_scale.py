@@ -24,7 +24,7 @@ uses one CPU thread per process (`--threads 1`, what each torchrun rank gets): s
 depend on the thread count, so byte-identical outputs are asked of runs with the same count.
 Writes bench/results/scale.json.
 
-    python bench/bench_scale.py [--copies 8] [--nbest F --src F --ref F] [-m MODEL ...]
+    python -m bench.bench_scale [--copies 8] [--nbest F --src F --ref F] [-m MODEL ...]
 """
 
 from __future__ import annotations
@@ -41,16 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import DATA_ENV, ROOT, find_multi30k, machine_info, write_result
 
-from bench.common import ROOT, machine_info, write_result
-
-SHARED = ROOT.parent / "shared" / "data" / "multi30k"
-FULL = (
-    SHARED / "test2016.moses.1000best.gz",
-    SHARED / "test_2016_flickr.en.gz",
-    SHARED / "test_2016_flickr.fr.gz",
-)
+FULL = ("test2016.moses.1000best.gz", "test_2016_flickr.en.gz", "test_2016_flickr.fr.gz")
+"""The full test2016 list and its texts, in the Multi30k directory (`common.find_multi30k`)."""
 SHIPPED = (
     ROOT / "data" / "multi30k" / "test2016.moses.top100.nbest.gz",
     ROOT / "data" / "multi30k" / "test2016.en.gz",
@@ -178,6 +172,7 @@ def one_run(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--copies", type=int, default=None, help="default: 3M hypotheses or more")
+    p.add_argument("--data-dir", type=Path, default=None, help=f"default: ${DATA_ENV}")
     p.add_argument("--nbest", type=Path, default=None)
     p.add_argument("--src", type=Path, default=None)
     p.add_argument("--ref", type=Path, default=None)
@@ -186,7 +181,8 @@ def main() -> None:
     p.add_argument("--skip-torchrun", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="default bench/results/scale.json")
     a = p.parse_args()
-    nbest, src, ref = FULL if FULL[0].is_file() else SHIPPED
+    data = find_multi30k(a.data_dir)
+    nbest, src, ref = tuple(data / f for f in FULL) if data is not None else SHIPPED
     nbest, src, ref = a.nbest or nbest, a.src or src, a.ref or ref
     with gzip.open(nbest, "rb") as fh:
         per_copy = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b""))

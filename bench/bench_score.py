@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import itertools
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import machine_info, write_result
+from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
 from nbest_rescore.checkpoint import ModelBundle, load_model
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.model import ModelConfig, Seq2Seq
@@ -39,17 +36,16 @@ from nbest_rescore.text import TokenizerConfig
 from nbest_rescore.vocab import Vocab
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "multi30k"
 CHECKPOINT = ROOT / "data" / "models" / "att-rev-1.pt"  # the shipped left-to-right model
 
 
-def get_model() -> tuple[ModelBundle, str]:
+def get_model(data: Path) -> tuple[ModelBundle, str]:
     """The shipped attention model if it exists, else a random `small` model with train vocabularies."""
     if CHECKPOINT.is_file():
         return load_model(CHECKPOINT), f"trained checkpoint {CHECKPOINT.relative_to(ROOT)}"
     vocabs = []
     for lang in ("en", "fr"):
-        with gzip.open(DATA / f"train.tok.{lang}.gz", "rt", encoding="utf-8") as fh:
+        with gzip.open(data / f"train.tok.{lang}.gz", "rt", encoding="utf-8") as fh:
             vocabs.append(Vocab.build((line.split() for line in fh), max_size=10_000))
     torch.manual_seed(0)
     config = ModelConfig.preset("small").with_vocab_sizes(len(vocabs[0]), len(vocabs[1]))
@@ -82,15 +78,17 @@ def main() -> None:
     ap.add_argument("--naive-sample", type=int, default=300)
     ap.add_argument("--max-tokens", type=int, default=ScoringConfig().max_tokens)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data-dir", type=Path, default=None, help=f"default: ${DATA_ENV}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    data = multi30k_dir(args.data_dir)
 
-    bundle, model_desc = get_model()
-    sources = read_lines(DATA / "test_2016_flickr.en.gz")[: args.sentences]
+    bundle, model_desc = get_model(data)
+    sources = read_lines(data / "test_2016_flickr.en.gz")[: args.sentences]
     with tempfile.TemporaryDirectory() as tmp:
         nbest = Path(tmp) / "slice.nbest"
         with (
-            gzip.open(DATA / "test2016.moses.1000best.gz", "rt", encoding="utf-8") as fh,
+            gzip.open(data / "test2016.moses.1000best.gz", "rt", encoding="utf-8") as fh,
             open(nbest, "w", encoding="utf-8") as out,
         ):
             for line in fh:

@@ -11,14 +11,10 @@ words/s (source+target) on 8 GPUs is given beside it. Writes bench/results/train
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, write_result
 from nbest_rescore.model import ModelConfig, Seq2Seq, shift_right

@@ -20,8 +20,8 @@ For each size:
   measured in the same run, each size states its peak RSS minus 1x's.
 Writes bench/results/train_data.json: one key per size, merged into the file's earlier sizes.
 
-    python bench/bench_train_data.py --sizes 1x,10x        # a check at small scale
-    python bench/bench_train_data.py                       # 1x,10x,100x,12M (hours, ~12 GB disk)
+    python -m bench.bench_train_data --sizes 1x,10x        # a check at small scale
+    python -m bench.bench_train_data                       # 1x,10x,100x,12M (hours, ~12 GB disk)
 """
 
 from __future__ import annotations
@@ -41,11 +41,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
 
-from bench.common import ROOT, machine_info, write_result
-
-DATA = ROOT.parent / "shared" / "data" / "multi30k"
 PAPER_FR_WORDS = 348e6 / 12e6  # the paper's French words per sentence pair (29)
 STEPS = 200
 POLL_S = 0.02
@@ -93,6 +90,7 @@ def make_corpus(size: str, work: Path, data: Path, paper_pairs: int) -> dict[str
     if info_path.is_file():
         return json.loads(info_path.read_text())
     d.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any]
     en, fr = _read_tok(data / "train.tok.en.gz"), _read_tok(data / "train.tok.fr.gz")
     if size.endswith("x"):
         copies = int(size[:-1])
@@ -282,11 +280,17 @@ def main() -> None:
     ap.add_argument("--paper-pairs", type=int, default=12_000_000, help="pairs of the 12M size")
     ap.add_argument("--workers", type=int, default=2, help="prepare's tokenising processes")
     ap.add_argument("--presets", default="tiny,small")
-    ap.add_argument("--data-dir", type=Path, default=DATA, help="Multi30k (train.tok.*.gz)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"Multi30k (train.tok.*.gz); default: ${DATA_ENV}",
+    )
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/nbest-rescore-bench-train-data"))
     ap.add_argument("--keep", action="store_true", help="keep the prepared directories")
     ap.add_argument("--out", type=Path, help="the JSON to write (default bench/results/...)")
     args = ap.parse_args()
+    args.data_dir = multi30k_dir(args.data_dir)
     results: dict[str, Any] = {}
     for size in args.sizes.split(","):
         corpus = make_corpus(size, args.work_dir, args.data_dir, args.paper_pairs)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -21,9 +20,7 @@ from typing import TypeVar
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import machine_info, write_result
+from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
 from nbest_rescore.checkpoint import ModelBundle, load_model
 from nbest_rescore.ensemble import Ensemble
 from nbest_rescore.model import ModelConfig, Seq2Seq
@@ -35,13 +32,6 @@ from nbest_rescore.vocab import BOS, EOS, PAD, Vocab
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ROOT / "data" / "models" / "att-rev-1.pt"  # the shipped left-to-right model
-
-
-def find_data() -> Path:
-    for base in (ROOT.parent / "shared" / "data" / "multi30k", Path("/work/shared/data/multi30k")):
-        if base.is_dir():
-            return base
-    raise SystemExit("multi30k data not found (expected ../shared/data/multi30k)")
 
 
 def read_gz(path: Path, n: int | None = None) -> list[str]:
@@ -84,10 +74,10 @@ def naive_beam_search(
     model = bundle.model
     src = torch.tensor([src_ids or [PAD]])
     state = model.encode(src, torch.tensor([len(src_ids)]))
-    beam: list[tuple[list[int], float, tuple[torch.Tensor, torch.Tensor]]] = [([], 0.0, state)]
+    beam: list[tuple[list[int], float, tuple[torch.Tensor, ...]]] = [([], 0.0, state)]
     finished: list[tuple[list[int], float]] = []
     for t in range(max_len + 1):
-        cands: list[tuple[float, int, int, tuple[torch.Tensor, torch.Tensor]]] = []
+        cands: list[tuple[float, int, int, tuple[torch.Tensor, ...]]] = []
         for i, (toks, score, st) in enumerate(beam):
             logp, new_st = model.step(torch.tensor([toks[-1] if toks else BOS]), st)
             logp = logp[0]
@@ -99,7 +89,7 @@ def naive_beam_search(
             for v, w in zip(vals.tolist(), idx.tolist(), strict=True):
                 cands.append((score + v, i, w, new_st))
         cands.sort(key=lambda c: c[0], reverse=True)
-        new_beam: list[tuple[list[int], float, tuple[torch.Tensor, torch.Tensor]]] = []
+        new_beam: list[tuple[list[int], float, tuple[torch.Tensor, ...]]] = []
         for rank, (score, i, w, st) in enumerate(cands):
             if w == EOS:
                 if rank < k:
@@ -145,10 +135,11 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=3, help="time each run this often, keep the best"
     )
+    ap.add_argument("--data-dir", type=Path, default=None, help=f"default: ${DATA_ENV}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = find_data()
+    data = multi30k_dir(args.data_dir)
     bundle, which = get_model(data)
     lines = read_gz(data / "test_2016_flickr.en.gz", args.sentences)
     src_ids = [bundle.src_vocab.encode(tokenize(x, bundle.src_tok)) for x in lines]

@@ -13,6 +13,28 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+DATA_ENV = "MULTI30K_DIR"
+"""The environment variable naming the Multi30k directory (its corpora and Moses 1000-best lists;
+see pipelines/multi30k/): the repository ships only slices of it, so no path is assumed."""
+
+
+def find_multi30k(given: Path | None = None) -> Path | None:
+    """The Multi30k directory: `given`, else $MULTI30K_DIR, else None."""
+    if given is not None:
+        return given
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else None
+
+
+def multi30k_dir(given: Path | None = None) -> Path:
+    """`find_multi30k`, or exit with a message saying how to name it."""
+    found = find_multi30k(given)
+    if found is None or not found.is_dir():
+        raise SystemExit(
+            f"the Multi30k data directory {found or ''} is not there: give --data-dir DIR or set "
+            f"{DATA_ENV}=DIR (the corpora and Moses 1000-best lists; see pipelines/multi30k/)"
+        )
+    return found
 
 
 def _first_match(path: str, key: str) -> str | None:

@@ -27,7 +27,7 @@ when skipped):
 Writes bench/results/gpu.json on a CUDA machine, bench/results/gpu_check_cpu.json otherwise
 (`--out` writes elsewhere). Exits 1 if a check failed.
 
-    python bench/gpu_check.py [--presets small,paper] [--sentences 30] [--out PATH]
+    python -m bench.gpu_check [--presets small,paper] [--sentences 30] [--out PATH]
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_train import bench_one, matmul_gflops, sync
 from bench.common import RESULTS, write_result

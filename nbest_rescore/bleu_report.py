@@ -4,8 +4,8 @@ every system so that a report read alone says what each row means."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,15 @@ import pandas as pd
 from nbest_rescore import oracle as orc
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import read_lines
-from nbest_rescore.metrics import HypStats, bleu_of_selection, paired_bootstrap
+from nbest_rescore.headline import ORACLES, ordered_rows
+from nbest_rescore.metrics import (
+    BleuConfig,
+    HypStats,
+    bleu_of_selection,
+    hypothesis_text,
+    paired_bootstrap,
+    sentence_bleu_many,
+)
 from nbest_rescore.report import Report, plot_bleu_by_length, plot_oracle_at_k, plot_rank_histogram
 from nbest_rescore.text import TokenizerConfig, tokenize
 
@@ -176,7 +184,8 @@ def bleu_section(
     for r, (n, s) in zip(rows, selections.items(), strict=True):
         r["delta_bleu"] = r["bleu"] - base_bleu
         r["p_value"] = None
-        if n != AGAINST:
+        # an oracle chooses with the reference: a bound, whose p-value would mean nothing
+        if n != AGAINST and n not in ORACLES:
             p = paired_bootstrap(base_rows, hs.rows(s), BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
             r["p_value"] = p
             sig[n] = {"p_value": p, "delta_bleu": r["delta_bleu"]}
@@ -193,10 +202,24 @@ def bleu_section(
 
 
 def add_bleu_section(
-    report: Report, section: BleuSection, shown: Sequence[str], hist_title: str | None = None
+    report: Report,
+    section: BleuSection,
+    shown: Sequence[str],
+    hist_title: str | None = None,
+    output: str | None = None,
 ) -> None:
-    """Tables, plots and definitions of the section; `shown` are the systems plotted."""
+    """Tables, plots and definitions of the section; `shown` are the systems plotted, `output` the
+    run's output system (marked, listed after the baseline, drawn on the oracle@k plot)."""
     shown = list(dict.fromkeys(s for s in shown if s in section.systems["system"].tolist()))
+    section = replace(
+        section,
+        systems=pd.DataFrame(
+            ordered_rows(
+                [{str(k): v for k, v in r.items()} for r in section.systems.to_dict("records")],
+                output,
+            )
+        ),
+    )
     report.summary.update(section.summary())
     test = significance_test()
     report.notes.append(
@@ -216,8 +239,11 @@ def add_bleu_section(
         {"k": [int(k) for k in at_k], "bleu": list(at_k.values())}
     )
     report.tables["rank_histogram"] = section.rank_histogram
+    systems = report.summary["systems"]
     report.figures["oracle_at_k"] = plot_oracle_at_k(
-        {int(k): v for k, v in at_k.items()}, report.summary["systems"][AGAINST]["bleu"]
+        {int(k): v for k, v in at_k.items()},
+        systems[AGAINST]["bleu"],
+        None if output is None else (output, systems[output]["bleu"]),
     )
     hist = section.rank_histogram
     report.figures["chosen_ranks"] = plot_rank_histogram(
@@ -226,3 +252,52 @@ def add_bleu_section(
     if section.by_length is not None:
         report.tables["bleu_by_length"] = section.by_length
         report.figures["bleu_by_length"] = plot_bleu_by_length(section.by_length, shown)
+
+
+EXAMPLES = 5
+"""Sentences shown each way (rescoring made sentence BLEU better, made it worse)."""
+
+
+def changed_examples(
+    hs: HypStats,
+    baseline: np.ndarray,
+    chosen: np.ndarray,
+    texts: Callable[[np.ndarray], Sequence[str]],
+    sources: Sequence[str],
+    refs: Sequence[str],
+    config: BleuConfig,
+    n: int = EXAMPLES,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Where the chosen 1-best differs from the baseline's, as compare-mt shows them: the `n`
+    sentences whose smoothed sentence BLEU rose most and the `n` where it fell most, with source,
+    both hypotheses (detokenized as BLEU sees them) and reference; plus how many sentences
+    changed, rose and fell. `texts(selection)` gives every sentence's chosen hypothesis tokens."""
+    before = sentence_bleu_many(hs.rows(baseline))
+    after = sentence_bleu_many(hs.rows(chosen))
+    changed = np.flatnonzero(np.asarray(baseline) != np.asarray(chosen))
+    delta = after - before
+    order = changed[np.argsort(-delta[changed], kind="stable")]
+    better = [int(i) for i in order if delta[i] > 0][:n]
+    worse = [int(i) for i in order[::-1] if delta[i] < 0][:n]
+    base_text, chosen_text = texts(baseline), texts(chosen)
+    rows = [
+        {
+            "sentence": i,
+            "change": "better" if delta[i] > 0 else "worse",
+            "source": sources[i],
+            "baseline": hypothesis_text(base_text[i].split(), config),
+            "chosen": hypothesis_text(chosen_text[i].split(), config),
+            "reference": refs[i],
+            "baseline sentence BLEU": float(before[i]),
+            "chosen sentence BLEU": float(after[i]),
+        }
+        for i in [*better, *worse]
+    ]
+    counts = {
+        "sentences": len(changed),
+        "better": int((delta[changed] > 0).sum()),
+        "worse": int((delta[changed] < 0).sum()),
+    }
+    columns = ["sentence", "change", "source", "baseline", "chosen", "reference",
+               "baseline sentence BLEU", "chosen sentence BLEU"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns), counts

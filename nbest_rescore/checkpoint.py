@@ -152,6 +152,7 @@ def bundle_from_payload(
         tgt_tok = TokenizerConfig.from_dict(dict(payload["tgt_tok"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint is incomplete or inconsistent: {exc}", where) from exc
+    check_config(config, len(src_vocab), len(tgt_vocab), where)
     model = Seq2Seq(config)
     check_consistency(config, src_vocab, tgt_vocab, state, model, where)
     model.load_state_dict(state)
@@ -164,6 +165,40 @@ def bundle_from_payload(
         path=path,
         sha256=sha256,
     )
+
+
+MAX_WIDTH = 1 << 16
+"""Largest embedding or hidden size, and vocabulary, a checkpoint's config may claim (the paper's
+model is 1000 wide with 160k words): anything above is a corrupt or hostile file, and building
+the model would allocate by it."""
+MAX_LAYERS = 64
+
+
+def check_config(config: ModelConfig, n_src: int, n_tgt: int, path: str | None) -> None:
+    """Every field of a checkpoint's model config in range, before any allocation by it:
+    `CheckpointError` naming the field (sizes positive integers, layers >= 1, dropout in [0, 1),
+    vocabulary sizes equal to the stored vocabularies)."""
+    sizes = {"src_vocab_size": (config.src_vocab_size, 4 << 20), "emb_dim": (config.emb_dim,
+             MAX_WIDTH), "hidden": (config.hidden, MAX_WIDTH), "layers": (config.layers,
+             MAX_LAYERS), "tgt_vocab_size": (config.tgt_vocab_size, 4 << 20)}  # fmt: skip
+    problems = [
+        f"{name} must be an integer in [1, {top}], got {value!r}"
+        for name, (value, top) in sizes.items()
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top
+    ]
+    for name, value, lo, hi in (("dropout", config.dropout, 0.0, 1.0),
+                                ("init_range", config.init_range, 0.0, 10.0)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value < hi:
+            problems.append(f"{name} must be a number in [{lo:g}, {hi:g}), got {value!r}")
+    for name in ("reverse_source", "reverse_target"):
+        if not isinstance(getattr(config, name), bool):
+            problems.append(f"{name} must be true or false, got {getattr(config, name)!r}")
+    for side, n, size in (("source", n_src, config.src_vocab_size),
+                          ("target", n_tgt, config.tgt_vocab_size)):  # fmt: skip
+        if not problems and n != size:
+            problems.append(f"the {side} vocabulary has {n} entries, the model {size}")
+    if problems:
+        raise CheckpointError("invalid model config: " + "; ".join(problems), path)
 
 
 def check_consistency(

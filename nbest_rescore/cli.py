@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 
 from nbest_rescore.errors import InputError
+from nbest_rescore.headline import cache_note, console_table
 from nbest_rescore.progress import ProgressSettings
 from nbest_rescore.validate import (
     DEFAULT_MAX_LEN,
@@ -24,7 +27,6 @@ from nbest_rescore.validate import (
     option_at_least,
     option_at_most,
     option_finite,
-    option_in_range,
 )
 
 app = typer.Typer(
@@ -36,28 +38,79 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from nbest_rescore import __version__
+
+        typer.echo(f"rescore (nbest_rescore) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Moses n-best rescoring with deep LSTM encoder-decoders (Sutskever et al. 2014)."""
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help writes an argument as CLI.md does (`rescore stats FILE`): some typer
+    versions write a required argument as `{FILE}` in the usage line and add its Python type
+    (`FILE <str>`) in the arguments list."""
+
+    # typer vendors its own click, whose types differ by version: the context is passed through
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"^\{(.*)\}$", r"\1", p) for p in super().collect_usage_pieces(ctx)]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        formatter.buffer[:] = [re.sub(r"(\b[A-Z]+) <str>", r"\1", s) for s in formatter.buffer]
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
 Tokenize = Annotated[
     str,
     typer.Option(
         help="BLEU tokenisation: 13a = detokenize hypotheses, score against raw references "
-        "(sacrebleu default); none = tokenized hypotheses against tokenized references."
+        "(sacrebleu default); none = tokenized hypotheses against tokenized references.",
+        metavar="13a|none",
     ),
 ]
 Models = Annotated[
     list[Path] | None,
     typer.Option(
-        "--model", "-m", help="Model checkpoint (repeat for an ensemble). Default: shipped model."
+        "--model",
+        "-m",
+        help="Model checkpoint (repeat for an ensemble). Default: shipped model.",
+        metavar="CKPT",
     ),
 ]
 Threads = Annotated[
-    int | None,
+    str,
     typer.Option(
-        help="CPU threads per process, at most 1024 (default: all cores; torchrun: 1 per rank). "
-        "Scores can differ in the last bits between thread counts; the cache keeps them apart."
+        metavar="N|auto",
+        help="CPU threads for the models, at most 1024 (default 1: on a machine shared with other work, "
+        "more threads than free cores make scoring many times slower; bench/bench_threads.py). "
+        "On an otherwise idle machine, --threads auto (all cores) or --threads N is faster. "
+        "torchrun: 1 per rank. Scores can differ in the last bits between thread counts; the "
+        "cache keeps them apart.",
     ),
 ]
-Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu or cuda[:N].")]
+DEFAULT_THREADS = "1"
+"""`--threads` of `run` and `translate`: one per process, the choice that does not collapse when
+other processes share the cores (bench/results/threads.json)."""
+Device = Annotated[
+    str,
+    typer.Option(
+        help="auto (CUDA when available, else CPU), cpu or cuda[:N].", metavar="auto|cpu|cuda[:N]"
+    ),
+]
 Int8 = Annotated[
     bool,
     typer.Option(
@@ -106,14 +159,20 @@ def _progress(quiet: bool) -> ProgressSettings:
     return ProgressSettings(enabled=False) if quiet else ProgressSettings()
 
 
-def _set_threads(threads: int | None) -> None:
-    """Torch's CPU threads for this process (a process-wide setting, so set here at the edge)."""
-    option_at_least("--threads", threads, 1)
-    option_at_most("--threads", threads, MAX_THREADS)
-    if threads is not None:
-        import torch
+def _set_threads(threads: str | int | None) -> None:
+    """Torch's CPU threads for this process (a process-wide setting, so set here at the edge):
+    a count, or `auto` for torch's own choice (all cores)."""
+    if threads is None or threads == "auto":
+        return
+    try:
+        count = int(threads)
+    except ValueError:
+        raise InputError(f"--threads {threads!r}: expected a count or auto") from None
+    option_at_least("--threads", count, 1)
+    option_at_most("--threads", count, MAX_THREADS)
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(count)
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -130,10 +189,12 @@ def _warn(warnings: list[str] | tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 @handle_errors
 def stats(
-    file: Annotated[str, typer.Argument(help="Moses n-best list (plain, .gz or - for stdin).")],
+    file: Annotated[
+        str, typer.Argument(help="Moses n-best list (plain, .gz or - for stdin).", metavar="FILE")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -156,24 +217,35 @@ def stats(
 
 
 def _plain(v: Any) -> str:
-    """A value for the terminal: sequences as comma-separated items, floats with 3 decimals."""
+    """A value for the terminal: sequences as comma-separated items, whole numbers as integers
+    (a median of 100 hypotheses is `100`, not `100.000`), other floats with 3 decimals."""
     if isinstance(v, tuple | list):
         return ", ".join(map(str, v)) if v else "none"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.0f}" if v.is_integer() else f"{v:.3f}"
     return "none" if v is None else str(v)
 
 
 @app.command()
 @handle_errors
 def oracle(
-    nbest: Annotated[str, typer.Option(help="Moses n-best list.")],
-    ref: Annotated[str, typer.Option(help="Reference translations, one per sentence.")],
-    src: Annotated[str | None, typer.Option(help="Source sentences (for length buckets).")] = None,
-    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("oracle-report"),
+    nbest: Annotated[str, typer.Option(help="Moses n-best list.", metavar="FILE")],
+    ref: Annotated[
+        str, typer.Option(help="Reference translations, one per sentence.", metavar="FILE")
+    ],
+    src: Annotated[
+        str | None, typer.Option(help="Source sentences (for length buckets).", metavar="FILE")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Report directory.", metavar="DIR")] = Path(
+        "oracle-report"
+    ),
     tokenize: Tokenize = "13a",
-    tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
-    max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
+    tgt_lang: Annotated[
+        str, typer.Option(help="Target language (detokenizer).", metavar="LANG")
+    ] = "fr",
+    max_hyps: Annotated[
+        int | None, typer.Option(help="Use only the top N of every list.", metavar="N")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Oracle analysis of an n-best list (no model needed): 1-best, oracles, oracle@k, ranks.
@@ -193,55 +265,45 @@ def oracle(
     )
     summary = run_oracle_job(job, _progress(quiet))
     _warn(summary.get("warnings", []))
-    typer.echo(summary_table(summary))
+    typer.echo(console_table(summary))
     _say(quiet, f"report written to {out}/")
-
-
-def summary_table(summary: dict[str, Any]) -> str:
-    """The systems' BLEU as an aligned text table for the terminal."""
-    test = summary.get("significance_test", {})
-    lines = [f"{'system':<22} {'BLEU':>7}  p-value vs {test.get('against', 'baseline')}"]
-    sig = summary.get("significance", {})
-    for name, sysd in summary["systems"].items():
-        p = sig.get(name, {}).get("p_value")
-        lines.append(f"{name:<22} {sysd['bleu']:>7.2f}  {'' if p is None else f'{p:.4f}'}")
-    if test:
-        lines.append(
-            f"p: paired bootstrap, {test['resamples']} resamples, two-sided (smallest possible "
-            f"{test['p_floor']:.4f})"
-        )
-    lines.append(summary.get("signature", ""))
-    return "\n".join(lines)
 
 
 @app.command()
 @handle_errors
 def rerank(
-    nbest: Annotated[str, typer.Option(help="Moses n-best list.")],
+    nbest: Annotated[str, typer.Option(help="Moses n-best list.", metavar="FILE")],
     weights: Annotated[
         Path | None,
         typer.Option(
             help="Weights file: JSON (e.g. a run's weights.json) or Moses 'Name= v ...' lines; "
-            "features it does not name weigh 0."
+            "features it does not name weigh 0.",
+            metavar="FILE",
         ),
     ] = None,
     weight: Annotated[
         list[str] | None,
         typer.Option(
             help="NAME=VALUE[,VALUE..] (repeatable): sets that one weight on top of --weights "
-            "(or of the default total=1), e.g. --weight LM0=0.5."
+            "(or of the default total=1), e.g. --weight LM0=0.5.",
+            metavar="NAME=VALUE",
         ),
     ] = None,
-    ref: Annotated[str | None, typer.Option(help="Reference: print BLEU of the selection.")] = None,
+    ref: Annotated[
+        str | None, typer.Option(help="Reference: print BLEU of the selection.", metavar="FILE")
+    ] = None,
     output: Annotated[
-        str, typer.Option("--output", "-o", help="Where the 1-best goes (- = stdout).")
+        str,
+        typer.Option("--output", "-o", help="Where the 1-best goes (- = stdout).", metavar="FILE"),
     ] = "-",
     tokenized_output: Annotated[
         bool,
         typer.Option("--tokenized-output", help="Write the n-best tokens, not detokenized text."),
     ] = False,
     tokenize: Tokenize = "13a",
-    tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
+    tgt_lang: Annotated[
+        str, typer.Option(help="Target language (detokenizer).", metavar="LANG")
+    ] = "fr",
     quiet: Quiet = False,
 ) -> None:
     """1-best of every list by a linear combination of features (default: the decoder's total).
@@ -278,10 +340,13 @@ def main() -> None:
 @app.command()
 @handle_errors
 def run(
-    nbest: Annotated[str, typer.Option(help="Moses n-best list to rescore.")],
-    src: Annotated[str, typer.Option(help="Source sentences (raw text), one per sentence id.")],
+    nbest: Annotated[str, typer.Option(help="Moses n-best list to rescore.", metavar="FILE")],
+    src: Annotated[
+        str, typer.Option(help="Source sentences (raw text), one per sentence id.", metavar="FILE")
+    ],
     ref: Annotated[
-        str | None, typer.Option(help="References: BLEU table, oracles, significance.")
+        str | None,
+        typer.Option(help="References: BLEU table, oracles, significance.", metavar="FILE"),
     ] = None,
     model: Models = None,
     weights: Annotated[
@@ -289,28 +354,35 @@ def run(
         typer.Option(
             help="Weights file (a run's weights.json, or Moses 'Name= v' lines) over Baseline0 "
             "(decoder total), LSTM0.. (one per -m), Length0 and the list's features: the "
-            "'given' system."
+            "'given' system.",
+            metavar="FILE",
         ),
     ] = None,
-    tune_nbest: Annotated[str | None, typer.Option(help="Dev n-best list for MERT tuning.")] = None,
-    tune_src: Annotated[str | None, typer.Option(help="Dev source.")] = None,
-    tune_ref: Annotated[str | None, typer.Option(help="Dev reference.")] = None,
+    tune_nbest: Annotated[
+        str | None, typer.Option(help="Dev n-best list for MERT tuning.", metavar="FILE")
+    ] = None,
+    tune_src: Annotated[str | None, typer.Option(help="Dev source.", metavar="FILE")] = None,
+    tune_ref: Annotated[str | None, typer.Option(help="Dev reference.", metavar="FILE")] = None,
     tokenize: Tokenize = "13a",
     device: Device = "auto",
-    threads: Threads = None,
+    threads: Threads = DEFAULT_THREADS,
     bf16: Annotated[
         bool, typer.Option(help="bf16 autocast on CUDA (reports max diff vs fp32).")
     ] = False,
     int8: Int8 = False,
     max_tokens: Annotated[
-        int | None, typer.Option(help="Target tokens per scoring batch [default: 8192].")
+        int | None,
+        typer.Option(help="Target tokens per scoring batch [default: 8192].", metavar="N"),
     ] = None,
-    max_hyps: Annotated[int | None, typer.Option(help="Use only the top N of every list.")] = None,
+    max_hyps: Annotated[
+        int | None, typer.Option(help="Use only the top N of every list.", metavar="N")
+    ] = None,
     max_len: Annotated[
         int,
         typer.Option(
             help="Longest hypothesis (and source) in tokens: a longer one is an error naming "
-            "its line (scoring memory grows with hypotheses x this length)."
+            "its line (scoring memory grows with hypotheses x this length).",
+            metavar="N",
         ),
     ] = DEFAULT_MAX_LEN,
     prefix_sharing: Annotated[
@@ -318,18 +390,28 @@ def run(
     ] = True,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="Score cache (resume, reuse across runs). Default OUT/cache."),
+        typer.Option(
+            help="Score cache (resume, reuse across runs). Default OUT/cache.", metavar="DIR"
+        ),
     ] = None,
     escaped: Annotated[
         bool | None,
         typer.Option("--escaped/--unescaped", help="n-best XML-escaped? (default: detect)"),
     ] = None,
     src_tokenized: Annotated[bool, typer.Option(help="--src is already tokenized.")] = False,
-    src_lang: Annotated[str, typer.Option(help="Source language (length buckets).")] = "en",
-    tgt_lang: Annotated[str, typer.Option(help="Target language (detokenizer).")] = "fr",
-    restarts: Annotated[int, typer.Option(help="MERT random restarts (0 to 1000).")] = 10,
-    seed: Annotated[int, typer.Option(help="MERT seed.")] = 1,
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("rescore-out"),
+    src_lang: Annotated[
+        str, typer.Option(help="Source language (length buckets).", metavar="LANG")
+    ] = "en",
+    tgt_lang: Annotated[
+        str, typer.Option(help="Target language (detokenizer).", metavar="LANG")
+    ] = "fr",
+    restarts: Annotated[
+        int, typer.Option(help="MERT random restarts (0 to 1000).", metavar="N")
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="MERT seed.", metavar="N")] = 1,
+    out: Annotated[Path, typer.Option(help="Output directory.", metavar="DIR")] = Path(
+        "rescore-out"
+    ),
     quiet: Quiet = False,
 ) -> None:
     """Score every hypothesis with the LSTM ensemble, interpolate, pick the 1-best, report.
@@ -379,23 +461,37 @@ def run(
     if summary is None:
         return
     _warn(summary.get("warnings", []))
+    note = cache_note(summary, cache_dir or out / "cache")
+    if note is not None:
+        _say(quiet, note)
     if summary["systems"]:
-        typer.echo(summary_table(summary))
+        typer.echo(console_table(summary))
     _say(quiet, f"outputs written to {out}/ (1-best: {out}/best.detok.txt)")
 
 
-TrainSrc = Annotated[str, typer.Option(help="Training source (raw text, plain or .gz).")]
-TrainTgt = Annotated[str, typer.Option(help="Training target, line-aligned with the source.")]
-ValidSrc = Annotated[str, typer.Option(help="Validation source.")]
-ValidTgt = Annotated[str, typer.Option(help="Validation target.")]
-SrcLang = Annotated[str | None, typer.Option(help="Source language (tokeniser) [default: en].")]
-TgtLang = Annotated[str | None, typer.Option(help="Target language (tokeniser) [default: fr].")]
+TrainSrc = Annotated[
+    str, typer.Option(help="Training source (raw text, plain or .gz).", metavar="FILE")
+]
+TrainTgt = Annotated[
+    str, typer.Option(help="Training target, line-aligned with the source.", metavar="FILE")
+]
+ValidSrc = Annotated[str, typer.Option(help="Validation source.", metavar="FILE")]
+ValidTgt = Annotated[str, typer.Option(help="Validation target.", metavar="FILE")]
+SrcLang = Annotated[
+    str | None, typer.Option(help="Source language (tokeniser) [default: en].", metavar="LANG")
+]
+TgtLang = Annotated[
+    str | None, typer.Option(help="Target language (tokeniser) [default: fr].", metavar="LANG")
+]
 Tokenized = Annotated[bool, typer.Option(help="Inputs are already tokenized.")]
 Workers = Annotated[
-    int, typer.Option(help="Tokenising processes when preparing (1: in this process).")
+    int, typer.Option(help="Tokenising processes when preparing (1: in this process).", metavar="N")
 ]
 MaxLen = Annotated[
-    int | None, typer.Option(help="Drop training pairs with a side longer than this [default: 80].")
+    int | None,
+    typer.Option(
+        help="Drop training pairs with a side longer than this [default: 80].", metavar="N"
+    ),
 ]
 
 
@@ -406,19 +502,25 @@ def prepare(
     train_tgt: TrainTgt,
     valid_src: ValidSrc,
     valid_tgt: ValidTgt,
-    out: Annotated[Path, typer.Option(help="The prepared-data directory to write.")],
+    out: Annotated[Path, typer.Option(help="The prepared-data directory to write.", metavar="DIR")],
     src_lang: SrcLang = None,
     tgt_lang: TgtLang = None,
     tokenized: Tokenized = False,
     src_vocab_size: Annotated[
-        int, typer.Option(help="Source vocabulary: the N most frequent words (the paper's 160k).")
+        int,
+        typer.Option(
+            help="Source vocabulary: the N most frequent words (the paper's 160k).", metavar="N"
+        ),
     ] = 160_000,
     tgt_vocab_size: Annotated[
-        int, typer.Option(help="Target vocabulary: the N most frequent words (the paper's 80k).")
+        int,
+        typer.Option(
+            help="Target vocabulary: the N most frequent words (the paper's 80k).", metavar="N"
+        ),
     ] = 80_000,
-    vocab_min_count: Annotated[int, typer.Option(help="Minimum word count.")] = 1,
+    vocab_min_count: Annotated[int, typer.Option(help="Minimum word count.", metavar="N")] = 1,
     max_len: Annotated[
-        int, typer.Option(help="Drop training pairs with a side longer than this.")
+        int, typer.Option(help="Drop training pairs with a side longer than this.", metavar="N")
     ] = 80,
     workers: Workers = max(
         1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -467,22 +569,30 @@ def prepare(
 @app.command()
 @handle_errors
 def train(
-    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log.jsonl).")],
+    out: Annotated[
+        Path, typer.Option(help="Run directory (checkpoints, log.jsonl).", metavar="DIR")
+    ],
     data: Annotated[
         Path | None,
         typer.Option(
             help="Prepared-data directory (rescore prepare); with --train-src etc.: where to "
-            "prepare them [default: OUT/data]."
+            "prepare them [default: OUT/data].",
+            metavar="DIR",
         ),
     ] = None,
     train_src: Annotated[
-        str | None, typer.Option(help="Training source (raw text, plain or .gz).")
+        str | None, typer.Option(help="Training source (raw text, plain or .gz).", metavar="FILE")
     ] = None,
     train_tgt: Annotated[
-        str | None, typer.Option(help="Training target, line-aligned with the source.")
+        str | None,
+        typer.Option(help="Training target, line-aligned with the source.", metavar="FILE"),
     ] = None,
-    valid_src: Annotated[str | None, typer.Option(help="Validation source.")] = None,
-    valid_tgt: Annotated[str | None, typer.Option(help="Validation target.")] = None,
+    valid_src: Annotated[
+        str | None, typer.Option(help="Validation source.", metavar="FILE")
+    ] = None,
+    valid_tgt: Annotated[
+        str | None, typer.Option(help="Validation target.", metavar="FILE")
+    ] = None,
     src_lang: SrcLang = None,
     tgt_lang: TgtLang = None,
     preset: Annotated[
@@ -490,11 +600,15 @@ def train(
         typer.Option(
             help="multi30k (attention, trains to convergence: the recipe for small data on a CPU) "
             "| paper (the paper's SGD recipe, 384M parameters, for GPUs) | small | tiny: model "
-            "and training recipe."
+            "and training recipe.",
+            metavar="multi30k|paper|small|tiny",
         ),
     ] = "multi30k",
     attention: Annotated[
-        str | None, typer.Option(help="none | luong | bahdanau (overrides the preset).")
+        str | None,
+        typer.Option(
+            help="none | luong | bahdanau (overrides the preset).", metavar="none|luong|bahdanau"
+        ),
     ] = None,
     reverse_target: Annotated[
         bool, typer.Option(help="Right-to-left model: the target is read reversed.")
@@ -502,7 +616,8 @@ def train(
     lr_schedule: Annotated[
         str | None,
         typer.Option(
-            help="epochs (the paper's fixed halving) | plateau (halve when valid stalls)."
+            help="epochs (the paper's fixed halving) | plateau (halve when valid stalls).",
+            metavar="epochs|plateau",
         ),
     ] = None,
     reverse: Annotated[
@@ -513,50 +628,70 @@ def train(
     ] = True,
     epochs: Annotated[
         float | None,
-        typer.Option(help="Epochs (fractional allowed; however few, at least one step is taken)."),
+        typer.Option(
+            help="Epochs (fractional allowed; however few, at least one step is taken).",
+            metavar="X",
+        ),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sentences per (global) batch.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Sentences per (global) batch.", metavar="N")
+    ] = None,
     batch_tokens: Annotated[
-        int | None, typer.Option(help="Token budget per batch instead.")
+        int | None, typer.Option(help="Token budget per batch instead.", metavar="N")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd (paper) or adam.")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout (0 in the paper).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.", metavar="X")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd (paper) or adam.", metavar="sgd|adam")
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Dropout (0 in the paper).", metavar="X")
+    ] = None,
     label_smoothing: Annotated[
-        float | None, typer.Option(help="Label smoothing (0 in the paper).")
+        float | None, typer.Option(help="Label smoothing (0 in the paper).", metavar="X")
     ] = None,
     clip_norm: Annotated[
-        float | None, typer.Option(help="Clip the gradient's L2 norm (paper: 5).")
+        float | None, typer.Option(help="Clip the gradient's L2 norm (paper: 5).", metavar="X")
     ] = None,
     lr_decay_start: Annotated[
-        float | None, typer.Option(help="Epoch of the first lr halving.")
+        float | None, typer.Option(help="Epoch of the first lr halving.", metavar="X")
     ] = None,
-    lr_decay_every: Annotated[float | None, typer.Option(help="Epochs between halvings.")] = None,
+    lr_decay_every: Annotated[
+        float | None, typer.Option(help="Epochs between halvings.", metavar="X")
+    ] = None,
     emb_dim: Annotated[
-        int | None, typer.Option(help="Embedding size (overrides the preset).")
+        int | None, typer.Option(help="Embedding size (overrides the preset).", metavar="N")
     ] = None,
-    hidden: Annotated[int | None, typer.Option(help="LSTM cells per layer.")] = None,
-    layers: Annotated[int | None, typer.Option(help="LSTM layers.")] = None,
-    src_vocab_size: Annotated[int | None, typer.Option(help="Source vocabulary size.")] = None,
-    tgt_vocab_size: Annotated[int | None, typer.Option(help="Target vocabulary size.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="LSTM cells per layer.", metavar="N")] = None,
+    layers: Annotated[int | None, typer.Option(help="LSTM layers.", metavar="N")] = None,
+    src_vocab_size: Annotated[
+        int | None, typer.Option(help="Source vocabulary size.", metavar="N")
+    ] = None,
+    tgt_vocab_size: Annotated[
+        int | None, typer.Option(help="Target vocabulary size.", metavar="N")
+    ] = None,
     vocab_min_count: Annotated[
-        int | None, typer.Option(help="Minimum word count for the vocabularies.")
+        int | None, typer.Option(help="Minimum word count for the vocabularies.", metavar="N")
     ] = None,
     tokenized: Tokenized = False,
     max_len: MaxLen = None,
     workers: Workers = 1,
     patience: Annotated[
-        int | None, typer.Option(help="Early stopping after N validations without gain.")
+        int | None,
+        typer.Option(help="Early stopping after N validations without gain.", metavar="N"),
     ] = None,
     valid_every: Annotated[
-        int | None, typer.Option(help="Validate every N steps (0: per epoch).")
+        int | None, typer.Option(help="Validate every N steps (0: per epoch).", metavar="N")
     ] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (init and batch order).")] = 1,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps.", metavar="N")
+    ] = None,
+    log_every: Annotated[int | None, typer.Option(help="Log every N steps.", metavar="N")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (init and batch order).", metavar="N")] = 1,
     device: Device = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (at most 1024).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (at most 1024).", metavar="N")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint_last.pt.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -587,24 +722,6 @@ def train(
                 f"{', '.join(given)}: settings of the prepared directory {data}; prepare "
                 "again (rescore prepare) to change them"
             )
-    option_above("--epochs", epochs, 0)
-    option_at_most("--threads", threads, MAX_THREADS)
-    option_above("--lr", lr, 0)
-    for name, value in {
-        "--batch-size": batch_size, "--batch-tokens": batch_tokens, "--emb-dim": emb_dim,
-        "--hidden": hidden, "--layers": layers, "--src-vocab-size": src_vocab_size,
-        "--tgt-vocab-size": tgt_vocab_size, "--vocab-min-count": vocab_min_count,
-        "--checkpoint-every": checkpoint_every, "--log-every": log_every, "--threads": threads,
-        "--max-len": max_len, "--workers": workers,
-    }.items():  # fmt: skip
-        option_at_least(name, value, 1)
-    for name, value in {"--patience": patience, "--valid-every": valid_every}.items():
-        option_at_least(name, value, 0)
-    option_in_range("--dropout", dropout, 0, 1)
-    option_in_range("--label-smoothing", label_smoothing, 0, 1)
-    option_above("--clip-norm", clip_norm, 0)
-    option_at_least("--lr-decay-start", lr_decay_start, 0)
-    option_above("--lr-decay-every", lr_decay_every, 0)
     overrides = {
         k: v
         for k, v in dict(
@@ -635,6 +752,7 @@ def train(
         ).items()
         if v is not None
     }
+    option_above("--lr", lr, 0)  # the library allows 0 (a frozen model); a user means > 0
     cfg = TrainConfig.preset_config(
         preset,
         train_src=train_src,
@@ -671,53 +789,66 @@ def train(
 def translate(
     model: Models = None,
     beam: Annotated[
-        int | None, typer.Option(help="Beam size (1 = greedy) [default: 12, or --nbest if larger].")
+        int | None,
+        typer.Option(
+            help="Beam size (1 = greedy) [default: 12, or --nbest if larger].", metavar="N"
+        ),
     ] = None,
     nbest: Annotated[
-        int | None, typer.Option(help="Write an N-best list in Moses format (N <= --beam).")
+        int | None,
+        typer.Option(help="Write an N-best list in Moses format (N <= --beam).", metavar="N"),
     ] = None,
-    input: Annotated[str, typer.Option("--input", "-i", help="Raw source text (- = stdin).")] = "-",
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Raw source text (- = stdin).", metavar="FILE")
+    ] = "-",
     output: Annotated[
-        str, typer.Option("--output", "-o", help="Where translations go (- = stdout).")
+        str,
+        typer.Option("--output", "-o", help="Where translations go (- = stdout).", metavar="FILE"),
     ] = "-",
     ref: Annotated[
-        str | None, typer.Option(help="Reference: print BLEU (sacrebleu) at the end.")
+        str | None,
+        typer.Option(help="Reference: print BLEU (sacrebleu) at the end.", metavar="FILE"),
     ] = None,
     tokenized_output: Annotated[
         bool, typer.Option("--tokenized-output", help="Write model tokens, not detokenized text.")
     ] = False,
     src_tokenized: Annotated[bool, typer.Option(help="Input is already tokenized.")] = False,
     combine: Annotated[
-        str, typer.Option(help="Ensemble: prob (mean of probabilities) or logprob.")
+        str,
+        typer.Option(
+            help="Ensemble: prob (mean of probabilities) or logprob.", metavar="prob|logprob"
+        ),
     ] = "prob",
     ensemble_weights: Annotated[
-        str | None, typer.Option(help="Per-model weights, comma separated.")
+        str | None, typer.Option(help="Per-model weights, comma separated.", metavar="W,W,...")
     ] = None,
     length_penalty: Annotated[
         float,
         typer.Option(
             help="Length normalisation, GNMT alpha: rank by score / ((5 + length) / 6) ** alpha; "
-            "0 = summed log-probs (paper), 1 is close to the mean log-prob per token."
+            "0 = summed log-probs (paper), 1 is close to the mean log-prob per token.",
+            metavar="X",
         ),
     ] = 0.0,
     min_len: Annotated[
         int,
         typer.Option(
-            help="No EOS before this many tokens for a non-empty source (0 allows empty output)."
+            help="No EOS before this many tokens for a non-empty source (0 allows empty output).",
+            metavar="N",
         ),
     ] = 1,
     max_len_a: Annotated[
-        float, typer.Option(help="Max output length = a * source length + b.")
+        float, typer.Option(help="Max output length = a * source length + b.", metavar="X")
     ] = 2.0,
-    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 10,
+    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.", metavar="N")] = 10,
     forbid_unk: Annotated[bool, typer.Option(help="Never output UNK.")] = False,
     copy_unk: Annotated[
         bool, typer.Option(help="Replace output UNKs by source OOV words, in order.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Sentences decoded together.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Sentences decoded together.", metavar="N")] = 32,
     tokenize: Tokenize = "13a",
     device: Device = "auto",
-    threads: Threads = None,
+    threads: Threads = DEFAULT_THREADS,
     int8: Int8 = False,
     quiet: Quiet = False,
 ) -> None:

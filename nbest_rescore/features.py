@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from nbest_rescore.errors import InputError
+
 if TYPE_CHECKING:
     from nbest_rescore.checkpoint import ModelBundle
 
@@ -50,3 +52,22 @@ def model_features(kinds: Sequence[str]) -> list[str]:
         seen[kind] = i + 1
         names.append(f"{MODEL_PREFIX[kind]}{i}")
     return names
+
+
+def check_free_labels(names: Sequence[str], total: str, path: str) -> None:
+    """An input list's feature columns `names` may not carry a label `rescore run` writes
+    (`LSTM0=`, `R2L0=`, `T2S0=`, `Length0=`, `Baseline0=`) or a second `total`: the augmented
+    list would hold it twice and a weight of that name could not say which column it weighs.
+    Rescoring a run's own `nbest.with-lstm.gz` is such a case: rescore the decoder's list."""
+    prefixes = tuple(MODEL_PREFIX.values())
+    for name in names:
+        label = name.rsplit(".", 1)[0] if name.rsplit(".", 1)[-1].isdigit() else name
+        ours = label in (BASELINE, LENGTH) or any(
+            label.startswith(p) and label[len(p) :].isdigit() for p in prefixes
+        )
+        if ours or (label == total and names.count(name) > 1):
+            raise InputError(
+                f"the list already has a feature {label!r}, a label rescore run writes: rescore "
+                "the decoder's list, not an augmented one (or rename the feature)",
+                path,
+            )

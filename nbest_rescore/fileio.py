@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -18,6 +19,31 @@ from typing import IO, Any, Literal
 from nbest_rescore.errors import InputError
 
 PathLike = str | os.PathLike[str]
+
+CONTROL_CHARS = re.compile(
+    "[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891"
+    "\u08e2\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]|\r(?!\n|\\Z)"
+)
+"""Characters no text field may hold (sources, references, hypotheses, weights files): Unicode's
+controls (C0 but the newline, tab included; DEL; C1), format characters (a BOM, zero-width space,
+bidi marks, soft hyphen) and line/paragraph separators, and a CR not ending a line. Each consumer
+(the tokenizer, str.split, sacrebleu) treats them differently, so they are refused with file:line
+rather than normalised. ZWNJ/ZWJ (U+200C/U+200D) are letters' business in Persian, Indic scripts
+and emoji and stay; a BOM at the very start of a file is an encoding mark and is skipped."""
+
+
+def control_char_problem(line: str) -> str | None:
+    """What is wrong with one line of text by `CONTROL_CHARS` (its first such character, and
+    where), or None when it has none."""
+    m = CONTROL_CHARS.search(line)
+    if m is None:
+        return None
+    return (
+        f"control or invisible character U+{ord(m.group()[0]):04X} at column {m.start() + 1}: "
+        "text may hold no control, format (BOM, zero-width, bidi) or line separator characters"
+    )
 
 
 def open_text(path: PathLike, *, errors: str = "strict") -> IO[str]:
@@ -83,7 +109,12 @@ def _decoded_lines(fh: Iterable[bytes], name: str) -> Iterator[str]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(f"invalid UTF-8 ({exc.reason})", name, i) from exc
-            yield text.rstrip("\n").rstrip("\r")
+            text = text.rstrip("\n").rstrip("\r")
+            if i == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            if problem := control_char_problem(text):
+                raise InputError(problem, name, i)
+            yield text
     except (EOFError, OSError) as exc:
         if isinstance(exc, InputError):
             raise

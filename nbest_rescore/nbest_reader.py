@@ -38,7 +38,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from nbest_rescore.errors import InputError, NBestFormatError
-from nbest_rescore.fileio import PathLike, open_raw
+from nbest_rescore.fileio import CONTROL_CHARS, PathLike, control_char_problem, open_raw
 
 try:  # optional: a 4x faster gzip inflater, with the zlib module's interface
     from isal import isal_zlib as zlib
@@ -77,6 +77,10 @@ FIELD_SEP = " ||| "
 _BLOCK_BYTES = 1 << 20  # read size; a sentence's lines never need to fit in one block
 _INFLATE_BYTES = 4 << 20  # gzip: compressed bytes read, and most bytes inflated, per zlib call
 _EXCERPT_CHARS = 100
+MAX_ID_GAP = 100_000
+"""Most consecutive sentence ids a list may skip. Every skipped id is a sentence the decoder
+produced nothing for and becomes an (empty) output line, so a stray huge id would otherwise make
+every command allocate and write by id; no real decoder run fails on this many sentences in a row."""
 _CACHE_SIZE = 256  # Feature objects kept per single-value feature group (see _Layout)
 _MAX_COMPILED_GROUPS = 2000  # longer layouts are parsed by a loop instead of generated code
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -295,6 +299,15 @@ def _decode_text(chunk: bytes, before: int, name: str) -> tuple[str, NBestFormat
         text = chunk[:start].decode("utf-8")
     if "\r" in text:
         text = text.replace("\r\n", "\n")
+    if (m := CONTROL_CHARS.search(text)) is not None:
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.start())
+        line = text[start : end if end >= 0 else len(text)]
+        problem = control_char_problem(line) or "control character"
+        err = NBestFormatError(
+            f"{problem}: {_excerpt(line)}", name, before + text.count("\n", 0, start) + 1
+        )
+        text = text[:start]
     return text, err
 
 
@@ -859,6 +872,13 @@ class NBestReader:
             )
         if sid >= 1 << 63:
             raise self._error(f"sentence id {sid} is too large", line_no, line)
+        if (gap := sid - max(self._cur, -1) - 1) > MAX_ID_GAP:
+            raise self._error(
+                f"sentence id {sid} leaves the {gap} ids before it without hypotheses (at most "
+                f"{MAX_ID_GAP}): ids number the source sentences from 0",
+                line_no,
+                line,
+            )
         if self.n_sentences is not None and sid >= self.n_sentences:
             raise self._error(
                 f"sentence id {sid}, but there are only {self.n_sentences} sentences",
@@ -1041,6 +1061,8 @@ class NBestReader:
             return None
         if sent_ids[0] < self._cur or (n > 1 and (np.diff(sent_ids) < 0).any()):
             return None
+        if np.diff(sent_ids, prepend=max(self._cur, -1)).max() > MAX_ID_GAP + 1:
+            return None  # the line parser names the line
         if self.n_sentences is not None and sent_ids[-1] >= self.n_sentences:
             return None
         new = np.empty(n, dtype=bool)

@@ -22,7 +22,7 @@ class NBestStats:
     hyps_max: int
     feature_labels: tuple[str, ...]  # dense feature names of the first line, in order
     distinct_ratio: float  # distinct surfaces per sentence, summed, over hypotheses
-    n_with_unlabelled: bool  # True when the feature lists are unlabelled (names F0, F1, ...)
+    unlabelled_features: bool  # the feature lists carry no labels (named F0, F1, ... here)
     labels_consistent: bool  # every line has the first line's dense label sequence
     first_label_change_line: int | None  # 1-based line where the dense labels first differ
     n_sparse_lines: int  # hypotheses with sparse features
@@ -60,7 +60,7 @@ def nbest_stats(path: PathLike) -> NBestStats:
         hyps_max=max(counts, default=0),
         feature_labels=reader.first_dense_names or (),
         distinct_ratio=n_distinct / n_hyps if n_hyps else 0.0,
-        n_with_unlabelled=reader.labeled is False and n_hyps > 0,
+        unlabelled_features=reader.labeled is False and n_hyps > 0,
         labels_consistent=reader.first_label_change_line is None,
         first_label_change_line=reader.first_label_change_line,
         n_sparse_lines=n_sparse,

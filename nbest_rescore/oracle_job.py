@@ -16,7 +16,13 @@ from nbest_rescore.bleu_report import (
 from nbest_rescore.fileio import read_lines, stdin_spooled
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
 from nbest_rescore.output_guard import OutDir, check_outputs
-from nbest_rescore.outputs import check_out_dir, missing_note, selection_files, write_selection
+from nbest_rescore.outputs import (
+    check_out_dir,
+    missing_note,
+    selection_files,
+    write_scores_table,
+    write_selection,
+)
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.report import REPORT_FILES, Report, provenance, write_report
 from nbest_rescore.table import read_table
@@ -45,7 +51,13 @@ def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[s
     `warnings` are for the console too). One of the inputs may be `-` (stdin)."""
     check_outputs(
         {"--nbest": job.nbest, "--ref": job.ref, "--src": job.src},
-        dirs=[OutDir("--out", job.out, (*REPORT_FILES, *selection_files("oracle")))],
+        dirs=[
+            OutDir(
+                "--out",
+                job.out,
+                (*REPORT_FILES, *selection_files("best"), "scores.parquet", "scores.csv"),
+            )
+        ],
     )
     check_out_dir(job.out)
     with stdin_spooled(nbest=job.nbest, ref=job.ref, src=job.src) as p:
@@ -84,12 +96,14 @@ def _oracle(job: OracleJob, progress: ProgressSettings) -> dict[str, Any]:
             f"{int(hs.missing.sum())} sentences without hypotheses (empty output lines).",
             *summary["warnings"],
             f"BLEU signature: {signature(job.bleu)}",
-            "oracle.tok.txt and oracle.detok.txt hold the oracle's choices.",
+            "best.tok.txt and best.detok.txt hold the oracle's choices (the `--out` layout of "
+            "`rescore run`); scores.parquet every hypothesis' features and which system chose it.",
         ],
     )
     add_bleu_section(
         report, section, ["baseline", "oracle", "oracle_sentence"], "Rank of the oracle's choices"
     )
     write_report(report, job.out)
-    write_selection(job.out, "oracle", table.chosen_surfaces(selections["oracle"]), job.bleu)
+    write_selection(job.out, "best", table.chosen_surfaces(selections["oracle"]), job.bleu)
+    write_scores_table(job.out / "scores", table, selections)
     return report.summary

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import math
+import numbers
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from nbest_rescore import __version__
 from nbest_rescore.fileio import atomic_write
+from nbest_rescore.headline import Fact, Segment, headline
 
 
 @dataclass
@@ -86,37 +90,77 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
 
 
-def format_cell(column: str, v: Any) -> str:
-    """A table cell: p-values with 4 decimals, floats with 2 (4 significant digits below 1, so
-    weights like 0.0263 stay readable), missing values blank."""
+INTEGER_COLUMNS = ("hyp_len", "ref_len", "sentence", "sentences", "k")
+SIGNED_COLUMNS = ("delta_bleu",)
+BLEU_TABLES = ("systems", "examples", "oracle_at_k", "bleu_by_length")
+"""Tables whose other numbers are all BLEU points (scores, n-gram precisions, per-system columns)."""
+
+
+def format_cell(column: str, v: Any, table: str = "") -> str:
+    """A table cell, one format a kind of number: p-values with 4 decimals; BLEU points (every
+    other number of a `BLEU_TABLES` table; gains signed) with 2; the brevity penalty with 3;
+    counts as integers; weights and other numbers with 4 significant digits (0.0263, 3.3, 0);
+    missing values blank."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
-    if isinstance(v, float):
-        if column == "p_value":
-            return f"{v:.4f}"
-        return f"{v:.4g}" if 0 < abs(v) < 1 else f"{v:.2f}"
-    return str(v)
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        return str(v)
+    x = float(v)
+    if column == "p_value":
+        return f"{x:.4f}"
+    if column in INTEGER_COLUMNS or isinstance(v, numbers.Integral):
+        return f"{x:.0f}"
+    if column in SIGNED_COLUMNS:
+        return f"{x:+.2f}"
+    if column == "bp":
+        return f"{x:.3f}"
+    if table in BLEU_TABLES:
+        return f"{x:.2f}"
+    return f"{x:.4g}"
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
+def _is_text(df: pd.DataFrame, column: Any) -> bool:
+    """A column of words (system names, sentences), left-aligned; numbers align right."""
+    return not pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column])
+
+
+def _output_rows(df: pd.DataFrame) -> list[bool]:
+    """Rows of the output system (a `role` column says `output`), marked in both renderings."""
+    if "role" not in df.columns:
+        return [False] * len(df)
+    return [r == "output" for r in df["role"].tolist()]
+
+
+def _markdown_table(df: pd.DataFrame, name: str = "") -> str:
     cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        cells = [format_cell(c, v) for c, v in zip(cols, row, strict=True)]
+    align = [":---" if _is_text(df, c) else "---:" for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join(align) + " |"]
+    for row, out in zip(df.itertuples(index=False), _output_rows(df), strict=True):
+        cells = [
+            format_cell(c, v, name).replace("|", "\\|") for c, v in zip(cols, row, strict=True)
+        ]
+        if out:
+            cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _html_table(df: pd.DataFrame) -> str:
+def _html_table(df: pd.DataFrame, name: str = "") -> str:
     cols = [str(c) for c in df.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    text = [_is_text(df, c) for c in df.columns]
+
+    def cls(is_text: bool) -> str:
+        return ' class="t"' if is_text else ""
+
+    head = "".join(f"<th{cls(t)}>{html.escape(c)}</th>" for c, t in zip(cols, text, strict=True))
     body = [
-        "<tr>"
+        ('<tr class="output">' if out else "<tr>")
         + "".join(
-            f"<td>{html.escape(format_cell(c, v))}</td>" for c, v in zip(cols, row, strict=True)
+            f"<td{cls(t)}>{html.escape(format_cell(c, v, name))}</td>"
+            for c, v, t in zip(cols, row, text, strict=True)
         )
         + "</tr>"
-        for row in df.itertuples(index=False)
+        for row, out in zip(df.itertuples(index=False), _output_rows(df), strict=True)
     ]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -126,6 +170,36 @@ def _png(fig: Figure) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _segments_md(line: Sequence[Segment]) -> str:
+    return "".join(f"**{s.text}**" if isinstance(s, Fact) else s for s in line)
+
+
+def _segments_html(line: Sequence[Segment]) -> str:
+    return "".join(
+        f'<b data-key="{html.escape(s.key)}">{html.escape(s.text)}</b>'
+        if isinstance(s, Fact)
+        else html.escape(s)
+        for s in line
+    )
+
+
+FIRST_TABLES = ("systems", "examples")
+"""Tables shown right after the headline, in this order; the others follow the plots."""
+
+TABLE_INTROS = {
+    "systems": "Every system's BLEU on this list, in reading order: the baseline, the output "
+    "(bold), the other systems, then the oracles (selections made with the reference: bounds, "
+    "so no p-value). delta_bleu: the difference to the baseline.",
+    "examples": "Sentences where the output's 1-best differs from the baseline's: those whose "
+    "smoothed sentence BLEU rose most, then those where it fell most.",
+}
+
+
+def _ordered_tables(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    first = [n for n in FIRST_TABLES if n in tables]
+    return [*first, *(n for n in tables if n not in first)]
 
 
 REPORT_FILES = (
@@ -140,7 +214,11 @@ REPORT_FILES = (
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """Write summary.json, report.md, report.html, tables/*.{csv,json} and *.png into `out_dir`."""
+    """Write summary.json, report.md, report.html, tables/*.{csv,json} and *.png into `out_dir`.
+
+    Both pages open with the headline (`headline.headline`, from the summary alone), then the
+    systems table and the examples, the plots, the other tables, the notes, and the provenance
+    folded at the end."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     summary = {**report.summary, "provenance": report.provenance}
@@ -164,34 +242,81 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
             fh.write(data)
         written.append(path)
 
-    md = [f"# {report.title}", ""]
-    md += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
-    for name, df in report.tables.items():
-        md += [f"## {name.replace('_', ' ')}", "", _markdown_table(df), ""]
+    head = headline(report.summary)
+    title = head.title if head is not None else report.title
+    order = _ordered_tables(report.tables)
+    first = [n for n in order if n in FIRST_TABLES]
+    rest = [n for n in order if n not in FIRST_TABLES]
+
+    md = [f"# {title}", ""]
+    if head is not None:
+        md += [f"- {_segments_md(line)}" for line in head.lines] + ["", f"*{report.title}*", ""]
+
+    def md_table(name: str) -> list[str]:
+        intro = [TABLE_INTROS[name], ""] if name in TABLE_INTROS else []
+        return [
+            f"## {name.replace('_', ' ')}",
+            "",
+            *intro,
+            _markdown_table(report.tables[name], name),
+            "",
+        ]
+
+    for name in first:
+        md += md_table(name)
     for name in report.figures:
         md += [f"![{name}]({name}.png)", ""]
-    md += ["## Provenance", "", "```json", to_json(report.provenance).rstrip(), "```", ""]
+    for name in rest:
+        md += md_table(name)
+    if report.notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    md += [
+        "<details><summary>Provenance (inputs, versions, machine)</summary>",
+        "",
+        "```json",
+        to_json(report.provenance).rstrip(),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
     with atomic_write(out_dir / "report.md") as fh:
         fh.write("\n".join(md))
     written.append(out_dir / "report.md")
 
-    body = [f"<h1>{html.escape(report.title)}</h1>"]
-    body += [f"<p>{html.escape(n)}</p>" for n in report.notes]
-    for name, df in report.tables.items():
-        body += [
-            f"<h2>{html.escape(name.replace('_', ' '))}</h2>",
-            _html_table(df),
+    body = ['<section id="headline">', f"<h1>{html.escape(title)}</h1>"]
+    if head is not None:
+        body += ["<ul>", *(f"<li>{_segments_html(line)}</li>" for line in head.lines), "</ul>"]
+        body.append(f'<p class="sub">{html.escape(report.title)}</p>')
+    body.append("</section>")
+
+    def html_table(name: str) -> list[str]:
+        intro = [f"<p>{html.escape(TABLE_INTROS[name])}</p>"] if name in TABLE_INTROS else []
+        return [
+            f'<h2 id="{html.escape(name)}">{html.escape(name.replace("_", " "))}</h2>',
+            *intro,
+            f'<div class="scroll">{_html_table(report.tables[name], name)}</div>',
         ]
+
+    for name in first:
+        body += html_table(name)
     for name, data in pngs.items():
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         body.append(f'<p><img src="{uri}" alt="{html.escape(name)}"></p>')
-    body += ["<h2>Provenance</h2>", f"<pre>{html.escape(to_json(report.provenance))}</pre>"]
+    for name in rest:
+        body += html_table(name)
+    if report.notes:
+        body += ["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in report.notes)]
+        body.append("</ul>")
+    body += [
+        "<details><summary>Provenance (inputs, versions, machine)</summary>",
+        f"<pre>{html.escape(to_json(report.provenance))}</pre></details>",
+    ]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(report.title)}</title><style>"
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ccc;text-align:right}"
-        "</style></head><body>" + "\n".join(body) + "</body></html>\n"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
     )
     with atomic_write(out_dir / "report.html") as fh:
         fh.write(page)
@@ -199,18 +324,42 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     return written
 
 
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:72em;margin:1.5em auto;padding:0 1em;"
+    "line-height:1.4;color:#222}"
+    "#headline{border:1px solid #bcd;background:#f4f8fc;border-radius:6px;padding:.2em 1.2em}"
+    "#headline h1{font-size:1.6em;margin:.5em 0 .3em}#headline li{margin:.25em 0}"
+    ".sub{color:#666;font-size:.9em}"
+    "table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{padding:.2em .6em;border-bottom:1px solid #ccc;text-align:right;vertical-align:top}"
+    "td.t,th.t{text-align:left}tr.output td{font-weight:bold;background:#fff6d6}"
+    ".scroll{overflow-x:auto}img{max-width:100%}"
+    "details{margin:1.5em 0}pre{white-space:pre-wrap;font-size:.85em}"
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # Plots (the shapes of the paper's analyses)
 
 
-def plot_oracle_at_k(oracle_at_k: Mapping[int, float], baseline: float | None = None) -> Figure:
-    """Oracle BLEU as the n-best list is cut to its top k."""
+def plot_oracle_at_k(
+    oracle_at_k: Mapping[int, float],
+    baseline: float | None = None,
+    output: tuple[str, float] | None = None,
+) -> Figure:
+    """Oracle BLEU as the n-best list is cut to its top k, with the 1-best and (`output`: name,
+    BLEU) the run's output system as horizontal lines; k's ticks are the plain numbers."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted(oracle_at_k)
     ax.plot(ks, [oracle_at_k[k] for k in ks], marker="o", label="corpus oracle @k")
+    if output is not None:
+        ax.axhline(output[1], color="tab:red", label=f"output: {output[0]} ({output[1]:.2f})")
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", label="1-best")
+        ax.axhline(baseline, color="grey", linestyle="--", label=f"1-best ({baseline:.2f})")
     ax.set_xscale("log")
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("k (top-k hypotheses considered)")
     ax.set_ylabel("BLEU")
     ax.set_title("Oracle BLEU by n-best depth")

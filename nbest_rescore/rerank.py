@@ -87,8 +87,8 @@ def parse_weights(lines: Sequence[str], p: str) -> dict[str, list[float]]:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             at = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
             raise InputError(f"invalid JSON ({msg})", p, at) from exc
-        if isinstance(obj, dict):
-            obj = obj.get("weights", obj)
+        if isinstance(obj, dict) and "weights" in obj:
+            obj = _run_weights(obj, p)
         if not isinstance(obj, dict) or not obj:
             raise InputError("expected a JSON object of weights {name: number or [numbers]}", p)
         raw_json: dict[str, list[float]] = {}
@@ -119,6 +119,29 @@ def parse_weights(lines: Sequence[str], p: str) -> dict[str, list[float]]:
     if not raw:
         raise InputError("no weights found", p)
     return raw
+
+
+RUN_WEIGHTS_FIELDS = {"system": str, "weights": dict, "tuning": dict}
+"""The fields of a run's `weights.json` and their JSON types (`tuning` may also be null)."""
+
+
+def _run_weights(obj: dict[str, object], p: str) -> object:
+    """The weights of a run's `weights.json` object, after checking its other fields' types."""
+    for key, value in obj.items():
+        kind = RUN_WEIGHTS_FIELDS.get(key)
+        if kind is None:
+            raise InputError(
+                f'unknown field {key!r} beside "weights" (a run\'s weights.json has '
+                f"{', '.join(RUN_WEIGHTS_FIELDS)})",
+                p,
+            )
+        if not isinstance(value, kind) and not (key == "tuning" and value is None):
+            raise InputError(
+                f"field {key!r} must be a JSON {'object' if kind is dict else 'string'}, "
+                f"got {type(value).__name__}",
+                p,
+            )
+    return obj["weights"]
 
 
 def weight_vector(weights: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
@@ -161,7 +184,30 @@ def select_best(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def rerank(table: NBestTable, weights: Mapping[str, float]) -> np.ndarray:
     """1-best rank per sentence under a linear model of `table`'s features."""
-    return select_best(table.values @ weight_vector(weights, table.names), table.offsets)
+    return select_best(linear_scores(table, weights), table.offsets)
+
+
+def linear_scores(table: NBestTable, weights: Mapping[str, float]) -> np.ndarray:
+    """Every hypothesis' weighted sum of features; a score that is not finite (a weight so large
+    that a product or the sum overflows, or `inf - inf`) is an `InputError` naming the weights
+    that made it, since no hypothesis could be chosen by it."""
+    w = weight_vector(weights, table.names)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = table.values @ w
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if not len(bad):
+            return scores
+        row = int(bad[0])
+        terms = table.values[row] * w
+    cols = np.flatnonzero(~np.isfinite(terms))
+    if not len(cols):  # finite products whose sum overflows: the largest of either sign
+        cols = np.unique([int(np.argmax(terms)), int(np.argmin(terms))])
+    named = ", ".join(f"{table.names[c]}={w[c]:g}" for c in cols)
+    sent = int(np.searchsorted(table.offsets, row, side="right") - 1)
+    raise InputError(
+        f"weight(s) {named} make a hypothesis' score non-finite (sentence {sent}): "
+        "every weighted sum of features must be a finite number (--weight/--weights)"
+    )
 
 
 def within_list_scale(x: np.ndarray, offsets: np.ndarray) -> float:

@@ -49,6 +49,7 @@ from nbest_rescore import distributed
 from nbest_rescore.bleu_report import (
     add_bleu_section,
     bleu_section,
+    changed_examples,
     check_parallel,
     model_free_selections,
     source_lengths,
@@ -58,6 +59,7 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.features import (
     BASELINE,
     LENGTH,
+    check_free_labels,
     ensemble_features,
     model_features,
     model_kind,
@@ -164,9 +166,10 @@ class ScoredList:
     sha256: dict[str, str]
     """The hashes of the list's files as read, by option (`nbest`, `src`, `ref`)."""
     stats: HypStats | None = None
+    refs: list[str] | None = None
 
 
-# ------------------------------------------------------------------------------------ 1. models
+# --------------------------------------------------------------------- 1. read: models and inputs
 
 
 def resolve_job(job: RunJob) -> RunJob:
@@ -236,7 +239,7 @@ class ListInput:
 
 
 def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
-    """Stage 2a, before any scoring: read and validate a list, its source and its reference
+    """Stage 1, before any scoring: read and validate a list, its source and its reference
     (`table.read_table`, `validate.py`), each file once; a mismatch blames the file that is short."""
     sha256: dict[str, str] = {}
     sources, sha256["src"] = read_lines_hashed(src)
@@ -246,6 +249,7 @@ def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     table, sha256["nbest"] = read_table_hashed(
         nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare
     )
+    check_free_labels(table.names, TOTAL, nbest)
     check_parallel("source", src, len(sources), table.n_sentences, nbest)
     table = table.padded(len(sources))
     refs = None
@@ -263,7 +267,7 @@ def score_list(
     job: RunJob,
     progress: ProgressSettings,
 ) -> ScoredList | None:
-    """Stage 2b: score a list read by `read_list` (sharded under torchrun), add the model
+    """Stage 2: score a list read by `read_list` (sharded under torchrun), add the model
     features to its table, compute its BLEU statistics; None on non-main ranks."""
     cache_dir = job.cache_dir or job.out / "cache"
     assert inp.table is not None  # taken only here
@@ -277,7 +281,7 @@ def score_list(
         stats = compute_hyp_stats(
             table.sentences(), inp.refs, job.bleu, progress_settings=progress, workers=job.workers
         )
-    return ScoredList(table, scores, inp.sources, inp.sha256, stats)
+    return ScoredList(table, scores, inp.sources, inp.sha256, stats, inp.refs)
 
 
 def coverage_warnings(scores: NBestScores, names: Sequence[str]) -> list[str]:
@@ -510,7 +514,19 @@ def write_run_report(
         }
         src_len = source_lengths(test.sources, test.table.n_sentences, job.src_lang)
         section = bleu_section(test.stats, selections, src_len)
-        add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"])
+        add_bleu_section(report, section, ["baseline", w.final, LSTM, "oracle"], output=w.final)
+        if test.refs is not None:
+            examples, changed = changed_examples(
+                test.stats,
+                w.choices["baseline"],
+                w.choices[w.final],
+                test.table.chosen_surfaces,
+                test.sources,
+                test.refs,
+                job.bleu,
+            )
+            report.tables["examples"] = examples
+            summary["changed_vs_baseline"] = changed
     write_report(report, job.out)
 
 

@@ -46,6 +46,13 @@ from nbest_rescore.output_guard import OutDir, check_outputs
 from nbest_rescore.prepare import PrepareConfig, prepare
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.text import TokenizerConfig
+from nbest_rescore.validate import (
+    MAX_THREADS,
+    option_above,
+    option_at_least,
+    option_at_most,
+    option_in_range,
+)
 from nbest_rescore.vocab import PAD
 
 LAST = "checkpoint_last.pt"
@@ -136,9 +143,50 @@ _RESUMABLE_CHANGES = frozenset(
 )
 
 
+_OPTION_NAMES = {"num_threads": "--threads", "prepare_workers": "--workers"}
+
+
+def _option_name(field: str) -> str:
+    """The `rescore train` option of a `TrainConfig` field, for error messages."""
+    return _OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _threads(option: str, value: int | None) -> None:
+    option_at_least(option, value, 1)
+    option_at_most(option, value, MAX_THREADS)
+
+
+def _at_least(minimum: float) -> Callable[[str, float | None], None]:
+    return lambda option, value: option_at_least(option, value, minimum)
+
+
+_FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    **{name: _at_least(1) for name in (
+        "batch_size", "batch_tokens", "emb_dim", "hidden", "layers", "src_vocab_size",
+        "tgt_vocab_size", "vocab_min_count", "checkpoint_every", "log_every", "max_len",
+        "prepare_workers", "plateau_patience")},
+    **{name: _at_least(0) for name in (
+        "patience", "valid_every", "lr", "lr_decay_start", "momentum", "weight_decay", "min_lr")},
+    **{name: (lambda option, value: option_above(option, value, 0)) for name in (
+        "epochs", "clip_norm", "lr_decay_every", "lr_decay_factor")},
+    "num_threads": _threads,
+    "dropout": lambda option, value: option_in_range(option, value, 0, 1),
+    "label_smoothing": lambda option, value: option_in_range(option, value, 0, 1),
+}  # fmt: skip
+"""Each numeric field's range, checked by `TrainConfig.__post_init__` (OptionError, exit 2)."""
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adam"),
+    "lr_schedule": ("epochs", "plateau"),
+    "attention": ATTENTION,
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything a training run depends on; each field maps 1:1 to a `rescore train` option.
+    """Everything a training run depends on, checked on construction (`__post_init__`). Most
+    fields are `rescore train` options (`--field-name`; `num_threads` is `--threads`,
+    `prepare_workers` `--workers`); `momentum`, `weight_decay`, `lr_decay_factor`,
+    `plateau_patience`, `min_lr`, `escape` and `lowercase` are set by presets and the library.
 
     The data: `data_dir` (a prepared directory) alone, or the four text files, prepared into
     `data_dir` or OUT_DIR/data. The fields of `DataSettings` (languages, tokenisation,
@@ -219,6 +267,13 @@ class TrainConfig:
                 "training data: give a prepared directory (--data), or all of --train-src, "
                 "--train-tgt, --valid-src and --valid-tgt"
             )
+        for name, check in _FIELD_CHECKS.items():
+            check(_option_name(name), getattr(self, name))
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise InputError(
+                    f"{_option_name(name)} {getattr(self, name)!r}: choose from {', '.join(choices)}"
+                )
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -533,7 +588,6 @@ def _train(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = _device(cfg, info)
-    _check_settings(cfg)
     _check_paths(cfg)
     out = Path(cfg.out_dir)
     if info.is_main:
@@ -553,19 +607,22 @@ def _train(
 
 def _device(cfg: TrainConfig, info: dist.DistInfo) -> torch.device:
     if not cfg.device.startswith("cuda"):
+        if cfg.bf16 and not cpu_bf16_supported():
+            raise InputError(
+                "--bf16 on this CPU: it has no bf16 support (oneDNN), so bf16 autocast cannot "
+                "run the LSTMs; train on CUDA or without --bf16"
+            )
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise InputError("--device cuda requested but CUDA is not available")
     return torch.device("cuda", info.local_rank) if info.distributed else torch.device(cfg.device)
 
 
-def _check_settings(cfg: TrainConfig) -> None:
-    """Settings that no later step would reject before spending time on data."""
-    if cfg.batch_size < 1 or (cfg.batch_tokens is not None and cfg.batch_tokens < 1):
-        raise InputError("batch size must be positive")
-    if cfg.attention not in ATTENTION:
-        raise InputError(f"unknown attention {cfg.attention!r}; choose from {ATTENTION}")
-    current_lr(cfg, 0.0, 1.0)  # rejects an unknown schedule
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 kernels (oneDNN): without them CPU autocast fails in the LSTM."""
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def _check_paths(cfg: TrainConfig) -> None:

@@ -1,9 +1,10 @@
 """Checks at the edges, made once before any expensive work (issue 10: never silently wrong).
 
-- Numeric options: `option_at_least`, `option_finite`, `option_in_range` raise `OptionError`
-  naming the option (exit 2).
-- The numbers of an n-best list, once it is a `table.NBestTable`: `check_table` refuses a
-  non-finite total or feature, and a hypothesis longer than `max_len` tokens, naming file:line.
+- Numeric options: `option_at_least`, `option_above`, `option_at_most`, `option_finite`,
+  `option_in_range` raise `OptionError` (an `InputError`) naming the option (exit 2).
+- The numbers of an n-best list, once it is a `table.NBestTable`: `check_finite` refuses a
+  non-finite total or feature, and `check_lengths` a hypothesis longer than `max_len` tokens
+  (`check_source_lengths`: a source line), naming file:line.
   Rule for non-finite numbers: they are an error, never a score (a NaN would lose its sentence's
   output, an inf would shift every scale-aware weight).
 - `line_of`: the 1-based line of a sentence's k-th hypothesis (a second pass over the file, made

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nbest_rescore.bleu_report import (
@@ -31,13 +32,17 @@ def test_section_on_the_real_slice() -> None:
     hs = compute_hyp_stats(
         table.sentences(), read_lines(DATA / "test2016.head30.fr.gz"), BleuConfig()
     )
-    sel = model_free_selections(hs)
+    # a system: every sentence's second hypothesis (where it has one)
+    sel = {**model_free_selections(hs), "second": np.minimum(1, hs.counts - 1)}
     section = bleu_section(hs, sel, None)
     rows = section.systems.set_index("system")
-    assert rows.loc["baseline", "p_value"] is None or rows["p_value"].isna()["baseline"]
-    p = paired_bootstrap(hs.rows(sel["baseline"]), hs.rows(sel["oracle"]))
-    assert section.significance["oracle"]["p_value"] == pytest.approx(p)
-    assert section.significance["oracle"]["delta_bleu"] > 0 > rows.loc["anti_oracle", "delta_bleu"]
+    assert rows["p_value"].isna()["baseline"]
+    p = paired_bootstrap(hs.rows(sel["baseline"]), hs.rows(sel["second"]))
+    assert section.significance["second"]["p_value"] == pytest.approx(p)
+    # oracles choose with the reference: bounds, given no p-value
+    for bound in ("oracle", "oracle_sentence", "anti_oracle"):
+        assert bound not in section.significance and rows["p_value"].isna()[bound]
+    assert rows.loc["oracle", "delta_bleu"] > 0 > rows.loc["anti_oracle", "delta_bleu"]
     assert list(section.oracle_at_k) == ["1", "2", "5", "10", "20"]
     assert section.rank_histogram["rank"].tolist() == ["1", "2-5", "6-10", "11-20"]
     assert section.rank_histogram["baseline"].tolist() == [30, 0, 0, 0]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -59,7 +61,7 @@ def test_oracle_report_matches_sacrebleu(slice_paths: dict[str, Path], tmp_path:
     ks = [s["oracle_at_k"][k] for k in ("1", "2", "5", "10", "20")]
     assert ks == sorted(ks)
     ref = plain(slice_paths["ref"], tmp_path)
-    assert sacrebleu_cli(ref, out / "oracle.detok.txt") == pytest.approx(
+    assert sacrebleu_cli(ref, out / "best.detok.txt") == pytest.approx(
         sys_["oracle"]["bleu"], abs=1e-4
     )
     for name in (
@@ -71,6 +73,10 @@ def test_oracle_report_matches_sacrebleu(slice_paths: dict[str, Path], tmp_path:
     ):
         assert (out / name).stat().st_size > 0
     assert "sha256" in json.dumps(s["provenance"])
+    # the --out layout of CLI.md/README: every hypothesis' features and which system chose it
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert len(scores) == s["n_hypotheses"] and scores["chosen.oracle"].sum() == 30
+    assert (scores.loc[scores["chosen.baseline"], "rank"] == 0).all()
 
 
 def test_rerank_by_total_is_the_moses_one_best(
@@ -211,3 +217,31 @@ def test_out_naming_a_file_is_a_clear_error(slice_paths: dict[str, Path], tmp_pa
     code, _, err = cli("oracle", "--nbest", str(slice_paths["nbest"]), "--ref",
                        str(slice_paths["ref"]), "--out", str(afile), "-q")  # fmt: skip
     assert code == 2 and str(afile) in err and "directory" in err
+
+
+def test_version_and_help_use_plain_placeholders() -> None:
+    from importlib.metadata import version
+
+    code, out, _ = cli("--version")
+    assert code == 0 and out.split()[-1] == version("nbest_rescore")
+    for cmd in ("stats", "oracle", "rerank", "train", "translate", "run"):
+        code, out, _ = cli(cmd, "--help")
+        # placeholders read as words (FILE, DIR, N), not typer's {file}, <str> or <list[Path]>
+        assert code == 0 and not re.search(r"<[a-z]|\{[a-z]", out, re.IGNORECASE), out
+    code, out, _ = cli("stats", "--help")
+    assert "stats [OPTIONS] FILE" in out
+    code, out, _ = cli("run", "--help")
+    assert "--threads N|auto" in out and "-m, --model CKPT" in out and "--out DIR" in out
+
+
+def test_stats_prints_whole_numbers_as_integers(slice_paths: dict[str, Path]) -> None:
+    code, out, _ = cli("stats", str(slice_paths["nbest"]))
+    fields = dict(line.strip().split(": ", 1) for line in out.splitlines())
+    assert code == 0 and fields["hyps_median"] == "20" and fields["unlabelled_features"] == "False"
+
+
+def test_threads_takes_a_count_or_auto(slice_paths: dict[str, Path], tmp_path: Path) -> None:
+    code, _, err = cli("translate", "--threads", "many", "-q", "--input", str(slice_paths["src"]))
+    assert code == 2 and "--threads" in err and "auto" in err
+    code, _, err = cli("translate", "--threads", "0", "-q", "--input", str(slice_paths["src"]))
+    assert code == 2 and "--threads" in err

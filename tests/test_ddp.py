@@ -14,7 +14,6 @@ import pytest
 import torch
 from ddp_train_script import write_task
 
-from nbest_rescore import distributed as dist
 from nbest_rescore.checkpoint import read_checkpoint
 from nbest_rescore.train import TrainConfig, train
 
@@ -133,14 +132,3 @@ def _two_nodes(data: Path, cli: list[str], out: Path, env: dict[str, str]) -> No
     for node in nodes:
         _, err = node.communicate(timeout=300)
         assert node.returncode == 0, err[-3000:]
-
-
-def test_helpers_work_without_a_process_group() -> None:
-    assert not dist.active()
-    assert (dist.get_rank(), dist.get_world_size(), dist.is_main()) == (0, 1, True)
-    assert dist.sum_floats([1.5, 2.0]) == [1.5, 2.0]
-    assert dist.broadcast_object({"a": 1}) == {"a": 1}
-    assert dist.all_gather_object(3) == [3]
-    dist.barrier()
-    info = dist.init_from_env("cpu") if not dist.launched_by_torchrun() else dist.DistInfo()
-    assert info.world_size == 1 and info.is_main and not info.distributed

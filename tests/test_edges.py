@@ -92,8 +92,8 @@ def test_stdin_nbest_gives_the_same_answer_as_the_file_in_rerank_and_oracle(
     a = json.loads((tmp_path / "file" / "summary.json").read_text())
     b = json.loads((tmp_path / "stdin" / "summary.json").read_text())
     assert a["systems"] == b["systems"] and b["n_hypotheses"] == 591
-    assert (tmp_path / "file/oracle.tok.txt").read_bytes() == (
-        tmp_path / "stdin/oracle.tok.txt"
+    assert (tmp_path / "file/best.tok.txt").read_bytes() == (
+        tmp_path / "stdin/best.tok.txt"
     ).read_bytes()
 
 
@@ -296,11 +296,11 @@ def test_a_sentence_without_hypotheses_is_an_empty_line_in_run_rerank_and_oracle
     assert code == 0 and "ids 3, 29" in err
     code, _, err = cli(*run_args(gap, plain["src"], slice_checkpoint, tmp_path / "run", *ref))
     assert code == 0 and "ids 3, 29" in err
-    for d, name in (("or", "oracle"), ("run", "best")):
+    for d in ("or", "run"):  # both write the chosen hypotheses to best.*.txt
         summary = json.loads((tmp_path / d / "summary.json").read_text())
         assert summary["n_missing"] == 2 and summary["n_sentences"] == 30
         assert any("ids 3, 29" in w for w in summary["warnings"])
-        chosen = (tmp_path / d / f"{name}.tok.txt").read_text().split("\n")[:-1]
+        chosen = (tmp_path / d / "best.tok.txt").read_text().split("\n")[:-1]
         assert len(chosen) == 30 and chosen[3] == chosen[29] == ""
     assert "ids 3, 29" in (tmp_path / "run" / "report.md").read_text()
 

@@ -1,4 +1,4 @@
-"""bench/gpu_check.py runs on the CPU (tiny sizes): CUDA-only parts are skipped and say so, the
+"""`python -m bench.gpu_check` runs on the CPU (tiny sizes): CUDA-only parts are skipped and say so, the
 CPU checks pass, and its JSON holds the figures of every part."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ SLICE = ROOT / "tests" / "data" / "test2016.head30.top20.nbest.gz"
 
 def test_gpu_check_runs_on_cpu_and_writes_its_json(tmp_path: Path) -> None:
     out = tmp_path / "gpu_check.json"
-    cmd = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--presets", "tiny",
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--presets", "tiny",
            "--check-preset", "tiny", "--sentences", "2", "--train-steps", "1", "--beam", "2",
            "--matmul-size", "256", "--threads", "1", "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["git"]["commit"] and data["date"] and data["machine"]["cpu_count"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv (seeing the system's torch etc.) with the package installed from a wheel built from
-    a copy of the sources, so the checkout is left untouched; returns its bin directory."""
+    """A venv (seeing the test environment's torch etc.) with the package installed from a wheel
+    built from a copy of the sources, so the checkout is left untouched; returns its bin
+    directory."""
     pytest.importorskip("setuptools")  # the build backend, used without build isolation
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
@@ -32,15 +34,41 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", str(src), "-w", str(tmp / "w")]
     subprocess.run(build, check=True, cwd=tmp, capture_output=True)
     venv = tmp / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-        check=True,
-    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    _see_outer_packages(venv)
     (wheel,) = (tmp / "w").glob("nbest_rescore-*.whl")
     bin_dir = venv / "bin"
-    install = [*pip, "--python", str(bin_dir / "python"), "install", "--no-deps", "--no-index"]
+    # --ignore-installed: the outer environment's own nbest_rescore (an editable install, seen
+    # through the .pth) must neither satisfy the requirement nor be uninstalled
+    install = [*pip, "--python", str(bin_dir / "python"), "install", "--no-deps", "--no-index",
+               "--ignore-installed"]  # fmt: skip
     subprocess.run([*install, str(wheel)], check=True, capture_output=True)
     return bin_dir
+
+
+def _outer_site_dirs() -> list[str]:
+    """The site-packages directories of the interpreter running the tests (a venv's own, plus
+    the base ones when that venv sees them; the user site where it is enabled)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if Path(d).is_dir()]
+
+
+def _see_outer_packages(venv: Path) -> None:
+    """Let the test venv import torch, typer, ... from the environment running the tests.
+
+    `python -m venv --system-site-packages` is not enough: from inside a venv it exposes the
+    *base* interpreter's site-packages, not the venv's, so in a fresh venv (`pip install -e
+    '.[test]'`) the installed package could not import typer. Instead the inner venv gets a .pth
+    file listing the outer interpreter's site directories, wherever they are. The lines are plain
+    paths, so the .pth files inside them (the checkout's editable-install hook) are not run,
+    and they come after the inner venv's own site-packages: the wheel's nbest_rescore wins."""
+    purelib = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    (Path(purelib) / "_outer_env.pth").write_text("\n".join(_outer_site_dirs()) + "\n")
 
 
 def _run(bin_dir: Path, cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:  # type: ignore[type-arg]

@@ -5,62 +5,21 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 
 import pytest
 import torch
+from tiny_models import make_bundle, pad, sources
 
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.ensemble import Ensemble, EnsembleConfig
-from nbest_rescore.errors import CheckpointError, InputError
-from nbest_rescore.model import ModelConfig, Seq2Seq
+from nbest_rescore.errors import InputError
+from nbest_rescore.model import Seq2Seq
 from nbest_rescore.search import SearchConfig, beam_search, beam_step, length_penalty
-from nbest_rescore.text import TokenizerConfig
-from nbest_rescore.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from nbest_rescore.vocab import BOS, EOS, PAD, UNK
 
 torch.set_num_threads(1)
 
-SRC_VOCAB = Vocab(SPECIALS + tuple("abcdefgh"))
-TGT_VOCAB = Vocab((*SPECIALS, "le", "chat", "noir", "dort"))  # 4 real tokens + UNK can be emitted
 EMITTABLE = [UNK, 4, 5, 6, 7]
-
-
-def _pad(seqs: list[list[int]], extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max(len(s) for s in seqs) + extra)
-    out = torch.full((len(seqs), width), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out, torch.tensor([len(s) for s in seqs])
-
-
-def make_bundle(seed: int, *, steps: int = 40, tgt_vocab: Vocab = TGT_VOCAB) -> ModelBundle:
-    """A tiny model nudged by a few Adam steps towards a toy mapping, so its distributions are peaked
-    and its best outputs are several tokens long (not just EOS)."""
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    cfg = ModelConfig.preset(
-        "tiny", src_vocab_size=len(SRC_VOCAB), tgt_vocab_size=len(tgt_vocab), init_range=0.3
-    )
-    model = Seq2Seq(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(steps):
-        srcs = [[rng.randint(4, 11) for _ in range(rng.randint(1, 5))] for _ in range(32)]
-        tgts = [[4 + (x % 4) for x in s[:4]] + [EOS] for s in srcs]
-        src, src_len = _pad(srcs)
-        tgt, _ = _pad(tgts)
-        loss = -model.token_logprobs(src, src_len, tgt).sum() / (tgt != PAD).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return ModelBundle(
-        model,
-        SRC_VOCAB,
-        tgt_vocab,
-        TokenizerConfig("en"),
-        TokenizerConfig("fr"),
-        path=f"m{seed}.pt",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +32,10 @@ def bundle2() -> ModelBundle:
     return make_bundle(2)
 
 
-def sources(n: int, seed: int = 0) -> list[tuple[list[int]]]:
-    rng = random.Random(seed)
-    return [([rng.randint(4, 11) for _ in range(rng.randint(0, 6))],) for _ in range(n)]
-
-
 def teacher_forced(model: Seq2Seq, src: list[int], hyps: list[tuple[int, ...]]) -> torch.Tensor:
     """Per-position log-probs (H, T) of each hypothesis + EOS given `src` (0 at padding)."""
-    s, s_len = _pad([src] * len(hyps))
-    tgt, _ = _pad([[*h, EOS] for h in hyps])
+    s, s_len = pad([src] * len(hyps))
+    tgt, _ = pad([[*h, EOS] for h in hyps])
     with torch.no_grad():
         return model.token_logprobs(s, s_len, tgt)
 
@@ -170,7 +124,7 @@ def test_batched_equals_one_at_a_time(bundle: ModelBundle) -> None:
 
 def greedy(model: Seq2Seq, src: list[int], max_len: int) -> tuple[list[int], float]:
     """The obvious greedy decoder: argmax (PAD/BOS excluded) until EOS or max_len, then EOS."""
-    s, s_len = _pad([src])
+    s, s_len = pad([src])
     with torch.no_grad():
         state = model.encode(s, s_len)
         prev, out, total = BOS, [], 0.0
@@ -208,22 +162,6 @@ def test_hypotheses_respect_max_length_and_scores_are_teacher_forced(bundle: Mod
         assert [h.score for h in hyps] == pytest.approx(forced, abs=1e-4)
 
 
-def test_ensemble_of_one_is_the_model(bundle: ModelBundle) -> None:
-    ens = Ensemble([bundle])
-    (src,) = sources(1, seed=11)[0]
-    state = ens.encode([(src,)])
-    s, s_len = _pad([src])
-    with torch.no_grad():
-        ref_state = bundle.model.encode(s, s_len)
-        prev = torch.tensor([BOS])
-        for tok in (4, 6, 5):
-            logp, per_model, state = ens.step(prev, state)
-            ref, ref_state = bundle.model.step(prev, ref_state)
-            assert torch.allclose(logp, ref, atol=1e-6)
-            assert torch.allclose(per_model[0], ref, atol=1e-6)
-            prev = torch.tensor([tok])
-
-
 @pytest.mark.parametrize("combine", ["prob", "logprob"])
 def test_two_copies_equal_one_model(bundle: ModelBundle, combine: str) -> None:
     srcs = sources(6, seed=13)
@@ -241,46 +179,6 @@ def test_two_copies_equal_one_model(bundle: ModelBundle, combine: str) -> None:
             assert h.model_scores == pytest.approx((h.score, h.score), abs=1e-5)
 
 
-def test_weighted_combination(bundle: ModelBundle, bundle2: ModelBundle) -> None:
-    srcs = sources(3, seed=15)
-    both = [(s, s) for (s,) in srcs]
-    pa, _, _ = Ensemble([bundle]).step(torch.full((3,), BOS), Ensemble([bundle]).encode(srcs))
-    pb, _, _ = Ensemble([bundle2]).step(torch.full((3,), BOS), Ensemble([bundle2]).encode(srcs))
-    w = (1.0, 3.0)  # normalised to 0.25, 0.75
-    for combine, expect in [
-        ("prob", torch.log(0.25 * pa.exp() + 0.75 * pb.exp())),
-        ("logprob", 0.25 * pa + 0.75 * pb),
-    ]:
-        ens = Ensemble([bundle, bundle2], EnsembleConfig(combine, w))  # type: ignore[arg-type]
-        logp, per_model, _ = ens.step(torch.full((3,), BOS), ens.encode(both))
-        assert torch.allclose(logp, expect, atol=1e-5)
-        assert torch.allclose(per_model[1], pb)
-    # A zero weight removes a model from the search entirely, in both modes.
-    cfg = SearchConfig(beam=3, nbest=2)
-    alone = beam_search(Ensemble([bundle2]), srcs, cfg)
-    for combine in ("prob", "logprob"):
-        ens = Ensemble([bundle, bundle2], EnsembleConfig(combine, (0.0, 2.0)))  # type: ignore[arg-type]
-        for a, b in zip(alone, beam_search(ens, both, cfg), strict=True):
-            assert [h.tokens for h in a] == [h.tokens for h in b]
-            assert [h.score for h in a] == pytest.approx([h.model_scores[1] for h in b], abs=1e-5)
-
-
-def test_incompatible_ensembles_are_rejected(bundle: ModelBundle) -> None:
-    other_vocab = Vocab((*SPECIALS, "le", "chien", "noir", "dort"))
-    other = make_bundle(3, steps=0, tgt_vocab=other_vocab)
-    with pytest.raises(
-        CheckpointError, match=r"target vocabularies differ between m1\.pt and m3\.pt.*id 5"
-    ):
-        Ensemble([bundle, other])
-    lower = ModelBundle(
-        bundle.model, SRC_VOCAB, TGT_VOCAB, TokenizerConfig("en"),
-        TokenizerConfig("fr", lowercase=True), path="lc.pt",
-    )  # fmt: skip
-    with pytest.raises(
-        CheckpointError, match=r"tokeniser settings differ.*lowercase=False vs True"
-    ):
-        Ensemble([bundle, lower])
-    with pytest.raises(InputError, match="2 ensemble weights for 1 models"):
-        Ensemble([bundle], EnsembleConfig(weights=(1.0, 1.0)))
+def test_a_beam_below_one_is_refused() -> None:
     with pytest.raises(InputError, match="beam"):
         SearchConfig(beam=0)

@@ -132,4 +132,4 @@ def score(model_path: str, src_path: str, tgt_path: str, out_path: str) -> None:
 
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
-    {"convert": convert, "score": score}[cmd](*rest)
+    {"convert": convert, "score": score}[cmd](*rest)  # type: ignore[operator]

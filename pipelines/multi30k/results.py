@@ -12,6 +12,7 @@ rows whose models are missing are listed as pending in RESULTS.md.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -401,8 +402,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     argv = list(sys.argv if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m pipelines.multi30k", description=__doc__)
+    env = os.environ.get("MULTI30K_DIR")
     p.add_argument(
-        "--data-dir", type=Path, default=HERE.parent.parent.parent / "shared" / "data" / "multi30k"
+        "--data-dir",
+        type=Path,
+        default=Path(env) if env else None,
+        required=not env,
+        help="the Multi30k directory: corpora and Moses 1000-best lists (default: $MULTI30K_DIR)",
     )
     p.add_argument("--work-dir", type=Path, default=HERE / "work")
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,9 +202,10 @@ def test_rerun_is_identical_and_uses_the_cache(
     again = tmp_path / "again"
     cache = tmp_path / "shared-cache"
     shutil.copytree(run_out / "cache", cache)
-    args = run_args(slice_paths, slice_checkpoint, again)
+    args = [a for a in run_args(slice_paths, slice_checkpoint, again) if a != "--quiet"]
     code, _, err = run_cli(*args, "--cache-dir", str(cache))
     assert code == 0, err
+    assert f"every score came from the cache ({cache})" in err
     assert not (again / "cache").exists()
     timing = json.loads((again / "summary.json").read_text())["scoring"]["timing"]
     assert timing["chunk_files_scored"] == 0 and timing["chunk_files"] > 0  # nothing re-scored
@@ -379,3 +381,81 @@ def test_right_to_left_and_target_to_source_models_are_features(
     got_t2s = np.array([f["T2S0"] for f in feats])
     np.testing.assert_allclose(got_r2l, want_r2l.logprob, atol=1e-4)
     np.testing.assert_allclose(got_t2s, want_t2s.logprob, atol=1e-4)
+
+
+def test_the_report_opens_with_the_headline_of_summary_json(run_out: Path) -> None:
+    """report.html's headline facts (tagged `data-key`) are summary.json's numbers, and they come
+    before any table; report.md opens with the same title; the systems table reads baseline,
+    output, components, oracles, with the output row marked and no p-value on an oracle row."""
+    s = json.loads((run_out / "summary.json").read_text())
+    out, systems = s["final_system"], s["systems"]
+    page = (run_out / "report.html").read_text()
+    head = page[page.index('<section id="headline">') : page.index("</section>")]
+    assert page.index("</section>") < page.index("<table")
+    facts = dict(re.findall(r'<b data-key="([^"]+)">([^<]*)</b>', head))
+    bleu, base = systems[out]["bleu"], systems["baseline"]["bleu"]
+    assert facts["output"] == out == "tuned"
+    assert float(facts["output_bleu"]) == pytest.approx(bleu, abs=0.005)
+    assert float(facts["baseline_bleu"]) == pytest.approx(base, abs=0.005)
+    assert float(facts["gain"]) == pytest.approx(bleu - base, abs=0.005)
+    assert float(facts["p_value"]) == pytest.approx(s["significance"][out]["p_value"], abs=5e-5)
+    assert float(facts["oracle_bleu"]) == pytest.approx(systems["oracle"]["bleu"], abs=0.005)
+    assert float(facts["oracle_gap"]) == pytest.approx(systems["oracle"]["bleu"] - bleu, abs=0.005)
+    assert f"model.{s['models'][0]['feature']}" in facts
+    md = (run_out / "report.md").read_text()
+    assert md.splitlines()[0] == f"# {out}: {bleu:.2f} BLEU, {bleu - base:+.2f} over the baseline"
+    rows = pd.read_csv(run_out / "tables" / "systems.csv")
+    assert rows["system"].tolist()[:2] == ["baseline", out]
+    assert rows["system"].tolist()[-3:] == ["oracle", "oracle_sentence", "anti_oracle"]
+    assert rows.loc[rows["role"] == "oracle", "p_value"].isna().all()
+    assert '<tr class="output"><td class="t">tuned</td>' in page
+    # the examples: sentences whose 1-best changed, with their sentence BLEU
+    examples = pd.read_csv(run_out / "tables" / "examples.csv")
+    changed = s["changed_vs_baseline"]
+    assert len(examples) <= 10 and changed["better"] + changed["worse"] <= changed["sentences"]
+    assert (examples["baseline"] != examples["chosen"]).all()
+    better = examples["change"] == "better"
+    assert (
+        examples.loc[better, "chosen sentence BLEU"]
+        > examples.loc[better, "baseline sentence BLEU"]
+    ).all()
+
+
+def test_console_table_marks_the_output_with_its_gain(run_out: Path) -> None:
+    from nbest_rescore.headline import console_table
+
+    s = json.loads((run_out / "summary.json").read_text())
+    out = s["final_system"]
+    lines = console_table(s).splitlines()
+    marked = [line for line in lines if line.startswith("* ") and "(output)" in line]
+    gain = s["systems"][out]["bleu"] - s["systems"]["baseline"]["bleu"]
+    assert len(marked) == 1 and f"{gain:+.2f}" in marked[0] and out in marked[0]
+    oracle = next(line for line in lines if line.split()[:1] == ["oracle"])
+    assert len(oracle.split()) == 3  # name, BLEU, gain: no p-value
+
+
+def test_the_first_screen_shows_the_headline_in_a_browser(run_out: Path, tmp_path: Path) -> None:
+    """report.html in headless Chromium at 1280x800: the headline box (its own background colour)
+    is drawn at the top of the first screen, the systems table's output row (highlighted) too."""
+    from matplotlib.image import imread
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "report_screenshot.py"
+    png = tmp_path / "first.png"
+    res = subprocess.run(
+        [sys.executable, str(tool), str(run_out / "report.html"), str(png)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    if res.returncode == 3:
+        pytest.skip("no Chromium-family browser installed")
+    assert res.returncode == 0, res.stderr
+    img = (imread(png)[:, :, :3] * 255).round().astype(int)
+    assert img.shape[:2] == (800, 1280)
+
+    def rows_with(rgb: tuple[int, int, int]) -> list[int]:
+        hit = (abs(img - rgb) <= 2).all(axis=2).sum(axis=1)
+        return [int(y) for y in (hit > 200).nonzero()[0]]
+
+    headline = rows_with((0xF4, 0xF8, 0xFC))  # #headline's background
+    assert headline and headline[0] < 60 and len(headline) > 100
+    output_row = rows_with((0xFF, 0xF6, 0xD6))  # tr.output's background
+    assert output_row and headline[-1] < output_row[0] < 800

@@ -1,17 +1,16 @@
-"""Tests of the Moses n-best reader, writer and stats on real Multi30k lines (tests/data)."""
+"""Tests of the Moses n-best reader on real Multi30k lines (tests/data); the writer and stats
+have their own files (`test_nbest_writer`, `test_nbest_stats`)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import gzip
 import math
 import pickle
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -19,36 +18,24 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nbest_lines import (
+    DATA,
+    LABELS,
+    SLICE,
+    all_hyps,
+    lines_of,
+    moses_to_ours,
+    real_lines,
+    write_text,
+)
 
 from nbest_rescore import nbest_reader
 from nbest_rescore.errors import InputError, NBestFormatError
 from nbest_rescore.nbest_reader import Feature, Hypothesis, NBestGroup, iter_lines, read_nbest
 from nbest_rescore.nbest_stats import nbest_stats
-from nbest_rescore.nbest_writer import format_hypothesis, format_number, write_nbest
+from nbest_rescore.nbest_writer import write_nbest
 
-DATA = Path(__file__).parent / "data"
-SLICE = DATA / "test2016.head30.top20.nbest.gz"
 ONE_BEST = DATA / "test2016.head30.moses.1best.gz"
-LABELS = (
-    "LexicalReordering0",
-    "Distortion0",
-    "LM0",
-    "WordPenalty0",
-    "PhrasePenalty0",
-    "TranslationModel0",
-)
-
-
-@functools.cache
-def real_lines() -> tuple[str, ...]:
-    """The lines of the real slice, without their newline."""
-    with gzip.open(SLICE, "rt", encoding="utf-8", newline="\n") as fh:
-        return tuple(fh.read().split("\n")[:-1])
-
-
-def lines_of(sent_id: int) -> list[str]:
-    """The real lines of one sentence."""
-    return [line for line in real_lines() if line.startswith(f"{sent_id} ||| ")]
 
 
 def first_index(sent_id: int) -> int:
@@ -56,30 +43,11 @@ def first_index(sent_id: int) -> int:
     return next(i for i, line in enumerate(real_lines()) if line.startswith(f"{sent_id} ||| "))
 
 
-def moses_to_ours(text: str) -> str:
-    """What our writer produces for Moses text: no trailing space after the surface."""
-    return text.replace("  ||| ", " ||| ")
-
-
-def write_text(path: Path, lines: list[str] | tuple[str, ...], *, newline: str = "\n") -> Path:
-    """Write lines as UTF-8 (gzipped if the name ends in .gz)."""
-    data = "".join(line + newline for line in lines).encode("utf-8")
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(data, mtime=0))
-    else:
-        path.write_bytes(data)
-    return path
-
-
 def add_to_features(line: str, text: str) -> str:
     """A line with `text` appended to its FEATURES field (and Moses' trailing space removed)."""
     parts = moses_to_ours(line).split(" ||| ")
     parts[2] = f"{parts[2]} {text}" if parts[2] else text
     return " ||| ".join(parts)
-
-
-def all_hyps(path: Path, **kwargs: object) -> list[Hypothesis]:
-    return [h for g in read_nbest(path, **kwargs) for h in g.hyps]  # type: ignore[arg-type]
 
 
 def assert_error(path: Path, line_no: int, fragment: str, **kwargs: object) -> NBestFormatError:
@@ -393,32 +361,6 @@ def test_empty_file(tmp_path: Path) -> None:
 # --- round trips ------------------------------------------------------------------------------
 
 
-def test_round_trip_real_lines_plain_and_gz(tmp_path: Path) -> None:
-    expected = moses_to_ours("".join(line + "\n" for line in real_lines()))
-    assert expected.count("\n") == 591 and "  |||" not in expected
-    for name in ("out.nbest", "out.nbest.gz"):
-        out = tmp_path / name
-        write_nbest(out, read_nbest(SLICE))
-        data = gzip.decompress(out.read_bytes()) if name.endswith(".gz") else out.read_bytes()
-        assert data.decode() == expected
-        assert list(read_nbest(out)) == list(read_nbest(SLICE))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nbest", "out.nbest.gz"]
-
-
-def test_writer_is_atomic(tmp_path: Path) -> None:
-    out = tmp_path / "out.nbest"
-    out.write_text("old\n")
-
-    def failing() -> object:
-        yield from list(read_nbest(SLICE))[:3]
-        raise RuntimeError("scorer crashed")
-
-    with pytest.raises(RuntimeError):
-        write_nbest(out, failing())  # type: ignore[arg-type]
-    assert out.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.nbest"]
-
-
 def test_crlf_lines_are_read(tmp_path: Path) -> None:
     path = write_text(tmp_path / "crlf.nbest", real_lines()[:20], newline="\r\n")
     assert all_hyps(path) == all_hyps(SLICE)[:20]
@@ -465,9 +407,9 @@ def test_unlabelled_lists(tmp_path: Path) -> None:
     write_nbest(out, read_nbest(path), extra=lambda h: [Feature("LSTM0", (-9.83,))])
     assert out.read_text().splitlines() == [add_to_features(line, "-9.83") for line in lines]
     stats = nbest_stats(path)
-    assert stats.n_with_unlabelled and stats.feature_labels[-1] == "F13"
+    assert stats.unlabelled_features and stats.feature_labels[-1] == "F13"
     assert_error(path, 1, "before any label", labeled=True)
-    assert not nbest_stats(SLICE).n_with_unlabelled
+    assert not nbest_stats(SLICE).unlabelled_features
 
 
 def test_extra_fields_survive(tmp_path: Path) -> None:
@@ -482,29 +424,6 @@ def test_extra_fields_survive(tmp_path: Path) -> None:
     got = out.read_text().splitlines()
     assert got == [add_to_features(line, "LSTM0= -1.5") for line in lines]
     assert nbest_stats(path).n_with_extra_fields == 30
-
-
-def test_appending_a_feature_to_every_line(tmp_path: Path) -> None:
-    out = tmp_path / "with-lstm.nbest.gz"
-    write_nbest(out, read_nbest(SLICE), extra=lambda h: [Feature("LSTM0", (-9.83, -10.1))])
-    before = all_hyps(SLICE)
-    after = all_hyps(out)
-    assert len(after) == len(before) == 591
-    for h, ref in zip(after, before, strict=True):
-        assert h.features[-1] == Feature("LSTM0", (-9.83, -10.1), "=")
-        assert h.features[:-1] == ref.features and h.total == ref.total
-        assert h.dense_vector() == (*ref.dense_vector(), -9.83, -10.1)
-        assert h.raw_features == ref.raw_features + " LSTM0= -9.83 -10.1"
-    stats = nbest_stats(out)
-    assert stats.feature_labels == (*LABELS, "LSTM0") and stats.labels_consistent
-
-
-def test_appended_feature_names_are_checked() -> None:
-    h = all_hyps(SLICE)[0]
-    for bad in ("LSTM_0", "LSTM 0", "LSTM0=", ""):
-        with pytest.raises(ValueError):
-            format_hypothesis(h, [Feature(bad, (1.0,))])
-    assert format_hypothesis(h, [Feature("d", (1.0, 2.0), ":")]).endswith(" d: 1 2 ||| -1.78174")
 
 
 def test_empty_surface(tmp_path: Path) -> None:
@@ -552,157 +471,6 @@ def test_sparse_features(tmp_path: Path) -> None:
     out = tmp_path / "out.nbest"
     write_nbest(out, read_nbest(path))
     assert out.read_text().splitlines() == varied
-
-
-def test_writer_formats_replaced_fields() -> None:
-    h = all_hyps(SLICE)[0]
-    assert format_hypothesis(h) == moses_to_ours(real_lines()[0])
-    lm = Feature("LM0", (-123.456789012,))
-    changed = dataclasses.replace(
-        h, features=(*h.features[:2], lm, *h.features[3:]), total=-100.123456789
-    )
-    line = format_hypothesis(changed)
-    assert " LM0= -123.4568 " in line and line.endswith(" ||| -100.1235")
-    assert " LexicalReordering0= -1.07705 0 0 -1.05277 0 0 Distortion0= 0 " in line
-    built = Hypothesis(7, ("a", "b"), (Feature("A", (1e-5, 2.0)),), (("s_t", 0.5),), -1.0)
-    assert format_hypothesis(built) == "7 ||| a b ||| A= 1e-05 2 s_t= 0.5 ||| -1"
-
-
-def test_format_number() -> None:
-    assert format_number(-100.12345678) == "-100.1235"
-    assert format_number(-13.0) == "-13"
-    assert format_number(0.0) == "0"
-    assert format_number(1e-7) == "1e-07"
-    assert format_number(-9.83) == "-9.83"
-    assert format_number(float("-inf")) == "-inf"
-
-
-def test_write_to_stdout(tmp_path: Path) -> None:
-    code = (
-        "from nbest_rescore.nbest_reader import read_nbest\n"
-        "from nbest_rescore.nbest_writer import write_nbest\n"
-        f"write_nbest('-', read_nbest({str(SLICE)!r}, max_hyps=1))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, check=True, text=True
-    ).stdout
-    assert out.splitlines() == [moses_to_ours(lines_of(i)[0]) for i in range(30)]
-
-
-# --- stats ------------------------------------------------------------------------------------
-
-
-def test_stats_of_the_real_slice() -> None:
-    s = nbest_stats(SLICE)
-    assert (s.n_sentences, s.n_hypotheses, s.n_missing, s.missing_ids) == (30, 591, 0, ())
-    assert (s.hyps_min, s.hyps_median, s.hyps_max) == (11, 20.0, 20)
-    assert s.feature_labels == LABELS
-    assert s.distinct_ratio == 1.0  # Moses was run with "distinct"
-    assert s.labels_consistent and s.first_label_change_line is None
-    assert (s.n_sparse_lines, s.n_empty_surfaces, s.n_with_extra_fields) == (0, 0, 0)
-
-
-def test_stats_distinct_ratio(tmp_path: Path) -> None:
-    lines = [*lines_of(0)[:4], lines_of(0)[0].replace("-1.78174", "-2"), *lines_of(1)[:5]]
-    path = write_text(tmp_path / "dup.nbest", lines)
-    assert nbest_stats(path).distinct_ratio == pytest.approx(9 / 10)
-
-
-# --- property tests ---------------------------------------------------------------------------
-
-TOKEN = st.text(
-    alphabet=st.characters(
-        blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters="|"
-    ),
-    min_size=1,
-    max_size=6,
-)
-NAME = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}", fullmatch=True)
-NUMBER = st.floats(allow_nan=False, width=64)
-FEATURES = st.lists(
-    st.builds(
-        Feature,
-        NAME,
-        st.lists(NUMBER, max_size=5).map(tuple),
-        st.sampled_from(["=", ":"]),
-    ),
-    max_size=6,
-)
-SPARSE = st.lists(
-    st.tuples(st.from_regex(r"[A-Za-z]+_[A-Za-z0-9]+", fullmatch=True), NUMBER), max_size=3
-)
-EXTRA = st.lists(  # no surrogates: a file holds UTF-8
-    st.text(
-        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="|\n\r"),
-        max_size=10,
-    ),
-    max_size=2,
-)
-
-
-def read_one_line(line: str) -> Hypothesis:
-    """Parse one line through a real file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_text(Path(tmp) / "one.nbest", [line])
-        *gaps, group = read_nbest(path)
-        assert all(not g.hyps for g in gaps)
-        (h,) = group.hyps
-        return h
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    sent_id=st.integers(0, 40),
-    tokens=st.lists(TOKEN, max_size=8),
-    features=FEATURES,
-    sparse=SPARSE,
-    total=NUMBER,
-    extra=EXTRA,
-)
-def test_format_then_parse(
-    sent_id: int,
-    tokens: list[str],
-    features: list[Feature],
-    sparse: list[tuple[str, float]],
-    total: float,
-    extra: list[str],
-) -> None:
-    h = Hypothesis(sent_id, tuple(tokens), tuple(features), tuple(sparse), total, tuple(extra))
-    line = format_hypothesis(h)
-    got = read_one_line(line)
-
-    def rounded(v: float) -> float:
-        return float(format_number(v))
-
-    assert got.sent_id == sent_id and got.tokens == tuple(tokens) and got.extra == tuple(extra)
-    assert [(f.name, f.style) for f in got.features] == [(f.name, f.style) for f in features]
-    assert [f.values for f in got.features] == [tuple(map(rounded, f.values)) for f in features]
-    assert got.sparse == tuple((n, rounded(v)) for n, v in sparse)
-    assert got.total == rounded(total)
-    assert format_hypothesis(got) == line  # idempotent
-
-
-NUMBER_TEXT = st.one_of(
-    NUMBER.map(repr), NUMBER.map("{:.6g}".format), st.integers(-(10**6), 10**6).map(str)
-)
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    tokens=st.lists(TOKEN, max_size=8),
-    groups=st.lists(
-        st.tuples(NAME, st.sampled_from("=:"), st.lists(NUMBER_TEXT, min_size=1, max_size=4)),
-        max_size=5,
-    ),
-    total=NUMBER_TEXT,
-)
-def test_raw_text_round_trips(
-    tokens: list[str], groups: list[tuple[str, str, list[str]]], total: str
-) -> None:
-    feats = " ".join(f"{name}{style} {' '.join(vals)}" for name, style, vals in groups)
-    line = f"3 ||| {' '.join(tokens)} ||| {feats} ||| {total}"
-    h = read_one_line(line)
-    assert format_hypothesis(h) == line
 
 
 # --- the column block reader ------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""The README, the study's RESULTS.md and the shipped model's card and records tell one set of
+numbers: each figure the README quotes is read back from the record it comes from."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = (ROOT / "pipelines" / "multi30k" / "RESULTS.md").read_text(encoding="utf-8")
+CARD = (ROOT / "data" / "models" / "MODEL_CARD.md").read_text(encoding="utf-8")
+WEIGHTS = json.loads((ROOT / "data" / "models" / "weights.json").read_text())
+TRAINING = json.loads((ROOT / "data" / "models" / "training.json").read_text())
+
+
+def one(pattern: str, text: str) -> str:
+    """The single match of `pattern`'s group in `text` (a figure quoted twice must agree)."""
+    found = set(re.findall(pattern, text, re.S))
+    assert len(found) == 1, (pattern, found)
+    return found.pop()
+
+
+def card_bleu(system: str) -> str:
+    return one(rf"\n\| {system} \| ([0-9.]+) \|", CARD)
+
+
+def results_row(label: str) -> str:
+    return one(rf"\n\| {re.escape(label)} \| ([0-9.]+) \|", RESULTS)
+
+
+def test_the_shipped_default_is_the_cards_run() -> None:
+    shipped = one(r"shipped `weights.json` \(an earlier MERT run[^|]*\| ([0-9.]+) ", README)
+    assert shipped == card_bleu("tuned")
+    dev = f"{WEIGHTS['tuning']['dev_bleu']:.2f}"
+    assert one(r"same dev list, dev BLEU ([0-9.]+);", README) == dev
+    assert one(r"dev BLEU ([0-9.]+) against", CARD.replace("\n", " ")) == dev
+
+
+def test_the_study_rows_are_results_md() -> None:
+    pair = "rescoring, attention LSTM + right-to-left feature: weights tuned on val (MERT)"
+    assert one(r"the study's MERT run, dev BLEU [0-9.]+\) \| ([0-9.]+) ", README) == results_row(
+        pair
+    )
+    study_dev = one(
+        r"attention LSTM \+ right-to-left feature: tuned weights .*?dev BLEU ([0-9.]+)", RESULTS
+    )
+    assert one(r"the study's MERT run, dev BLEU ([0-9.]+)\)", README) == study_dev
+    assert one(r"dev BLEU ([0-9.]+) against 60.74 in the study", README) == study_dev
+    assert one(r"Moses phrase-based baseline \(1-best\) \| ([0-9.]+) \|", README) == card_bleu(
+        "baseline"
+    )
+
+
+@pytest.mark.parametrize("k", ["100", "1000"])
+def test_oracles_are_results_md(k: str) -> None:
+    at_k = dict(re.findall(r"@(\d+) (\d+\.\d+)", one(r"Oracle@k \(([^\n]*)", RESULTS)))
+    if k == "1000":
+        assert one(r"corpus-level oracle of the 1000-best lists \| ([0-9.]+) \|", README) == at_k[k]
+        assert card_bleu("oracle") == at_k[k]
+    else:  # the main command's top-100 list
+        assert one(r"oracles of this top-100 list \(corpus\s+oracle ([0-9.]+);", README) == at_k[k]
+
+
+def test_scoring_rate_and_r2l_training_are_the_records() -> None:
+    lo, hi = one(r"ran at (\d+) to (\d+) hypotheses/s", README.replace("\n", " "))
+    rates = {int(r) for r in re.findall(r"at (\d+) hyp/s", RESULTS)}
+    attention_rates = {r for r in rates if 400 <= r <= 600}
+    assert {int(lo), int(hi)} == {min(attention_rates), max(attention_rates)}
+    r2l = TRAINING["att-r2l"]
+    assert one(r"stopped after (\d+) epochs", README) == f"{r2l['epochs_done']:.0f}"
+    assert one(r"val perplexity ([0-9.]+), stopped after", README) == f"{r2l['best_valid_ppl']:.2f}"
+    card = set(re.findall(r"Best validation perplexity ([0-9.]+) at epoch (\d+) of\s+(\d+)", CARD))
+    assert card == {
+        (f"{r['best_valid_ppl']:.2f}", str(r["best_epoch"]), f"{r['epochs_done']:.0f}")
+        for r in TRAINING.values()
+        if isinstance(r, dict)
+    }
