@@ -8,7 +8,7 @@ of test2016 sentences, scoring the 1000-best list of the first sentences (`resco
 the peer's batched gold scoring), a 1-sentence scoring run (start-up) and `rescore --help`.
 Writes bench/results/peers.json (ratios ours/peer, min/median/max).
 
-    PYTHONPATH=$PWD python bench/bench_peers.py [--sentences 300 --score-sentences 30 --rounds 3]
+    python -m bench.bench_peers [--sentences 300 --score-sentences 30 --rounds 3]
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, write_result
 from nbest_rescore.checkpoint import load_model
