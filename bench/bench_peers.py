@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench.common import machine_info, write_result
@@ -89,6 +91,14 @@ def peer_inputs(tag: str, src_lines: list[str], nbest: Path) -> tuple[Path, Path
     return s_path, t_path, [float(x) for x in ours]
 
 
+def _with_out(cmd: list[str], name: str, r: int) -> list[str]:
+    return [*cmd, str(WORK / f"{name}.{r}")]
+
+
+def _fixed(cmd: list[str], r: int) -> list[str]:
+    return cmd
+
+
 def ratios(ours: list[float], peer: list[float]) -> dict[str, object]:
     r = [a / b for a, b in zip(ours, peer, strict=True)]
     return {
@@ -138,7 +148,7 @@ def main() -> None:
 
     rescore = [sys.executable, "-m", "nbest_rescore"]
     onmt_translate = str(VENV / "bin" / "onmt_translate")
-    tasks = {
+    tasks: dict[str, tuple[Callable[[int], list[str]], Callable[[int], list[str]]]] = {
         "beam12_translate": (
             lambda r: [*rescore, "translate", "--threads", "1", "--quiet", "--device", "cpu",
                        "-m", str(MODEL), "--beam", "12", "--batch-size", "64", "-i",
@@ -150,12 +160,34 @@ def main() -> None:
     }  # fmt: skip
     for tag in ("score", "start"):
         nb, src, ps, pt, _ = lists[tag]
+        ours_run = [
+            *rescore,
+            "run",
+            "--threads",
+            "1",
+            "--quiet",
+            "--device",
+            "cpu",
+            "-m",
+            str(MODEL),
+            "--nbest",
+            str(nb),
+            "--src",
+            str(src),
+            "--out",
+        ]
+        peer_run = [
+            str(py),
+            str(SIDE),
+            "score",
+            str(onmt),
+            str(ps),
+            str(pt),
+            str(WORK / f"{tag}.p"),
+        ]
         tasks[f"{tag}_scoring"] = (
-            lambda r, nb=nb, src=src, tag=tag: [
-                *rescore, "run", "--threads", "1", "--quiet", "--device", "cpu", "-m", str(MODEL),
-                "--nbest", str(nb), "--src", str(src), "--out", str(WORK / f"run.{tag}.{r}")],
-            lambda r, ps=ps, pt=pt, tag=tag: [
-                str(py), str(SIDE), "score", str(onmt), str(ps), str(pt), str(WORK / f"{tag}.p")],
+            partial(_with_out, ours_run, f"run.{tag}"),  # a fresh --out (no cache) every round
+            partial(_fixed, peer_run),
         )  # fmt: skip
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in tasks}
     helps: list[float] = []
