@@ -109,18 +109,25 @@ def score(model_path: str, src_path: str, tgt_path: str, out_path: str) -> None:
     bos, eos = tv.lookup_token("<s>"), tv.lookup_token("</s>")
     with open(src_path, encoding="utf-8") as fs, open(tgt_path, encoding="utf-8") as ft:
         pairs = [(s.split(), t.split()) for s, t in zip(fs, ft, strict=True)]
-    out = []
+    out = [0.0] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+    pad_s, pad_t = sv.lookup_token("<blank>"), tv.lookup_token("<blank>")
     with torch.no_grad():
-        for s, t in pairs:
-            src = torch.tensor([[sv.lookup_token(x) for x in s]]).unsqueeze(-1)
-            ids = [bos, *(tv.lookup_token(x) for x in t), eos]
-            tgt = torch.tensor([ids]).unsqueeze(-1)
-            dec_out, _ = model(src, tgt, torch.tensor([len(s)]))
+        for b in range(0, len(order), 64):  # batches of 64 pairs of similar length, padded
+            idx = order[b : b + 64]
+            srcs = [[sv.lookup_token(x) for x in pairs[i][0]] for i in idx]
+            tgts = [[bos, *(tv.lookup_token(x) for x in pairs[i][1]), eos] for i in idx]
+            ls, lt = max(map(len, srcs)), max(map(len, tgts))
+            src = torch.tensor([x + [pad_s] * (ls - len(x)) for x in srcs]).unsqueeze(-1)
+            tgt = torch.tensor([x + [pad_t] * (lt - len(x)) for x in tgts]).unsqueeze(-1)
+            dec_out, _ = model(src, tgt, torch.tensor([len(x) for x in srcs]))
             logp = torch.log_softmax(model.generator(dec_out).float(), dim=-1)
-            gold = logp[0].gather(1, torch.tensor(ids[1:]).unsqueeze(1))
-            out.append(f"{float(gold.sum()):.6f}")
+            gold = logp.gather(2, tgt[:, 1:]).squeeze(-1)
+            mask = tgt[:, 1:, 0] != pad_t
+            for j, i in enumerate(idx):
+                out[i] = float(gold[j][mask[j]].sum())
     with open(out_path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(out) + "\n")
+        fh.write("".join(f"{x:.6f}\n" for x in out))
 
 
 if __name__ == "__main__":
