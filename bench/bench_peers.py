@@ -24,7 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from bench.common import machine_info, write_result
+from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
 from nbest_rescore.checkpoint import load_model
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.nbest_reader import read_nbest
@@ -35,7 +35,6 @@ WORK = ROOT / "bench" / "peers" / "work"
 VENV = WORK / "venv"
 SIDE = ROOT / "bench" / "peers" / "onmt_side.py"
 MODEL = ROOT / "data" / "models" / "att-rev-1.pt"
-DATA = Path("/work/shared/data/multi30k")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
 
@@ -117,13 +116,15 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=300)
     ap.add_argument("--score-sentences", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data-dir", type=Path, default=None, help=f"default: ${DATA_ENV}")
     args = ap.parse_args()
+    data = multi30k_dir(args.data_dir)
     WORK.mkdir(parents=True, exist_ok=True)
     py = ensure_venv()
     onmt = WORK / "att-rev-1.onmt.pt"
     subprocess.run([str(py), str(SIDE), "convert", str(MODEL), str(onmt)], check=True, env=ENV)
 
-    raw = read_lines(DATA / "test_2016_flickr.en.gz")
+    raw = read_lines(data / "test_2016_flickr.en.gz")
     src_file = write(WORK / "test.en", raw[: args.sentences])
     b = load_model(MODEL)
     rev = [" ".join(t[::-1]) for t in source_tokens(raw[: args.sentences], b, tokenized=False)]
@@ -131,7 +132,7 @@ def main() -> None:
     lists = {}
     for tag, n, per in (("score", args.score_sentences, None), ("start", 1, 10)):
         nb = WORK / f"{tag}.nbest.gz"
-        nbest_head(DATA / "test2016.moses.1000best.gz", nb, n, per)
+        nbest_head(data / "test2016.moses.1000best.gz", nb, n, per)
         src = write(WORK / f"{tag}.en", raw[:n])
         lists[tag] = (nb, src, *peer_inputs(tag, raw[:n], nb))
 
