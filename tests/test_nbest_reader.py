@@ -443,12 +443,17 @@ def test_empty_surface(tmp_path: Path) -> None:
 
 
 def test_surface_keeps_other_whitespace(tmp_path: Path) -> None:
-    line = real_lines()[0].replace("chapeau orange", "chapeau\u00a0orange\tvif", 1)
+    """Tokens split at ASCII spaces only: other (printable) spaces stay inside a token; a tab
+    is a control character and is refused with its line and column."""
+    line = real_lines()[0].replace("chapeau orange", "chapeau\u00a0orange\u2009vif", 1)
     line = line.replace("Un homme", " Un  homme", 1)
     path = write_text(tmp_path / "ws.nbest", [line])
     (h,) = all_hyps(path)
     assert h.tokens[:4] == ("Un", "homme", "avec", "un")
-    assert "chapeau\u00a0orange\tvif" in h.tokens
+    assert "chapeau\u00a0orange\u2009vif" in h.tokens
+    write_text(path, [line.replace("\u2009", "\t")])
+    with pytest.raises(NBestFormatError, match=r"ws\.nbest:1: .*U\+0009 at column"):
+        all_hyps(path)
 
 
 def test_sparse_features(tmp_path: Path) -> None:
@@ -542,7 +547,7 @@ def test_mixed_lines_give_what_each_line_says(tmp_path: Path) -> None:
     lines[7] = lines[7].replace("Distortion0= 0", "Distortion0= -0")  # negative zero
     lines[9] = re.sub(r"LM0= \S+", "LM0= 1_0", lines[9])  # a value only float() reads
     lines[11] = re.sub(r"(LM0= \S+) (WordPenalty0= \S+)", r"\2 \1", lines[11])  # labels swapped
-    lines[13] = lines[13].replace("TranslationModel0= ", "TranslationModel0=\t", 1)
+    lines[13] = lines[13].replace("TranslationModel0= ", "TranslationModel0=   ", 1)
     lines[15] = re.sub(r" \|\|\| -(\S+)$", r" ||| +\1", lines[15])  # total written with a +
     path = write_text(tmp_path / "mixed.nbest", lines)
     hyps = all_hyps(path)

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nbest_lines import LABELS, SLICE, all_hyps, lines_of, moses_to_ours, real_lines, write_text
 
+from nbest_rescore.fileio import CONTROL_CHARS
 from nbest_rescore.nbest_reader import Feature, Hypothesis, read_nbest
 from nbest_rescore.nbest_stats import nbest_stats
 from nbest_rescore.nbest_writer import format_hypothesis, format_number, write_nbest
@@ -108,13 +109,20 @@ def test_write_to_stdout(tmp_path: Path) -> None:
 
 # --- property tests ---------------------------------------------------------------------------
 
+
+def no_control(text: str) -> bool:
+    """Text the reader takes: no control, format or separator character (`fileio.CONTROL_CHARS`;
+    tests/test_fuzz.py checks that such characters are refused)."""
+    return CONTROL_CHARS.search(text) is None
+
+
 TOKEN = st.text(
     alphabet=st.characters(
         blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters="|"
     ),
     min_size=1,
     max_size=6,
-)
+).filter(no_control)
 NAME = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}", fullmatch=True)
 NUMBER = st.floats(allow_nan=False, width=64)
 FEATURES = st.lists(
@@ -133,7 +141,7 @@ EXTRA = st.lists(  # no surrogates: a file holds UTF-8
     st.text(
         alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="|\n\r"),
         max_size=10,
-    ),
+    ).filter(no_control),
     max_size=2,
 )
 

@@ -29,14 +29,14 @@ def test_oracle_choices_are_hypotheses_and_its_bleu_is_sacrebleus(
     assert (summary["n_sentences"], summary["n_hypotheses"], summary["n_missing"]) == (30, 591, 0)
     assert summary["warnings"] == []
     lists = [{h.surface for h in g.hyps} for g in read_nbest(slice_paths["nbest"])]
-    chosen = read_lines(out / "oracle.tok.txt")
+    chosen = read_lines(out / "best.tok.txt")
     assert len(chosen) == 30 and all(c in hyps for c, hyps in zip(chosen, lists, strict=True))
     detok = MosesDetokenizer(lang="fr")
-    assert read_lines(out / "oracle.detok.txt") == [detok.detokenize(c.split()) for c in chosen]
+    assert read_lines(out / "best.detok.txt") == [detok.detokenize(c.split()) for c in chosen]
     refs = read_lines(slice_paths["ref"])
     systems = summary["systems"]
     assert systems["oracle"]["bleu"] == pytest.approx(
-        bleu(read_lines(out / "oracle.detok.txt"), refs), abs=1e-4
+        bleu(read_lines(out / "best.detok.txt"), refs), abs=1e-4
     )
     moses = read_lines(slice_paths["nbest"].parent / "test2016.head30.moses.1best.gz")
     baseline = bleu([detok.detokenize(m.split()) for m in moses], refs)
@@ -58,7 +58,7 @@ def test_the_oracle_of_one_hypothesis_is_the_one_best_and_gaps_stay_empty(
         m.rstrip()
         for m in read_lines(slice_paths["nbest"].parent / "test2016.head30.moses.1best.gz")
     ]
-    assert read_lines(out / "oracle.tok.txt") == [*moses[:5], "", *moses[6:]]
+    assert read_lines(out / "best.tok.txt") == [*moses[:5], "", *moses[6:]]
     assert (summary["n_sentences"], summary["n_hypotheses"], summary["n_missing"]) == (30, 29, 1)
     assert summary["warnings"] == [
         "1 sentence(s) without hypotheses (ids 5): their output lines are empty"
