@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -76,17 +77,24 @@ def read_weights(path: PathLike) -> dict[str, list[float]]:
     return parse_weights(read_lines(path), str(path))
 
 
+def read_weights_for_list(path: PathLike, labeled: bool) -> dict[str, list[float]]:
+    """Weights from a file for a list whose features are `labeled` or not: on an unlabelled
+    list, a run's weights.json names each feature the run added by its column there (its
+    `columns` field), since an unlabelled augmented list cannot carry the names."""
+    lines = read_lines(path)
+    raw = parse_weights(lines, str(path))
+    columns = _run_columns(lines)
+    if labeled or not columns:
+        return raw
+    return {columns.get(name, name): vals for name, vals in raw.items()}
+
+
 def parse_weights(lines: Sequence[str], p: str) -> dict[str, list[float]]:
     """Weights from the lines of file `p`: a JSON object (`{"name": value or [values]}`, e.g. a
     saved `weights.json`) or a Moses `[weight]` section / `Name= v1 v2` lines."""
     text = "\n".join(lines).strip()
     if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            at = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
-            raise InputError(f"invalid JSON ({msg})", p, at) from exc
+        obj = _json_object(text, p)
         if isinstance(obj, dict) and "weights" in obj:
             obj = _run_weights(obj, p)
         if not isinstance(obj, dict) or not obj:
@@ -121,8 +129,28 @@ def parse_weights(lines: Sequence[str], p: str) -> dict[str, list[float]]:
     return raw
 
 
-RUN_WEIGHTS_FIELDS = {"system": str, "weights": dict, "tuning": dict}
-"""The fields of a run's `weights.json` and their JSON types (`tuning` may also be null)."""
+def _json_object(text: str, p: str) -> object:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        at = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+        raise InputError(f"invalid JSON ({msg})", p, at) from exc
+
+
+def _run_columns(lines: Sequence[str]) -> dict[str, str]:
+    """The `columns` field of a run's weights.json (checked by `parse_weights`), else {}."""
+    text = "\n".join(lines).strip()
+    if not text.startswith("{"):
+        return {}
+    obj = json.loads(text)
+    return dict(obj.get("columns") or {}) if isinstance(obj, dict) and "weights" in obj else {}
+
+
+RUN_WEIGHTS_FIELDS = {"system": str, "weights": dict, "tuning": dict, "columns": dict}
+"""The fields of a run's `weights.json` and their JSON types (`tuning` may also be null;
+`columns`, written for an unlabelled list only, maps feature names to columns F<n>)."""
+_COLUMN = re.compile(r"F\d+")
 
 
 def _run_weights(obj: dict[str, object], p: str) -> object:
@@ -141,6 +169,15 @@ def _run_weights(obj: dict[str, object], p: str) -> object:
                 f"got {type(value).__name__}",
                 p,
             )
+    columns = obj.get("columns") or {}
+    assert isinstance(columns, dict)
+    for name, col in columns.items():
+        if not isinstance(col, str) or not _COLUMN.fullmatch(col):
+            raise InputError(
+                f"field 'columns': {name!r} must map to a column name F<n>, got {col!r}", p
+            )
+    if len(set(columns.values())) != len(columns):
+        raise InputError("field 'columns': two features map to the same column", p)
     return obj["weights"]
 
 

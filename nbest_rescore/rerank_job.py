@@ -21,7 +21,7 @@ from nbest_rescore.rerank import (
     Weights,
     expand_weights,
     parse_weight_options,
-    read_weights,
+    read_weights_for_list,
     rerank,
 )
 from nbest_rescore.table import TOTAL, NBestTable, read_table
@@ -60,7 +60,7 @@ def job_weights(job: RerankJob, table: NBestTable) -> Weights:
     """The weights file (or `total=1`), then each `--weight` option set on top."""
     weights: Weights = {TOTAL: 1.0}
     if job.weights_file is not None:
-        raw = read_weights(job.weights_file)
+        raw = read_weights_for_list(job.weights_file, table.labeled)
         weights = expand_weights(raw, table.names, str(job.weights_file))
     weights.update(
         expand_weights(parse_weight_options(job.weight_options), table.names, "--weight")

@@ -28,7 +28,8 @@ deviation before averaging (`rerank.within_list_scale`); the literal average is 
 Feature names round-trip: `weights.json`, the labels of `nbest.with-lstm.gz` and the report use
 the same names (`features.py`), and the numbers the run weighs are rounded as the list writes
 them, so `rescore rerank --nbest OUT/nbest.with-lstm.gz --weights OUT/weights.json` reproduces
-the run's 1-best exactly.
+the run's 1-best exactly. An unlabelled input list gets unlabelled columns appended; weights.json
+then also says which column (F<n>) holds each added feature, and `rerank` weighs by that.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[s
         table.offsets,
         table.missing,
         table.surfaces,
+        table.labeled,
     )
 
 
@@ -413,11 +415,30 @@ def write_augmented(
     write_nbest(out, groups(), lambda _h: feats.popleft())
 
 
-def write_weights(path: Path, system: str, weights: Weights, tuning: dict[str, Any]) -> None:
+def write_weights(
+    path: Path,
+    system: str,
+    weights: Weights,
+    tuning: dict[str, Any],
+    columns: dict[str, str] | None = None,
+) -> None:
     """`weights.json`: the final system's weights by feature name (reusable with `--weights` in
-    `run`, or in `rerank` on the augmented list) and how they were obtained."""
+    `run`, or in `rerank` on the augmented list) and how they were obtained; `columns` (for an
+    unlabelled list) names the augmented list's column of each added feature."""
+    record: dict[str, Any] = {"system": system, "weights": weights, "tuning": tuning}
+    if columns:
+        record["columns"] = columns
     with atomic_write(path) as fh:
-        fh.write(to_json({"system": system, "weights": weights, "tuning": tuning}))
+        fh.write(to_json(record))
+
+
+def unlabelled_columns(table: NBestTable, added: Sequence[str]) -> dict[str, str] | None:
+    """Where the features `added` land in the augmented list of an unlabelled input (F<n> after
+    the input's own columns), for `rerank` to apply weights.json by; None for a labelled list."""
+    if table.labeled:
+        return None
+    first = len(table.names) - len(added)
+    return {name: f"F{first + i}" for i, name in enumerate(added)}
 
 
 def write_run_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence[str]) -> list[str]:
@@ -426,8 +447,9 @@ def write_run_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence
     final = w.final
     table = test.table
     write_selection(job.out, "best", table.chosen_surfaces(w.choices[final]), job.bleu)
-    write_weights(job.out / "weights.json", final, w.final_weights, w.tuning)
     added = [*names, LENGTH, BASELINE]
+    columns = unlabelled_columns(table, added)
+    write_weights(job.out / "weights.json", final, w.final_weights, w.tuning, columns)
     augmented = job.out / "nbest.with-lstm.gz"
     write_augmented(job.nbest, augmented, table, added, w.final_weights, job.max_hyps)
     release_memory()  # the parser's freed buffers, before the scores table's

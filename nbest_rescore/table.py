@@ -122,6 +122,9 @@ class NBestTable:
     """(n_sentences,) True where the sentence's only row is the synthetic empty hypothesis."""
     surfaces: Surfaces = field(default_factory=lambda: Surfaces.of(()))
     """Tokens joined by single spaces, one per row ("" for synthetic rows); may be left empty."""
+    labeled: bool = True
+    """False when the list's features carry no labels: its columns are then F0, F1, ... in file
+    order, and features appended to it are written unlabelled too."""
 
     def __post_init__(self) -> None:
         if len(self.missing) != self.n_sentences:
@@ -157,7 +160,12 @@ class NBestTable:
         """A table restricted to the named columns, in that order."""
         idx = [self.names.index(n) for n in names]
         return NBestTable(
-            tuple(names), self.values[:, idx], self.offsets, self.missing, self.surfaces
+            tuple(names),
+            self.values[:, idx],
+            self.offsets,
+            self.missing,
+            self.surfaces,
+            self.labeled,
         )
 
     def padded(self, n_sentences: int) -> NBestTable:
@@ -172,6 +180,7 @@ class NBestTable:
             np.concatenate([self.offsets, self.offsets[-1] + np.arange(1, extra + 1)]),
             np.concatenate([self.missing, np.ones(extra, dtype=bool)]),
             self.surfaces.padded(extra),
+            self.labeled,
         )
 
     def rows_of(self, choice: np.ndarray) -> np.ndarray:
@@ -320,6 +329,8 @@ def _read_table(
         path, n_sentences=n_sentences, max_hyps=max_hyps, labeled=None, hash_bytes=hash_bytes
     )
     table = table_from_blocks(reader, path, n_sentences, spare_columns)
+    if reader.labeled is False:
+        object.__setattr__(table, "labeled", False)  # the reader learns it while reading
     if table.n_hypotheses == 0:
         raise InputError("the n-best list has no hypotheses (empty file?)", str(path))
     check_finite(table.names, table.values, table.offsets, path)

@@ -127,6 +127,22 @@ def run_oracle(case: str, nbest: Path, tmp: Path, *extra: str) -> None:
     check(f"oracle/{case}", args, (str(nbest),), ok)
 
 
+def rerank_reproduces_run(out: Path) -> str | None:
+    """Why a run's outputs disagree: `rerank` of its augmented list with its `weights.json` must
+    choose its 1-best (the README's promise), whatever the input's labels or ids."""
+    again = out / "rerank-again.txt"
+    res = runner.invoke(app, ["rerank", "--nbest", str(out / "nbest.with-lstm.gz"), "--weights",
+                              str(out / "weights.json"), "-o", str(again), "-q"])  # fmt: skip
+    if res.exit_code != 0:
+        return f"rerank with the run's weights.json: exit {res.exit_code}: {res.stderr[:200]}"
+    best = (out / "best.detok.txt").read_text(encoding="utf-8").split("\n")
+    got = again.read_text(encoding="utf-8").split("\n")
+    # the augmented list ends at the list's last sentence; the 1-best may go on (empty lines)
+    if got[:-1] != best[: len(got) - 1] or any(best[len(got) - 1 : -1]):
+        return "rerank with the run's weights.json chooses other hypotheses than the run"
+    return None
+
+
 def run_run(case: str, nbest: Path, tmp: Path, model: Path, *extra: str) -> None:
     out = tmp / "run"
     src, ref = tmp / "src.txt", tmp / "ref.txt"
@@ -140,7 +156,7 @@ def run_run(case: str, nbest: Path, tmp: Path, model: Path, *extra: str) -> None
             return f"{len(hyps)} output lines for {len(REFS)} sentences"
         if abs(s["systems"][s["final_system"]]["bleu"] - _bleu(hyps, REFS)) > 1e-6:
             return "final BLEU disagrees with sacrebleu"
-        return None
+        return rerank_reproduces_run(out)
 
     args = ["run", "--nbest", str(nbest), "--src", str(src), "--ref", str(ref), "-m",
             str(model), "--out", str(out), "-q", *extra]  # fmt: skip
@@ -567,7 +583,20 @@ JSON_VALUE = st.recursive(
 )  # fmt: skip
 
 
+COLUMNS_VALUE = st.one_of(
+    JSON_VALUE,
+    st.dictionaries(st.text(max_size=6), st.sampled_from(["F0", "F3", "F17", "G1", "f2", "F", "F-1"]),
+                    max_size=3),
+)  # fmt: skip
+
+
 def _wrong_type(field: str, value: object) -> bool:
+    if field == "columns":  # feature name -> a column F<n>, no column twice
+        return (
+            not isinstance(value, dict)
+            or any(not isinstance(v, str) or not re.fullmatch(r"F\d+", v) for v in value.values())
+            or len(set(map(str, value.values()))) != len(value)
+        )
     if field == "tuning":
         return not (value is None or isinstance(value, dict))
     if field == "system":
@@ -579,8 +608,8 @@ def _wrong_type(field: str, value: object) -> bool:
 
 @FUZZ
 @given(
-    field=st.sampled_from(["system", "weights", "tuning", "extra"]),
-    value=JSON_VALUE,
+    field=st.sampled_from(["system", "weights", "tuning", "columns", "extra"]),
+    value=COLUMNS_VALUE,
     key=st.text(st.characters(categories=("L", "N")), min_size=1, max_size=6),
 )
 def test_weights_json_schema_through_rerank(field: str, value: object, key: str) -> None:
@@ -732,13 +761,61 @@ def test_sentence_ids_offset_sparse_and_huge(
         run_oracle("ids", nbest, tmp)
 
 
+@settings(FUZZ, max_examples=6)
+@given(
+    start=st.sampled_from([0, 1, 5, 1000]),
+    stride=st.sampled_from([1, 2, 7]),
+    more=st.sampled_from([0, 0, 1, 3]),
+    short=st.booleans(),
+)
+def test_sentence_ids_through_run(
+    slice_checkpoint: Path, start: int, stride: int, more: int, short: bool
+) -> None:
+    """Family 3 through `run`: ids not from 0, sparse ids, a source with more lines than the
+    list has sentences (or, `short`, one line too few): exit 2 naming the source, or a 1-best
+    with one line per source line (each present id's line one of its hypotheses, the others
+    empty), an augmented list with the input's ids, and `rerank` with the run's weights.json
+    choosing the same."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ids = [start + stride * i for i in range(30)]
+        n_src = ids[-1] + 1 + more - int(short)
+        lines = [f"{ids[int(ln.split(' ||| ')[0])]} ||| {ln.split(' ||| ', 1)[1]}" for ln in LINES]
+        nbest, src, out = tmp / "ids.nbest", tmp / "src.txt", tmp / "run"
+        nbest.write_text("\n".join(lines) + "\n")
+        by_id = dict(zip(ids, SRCS, strict=True))
+        src.write_text("".join(by_id.get(i, "A dog runs .") + "\n" for i in range(n_src)))
+
+        def ok(_o: str, _e: str) -> str | None:
+            got = (out / "best.detok.txt").read_text(encoding="utf-8").split("\n")[:-1]
+            if len(got) != n_src:
+                return f"{len(got)} output lines for {n_src} source lines"
+            present = dict(zip(ids, range(30), strict=True))
+            for n, h in enumerate(got):
+                k = present.get(n)
+                if (k is None and h) or (k is not None and "".join(h.split()) not in SURFACES[k]):
+                    return f"line {n + 1}: {h!r}"
+            with gzip.open(out / "nbest.with-lstm.gz", "rt", encoding="utf-8") as fh:
+                written = sorted({int(ln.split(" ||| ", 1)[0]) for ln in fh})
+            if written != ids:
+                return f"the augmented list has ids {written[:5]}..., the input {ids[:5]}..."
+            return rerank_reproduces_run(out)
+
+        check(f"run/ids start={start} stride={stride} more={more} short={short}",
+              ["run", "--nbest", str(nbest), "--src", str(src), "-m", str(slice_checkpoint),
+               "--out", str(out), "-q"], (str(src),), ok)  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("label", ["LSTM0=", "R2L1=", "T2S0=", "Baseline0=", "Length0=", "own"])
+@pytest.mark.parametrize(
+    "label", ["LSTM0=", "R2L1=", "T2S0=", "Baseline0=", "Length0=", "own", "unlabelled"]
+)
 def test_feature_labels_of_a_run_through_run(
     tmp_path: Path, slice_checkpoint: Path, label: str
 ) -> None:
     """Family 4: a list already carrying a label `run` writes (or a run's own augmented list) is
-    exit 2 naming the list; never an augmented list with a label twice."""
+    exit 2 naming the list; never an augmented list with a label twice. An unlabelled list gets
+    unlabelled columns, and the run's weights.json still re-applies through `rerank`."""
     nbest = tmp_path / "list.nbest"
     if label == "own":
         nbest.write_text("\n".join(LINES) + "\n")
@@ -747,13 +824,17 @@ def test_feature_labels_of_a_run_through_run(
                               str(tmp_path / "first"), "-q"])  # fmt: skip
         assert first.exit_code == 0, first.stderr
         nbest = tmp_path / "first" / "nbest.with-lstm.gz"
+    elif label == "unlabelled":
+        nbest.write_text("\n".join(re.sub(r"\S+= ", "", ln) for ln in LINES) + "\n")
     else:
         nbest.write_text("\n".join(ln.replace("Distortion0=", label) for ln in LINES) + "\n")
 
     def no_twice(_o: str, _e: str) -> str | None:
         with gzip.open(tmp_path / "run" / "nbest.with-lstm.gz", "rt") as fh:
             labels = [t for t in fh.readline().split(" ||| ")[2].split() if t.endswith("=")]
-        return None if len(labels) == len(set(labels)) else f"labels twice: {labels}"
+        if len(labels) != len(set(labels)):
+            return f"labels twice: {labels}"
+        return rerank_reproduces_run(tmp_path / "run")
 
     run_run(f"label {label}", nbest, tmp_path, slice_checkpoint)
     check(f"run/label {label} (augmented list)", ["run", "--nbest", str(nbest), "--src",
