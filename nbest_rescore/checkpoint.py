@@ -153,8 +153,10 @@ def bundle_from_payload(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint is incomplete or inconsistent: {exc}", where) from exc
     check_config(config, len(src_vocab), len(tgt_vocab), where)
-    model = Seq2Seq(config)
-    check_consistency(config, src_vocab, tgt_vocab, state, model, where)
+    with torch.device("meta"):  # shapes only: the config may claim more than the file holds
+        shell = Seq2Seq(config)
+    check_consistency(config, src_vocab, tgt_vocab, state, shell, where)
+    model = Seq2Seq(config)  # no larger than the weights the file holds
     model.load_state_dict(state)
     return ModelBundle(
         model=model.to(device).eval(),

@@ -46,6 +46,19 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 }
 
 
+def test_a_config_claiming_a_huge_model_is_refused_before_it_is_built(
+    slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Sizes within the config's bounds that the weights do not back (4.4 trillion parameters:
+    building the model first would try to allocate 17 TB) are compared as shapes only."""
+    payload = read_checkpoint(slice_checkpoint)
+    payload["model_config"].update(layers=64, hidden=1 << 16, emb_dim=1 << 16)
+    bad = tmp_path / "huge.pt"
+    save_checkpoint(bad, payload)
+    with pytest.raises(CheckpointError, match=r"weights missing: .*_l63|config implies"):
+        load_model(bad)
+
+
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_inconsistent_checkpoint_is_refused_with_what_disagrees(
     slice_checkpoint: Path, tmp_path: Path, case: str

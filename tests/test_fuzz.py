@@ -843,7 +843,9 @@ def test_feature_labels_of_a_run_through_run(
 
 
 CONFIG_VALUE = st.one_of(
-    st.sampled_from([0, -1, 10**9, 2**40, 1.5, 1.0, float("nan"), float("inf"), True, None, "4"]),
+    st.sampled_from(
+        [0, -1, 10**9, 2**40, 2**16, 40_000, 1.5, 1.0, float("nan"), float("inf"), True, None, "4"]
+    ),
     st.integers(-(10**12), 10**12),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=4),
