@@ -119,8 +119,10 @@ def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> str:
 def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (`weights_only=True`) with clear errors for bad files."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError("no such checkpoint file", str(path))
+    if not p.is_file():  # a FIFO or device is refused at once: a checkpoint is read twice
+        what = "is a directory" if p.is_dir() else "is not a regular file" if p.exists() else ""
+        raise CheckpointError(f"{what}, expected a checkpoint file" if what else "no such "
+                              "checkpoint file", str(path))  # fmt: skip
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:

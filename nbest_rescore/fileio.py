@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -60,10 +61,17 @@ def open_text(path: PathLike, *, errors: str = "strict") -> IO[str]:
                 gzip.open(p, "rb"), encoding="utf-8", errors=errors, newline="\n"
             )
         return open(p, encoding="utf-8", errors=errors, newline="\n")
-    except FileNotFoundError as exc:
-        raise InputError("no such file", p) from exc
-    except IsADirectoryError as exc:
-        raise InputError("is a directory, expected a file", p) from exc
+    except OSError as exc:
+        raise _open_error(exc, p) from exc
+
+
+def _open_error(exc: OSError, p: str) -> InputError:
+    """What is wrong with an input that cannot be opened, naming it."""
+    if isinstance(exc, FileNotFoundError):
+        return InputError("no such file", p)
+    if isinstance(exc, IsADirectoryError):
+        return InputError("is a directory, expected a file", p)
+    return InputError(f"cannot read ({exc.strerror or exc})", p)
 
 
 def open_raw(path: PathLike) -> IO[bytes]:
@@ -73,8 +81,8 @@ def open_raw(path: PathLike) -> IO[bytes]:
         return sys.stdin.buffer
     try:
         return open(p, "rb")
-    except FileNotFoundError as exc:
-        raise InputError("no such file", p) from exc
+    except OSError as exc:
+        raise _open_error(exc, p) from exc
 
 
 def open_binary(path: PathLike) -> IO[bytes]:
@@ -86,8 +94,8 @@ def open_binary(path: PathLike) -> IO[bytes]:
         if p.endswith(".gz"):
             return gzip.open(p, "rb")  # type: ignore[return-value]
         return open(p, "rb")
-    except FileNotFoundError as exc:
-        raise InputError("no such file", p) from exc
+    except OSError as exc:
+        raise _open_error(exc, p) from exc
 
 
 def iter_text_lines(path: PathLike) -> Iterator[str]:
@@ -121,35 +129,62 @@ def _decoded_lines(fh: Iterable[bytes], name: str) -> Iterator[str]:
         raise InputError(f"cannot read ({exc})", name) from exc
 
 
+def needs_spooling(path: str) -> bool:
+    """True for an input that can be read only once: `-` (stdin), a FIFO (`<(zcat list.gz)`),
+    a socket or a character device. Jobs that read an input twice spool it first."""
+    if path == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # reading it names the problem
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
 @contextlib.contextmanager
-def stdin_spooled(**inputs: str | None) -> Iterator[dict[str, str | None]]:
-    """The given input paths with `-` (stdin) replaced by a temp file holding stdin's bytes,
-    read once, so that jobs needing several passes see the same data as from a file. Only one
-    input may be `-` (`InputError` naming the options otherwise); errors that name the temp file
-    name `<stdin>` instead. Keys are option names without dashes (`nbest`, `ref`, ...)."""
+def spooled_inputs(**inputs: str | None) -> Iterator[dict[str, str | None]]:
+    """The given input paths with each one-pass input (`needs_spooling`: stdin, a FIFO, a
+    device) replaced by a temp file holding its bytes, read once, so that jobs needing several
+    passes see the same data as from a file and never wait on a drained pipe. Only one input
+    may be `-` (`InputError` naming the options otherwise). A spooled file keeps its name (in a
+    temp directory), so `.gz` and the names recorded in reports stay; errors that name the temp
+    file name the input instead (`<stdin>` for `-`). Keys are option names without dashes."""
     dashed = [k for k, v in inputs.items() if v is not None and str(v) == "-"]
     if len(dashed) > 1:
         opts = ", ".join(f"--{k.replace('_', '-')}" for k in dashed)
         raise InputError(f"only one input can be - (stdin), got {opts}")
-    if not dashed:
+    once = {k: str(v) for k, v in inputs.items() if v is not None and needs_spooling(str(v))}
+    if not once:
         yield dict(inputs)
         return
-    fd, tmp = tempfile.mkstemp(prefix="nbest-rescore-stdin-")
+    tmp_dir = tempfile.mkdtemp(prefix="nbest-rescore-spool-")
+    originals: dict[str, str] = {}
     try:
-        with os.fdopen(fd, "wb") as out:
-            while block := sys.stdin.buffer.read(1 << 20):
-                out.write(block)
+        for k, v in once.items():
+            tmp = os.path.join(tmp_dir, k, "stdin" if v == "-" else os.path.basename(v) or k)
+            os.mkdir(os.path.dirname(tmp))
+            src = sys.stdin.buffer if v == "-" else open_raw(v)
+            try:
+                with open(tmp, "wb") as out:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+            finally:
+                if v != "-":
+                    src.close()
+            originals[tmp] = "<stdin>" if v == "-" else v
+        spooled = {k: v for k, v in inputs.items()}
+        spooled.update({k: t for t, k in zip(originals, once, strict=True)})
         try:
-            yield {k: (tmp if k == dashed[0] else v) for k, v in inputs.items()}
+            yield spooled
         except InputError as exc:
-            if exc.path == tmp:
-                exc.path = "<stdin>"
-                exc.args = (str(exc),)
-            exc.message = exc.message.replace(tmp, "<stdin>")
+            for tmp, name in originals.items():
+                if exc.path == tmp:
+                    exc.path = name
+                    exc.args = (str(exc),)
+                exc.message = exc.message.replace(tmp, name)
             raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def read_lines(path: PathLike) -> list[str]:

@@ -13,7 +13,7 @@ from nbest_rescore.bleu_report import (
     model_free_selections,
     read_source_lengths,
 )
-from nbest_rescore.fileio import read_lines, stdin_spooled
+from nbest_rescore.fileio import read_lines, spooled_inputs
 from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
 from nbest_rescore.output_guard import OutDir, check_outputs
 from nbest_rescore.outputs import (
@@ -60,7 +60,7 @@ def run_oracle_job(job: OracleJob, progress: ProgressSettings = QUIET) -> dict[s
         ],
     )
     check_out_dir(job.out)
-    with stdin_spooled(nbest=job.nbest, ref=job.ref, src=job.src) as p:
+    with spooled_inputs(nbest=job.nbest, ref=job.ref, src=job.src) as p:
         return _oracle(
             replace(job, nbest=str(p["nbest"]), ref=str(p["ref"]), src=p["src"]), progress
         )

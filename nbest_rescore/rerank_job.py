@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nbest_rescore.bleu_report import check_parallel
-from nbest_rescore.fileio import atomic_write, read_lines, stdin_spooled
+from nbest_rescore.fileio import atomic_write, read_lines, spooled_inputs
 from nbest_rescore.metrics import (
     BleuConfig,
     compute_hyp_stats,
@@ -76,7 +76,7 @@ def run_rerank_job(job: RerankJob, progress: ProgressSettings = QUIET) -> Rerank
         {"--nbest": job.nbest, "--weights": weights_file, "--ref": job.ref},
         {"--output": job.output},
     )
-    with stdin_spooled(nbest=job.nbest, ref=job.ref, weights=weights_file) as p:
+    with spooled_inputs(nbest=job.nbest, ref=job.ref, weights=weights_file) as p:
         return _rerank(
             replace(
                 job,

@@ -65,7 +65,7 @@ from nbest_rescore.features import (
     model_features,
     model_kind,
 )
-from nbest_rescore.fileio import atomic_write, read_lines_hashed, stdin_spooled
+from nbest_rescore.fileio import atomic_write, read_lines_hashed, spooled_inputs
 from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest_reader import Feature, NBestGroup, read_nbest
@@ -580,7 +580,7 @@ def run_rescore_job(job: RunJob, progress: ProgressSettings = QUIET) -> dict[str
     check_out_dir(job.out)  # before any scoring
     if job.cache_dir is not None:
         check_out_dir(job.cache_dir, "--cache-dir")
-    with stdin_spooled(**inputs) as p:
+    with spooled_inputs(**inputs) as p:
         return _run(replace(job, **p), progress)  # type: ignore[arg-type]
 
 

@@ -9,6 +9,7 @@ traceback. Each case is tallied as "error" (a clear exit 2), "handled" (exit 0, 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -876,3 +877,166 @@ def test_checkpoint_config_fields_through_translate(
             lambda _o, _e: None if len(out.read_text().split("\n")[:-1]) == 2 else "line count",
             stdin=b"A man in an orange hat.\nTwo dogs.\n",
         )
+
+
+# ----------------------------------------------------------- family 6: special files and paths
+
+SPECIAL_KINDS = ("directory", "devnull", "fifo", "spaced")
+"""A directory, /dev/null, a FIFO fed once (as `<(zcat list.gz)` is), and a copy of the file
+under a path with spaces and non-ASCII characters (the outputs go under such a path too)."""
+
+
+def _commands(tmp: Path, model: Path) -> dict[str, tuple[list[str], dict[str, Path], str]]:
+    """Per command: its arguments (`{option}` placeholders for the inputs, `{out}` for the
+    output directory), the regular file of each input option, and its main output file."""
+    nbest, src, ref, weights = tmp / "list.nbest", tmp / "src.en", tmp / "ref.fr", tmp / "w.json"
+    nbest.write_text("\n".join(LINES) + "\n")
+    src.write_text("\n".join(SRCS) + "\n")
+    ref.write_text("\n".join(REFS) + "\n")
+    weights.write_text('{"LM0": 0.1, "WordPenalty0": -0.2}')
+    tok_src, tok_ref = tmp / "tok.en", tmp / "tok.fr"
+    tok_src.write_bytes(gzip.decompress((DATA / "test2016.head30.tok.en.gz").read_bytes()))
+    tok_ref.write_bytes(gzip.decompress((DATA / "test2016.head30.tok.fr.gz").read_bytes()))
+    two = tmp / "two.en"
+    two.write_text("A man in an orange hat.\nTwo dogs.\n")
+    return {
+        "stats": (["stats", "{nbest}", "--json"], {"nbest": nbest}, ""),
+        "rerank": (["rerank", "--nbest", "{nbest}", "--ref", "{ref}", "--weights", "{weights}",
+                    "-o", "{out}/best.txt", "-q"], {"nbest": nbest, "ref": ref,
+                    "weights": weights}, "best.txt"),
+        "oracle": (["oracle", "--nbest", "{nbest}", "--ref", "{ref}", "--src", "{src}", "--out",
+                    "{out}/o", "-q"], {"nbest": nbest, "ref": ref, "src": src},
+                   "o/best.detok.txt"),
+        "run": (["run", "--nbest", "{nbest}", "--src", "{src}", "--ref", "{ref}", "--weights",
+                 "{weights}", "-m", "{model}", "--out", "{out}/r", "-q"], {"nbest": nbest,
+                 "src": src, "ref": ref, "weights": weights, "model": model},
+                "r/best.detok.txt"),
+        "translate": (["translate", "-m", "{model}", "-i", "{input}", "--ref", "{ref}", "-o",
+                       "{out}/t.txt", "-q", "--beam", "2"], {"model": model, "input": two,
+                       "ref": two}, "t.txt"),
+        "prepare": (["prepare", "--train-src", "{train_src}", "--train-tgt", "{train_tgt}",
+                     "--valid-src", "{valid_src}", "--valid-tgt", "{valid_tgt}", "--tokenized",
+                     "--out", "{out}/p", "-q"], {"train_src": tok_src, "train_tgt": tok_ref,
+                     "valid_src": tok_src, "valid_tgt": tok_ref}, "p/vocab.src.json"),
+    }  # fmt: skip
+
+
+def _invoke_guarded(args: list[str], fifos: list[Path], limit: float = 120.0) -> Any:
+    """`runner.invoke` that cannot hang the suite: after `limit` seconds a reader blocked on
+    one of `fifos` is released (a writer opens and closes it) and None is returned."""
+    import os
+    import threading
+
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(runner.invoke(app, args)), daemon=True)
+    t.start()
+    t.join(limit)
+    if not t.is_alive():
+        return box[0]
+    for f in fifos:  # EOF for a reader waiting for a writer
+        with contextlib.suppress(OSError):
+            os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+    t.join(30)
+    return None
+
+
+def _feed_once(fifo: Path, data: bytes) -> Callable[[], None]:
+    """Start a writer that writes `data` into `fifo` once; returns what releases it if no
+    reader ever came."""
+    import os
+    import threading
+
+    def write() -> None:
+        try:
+            with open(fifo, "wb") as fh:
+                fh.write(data)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+
+    def release() -> None:
+        if t.is_alive():
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            t.join(10)
+
+    return release
+
+
+SPECIAL_CASES = [
+    pytest.param(cmd, opt, kind, marks=[pytest.mark.slow] if cmd == "run" else [])
+    for cmd, opts in {
+        "stats": ["nbest"],
+        "rerank": ["nbest", "ref", "weights"],
+        "oracle": ["nbest", "ref", "src"],
+        "run": ["nbest", "src", "ref", "weights", "model"],
+        "translate": ["model", "input", "ref"],
+        "prepare": ["train_src", "train_tgt", "valid_src", "valid_tgt"],
+    }.items()
+    for opt in opts
+    for kind in SPECIAL_KINDS
+]
+
+
+PLAIN_OUTPUT: dict[str, Any] = {}
+
+
+@pytest.mark.parametrize(("command", "option", "kind"), SPECIAL_CASES)
+def test_special_files_and_paths(
+    tmp_path: Path, slice_checkpoint: Path, command: str, option: str, kind: str
+) -> None:
+    """Family 6: every file option of every command, given a directory, /dev/null, a FIFO or
+    a path with spaces and non-ASCII characters: exit 2 naming it, or the same output as from
+    the plain file; never a hang, never an internal error."""
+    import os
+
+    tmpl, files, main = _commands(tmp_path, slice_checkpoint)[command]
+
+    def invoke(values: dict[str, Path], out: Path, fifos: list[Path]) -> Any:
+        out.mkdir(parents=True, exist_ok=True)
+        args = [a.format(out=out, **{k: str(v) for k, v in values.items()}) for a in tmpl]
+        return _invoke_guarded(args, fifos)
+
+    if command not in PLAIN_OUTPUT:  # what the plain files give, once per command
+        plain = invoke(files, tmp_path / "plain", [])
+        assert plain is not None and plain.exit_code == 0, plain.stderr if plain else "hang"
+        PLAIN_OUTPUT[command] = (tmp_path / "plain" / main).read_bytes() if main else plain.stdout
+    values, out, release, fifos = dict(files), tmp_path / "case", lambda: None, []
+    if kind == "directory":
+        values[option] = tmp_path / "a-directory"
+        values[option].mkdir()
+    elif kind == "devnull":
+        values[option] = Path("/dev/null")
+    elif kind == "fifo":
+        values[option] = tmp_path / "a-fifo"
+        os.mkfifo(values[option])
+        fifos.append(values[option])
+        release = _feed_once(values[option], files[option].read_bytes())
+    else:
+        out = tmp_path / "un dossier é ñ 中"
+        out.mkdir()
+        values[option] = out / f"fichier à {files[option].name}"
+        values[option].write_bytes(files[option].read_bytes())
+    try:
+        res = invoke(values, out, fifos)
+    finally:
+        release()
+    case = f"{command}/--{option.replace('_', '-')} {kind}"
+    if res is None:
+        _record(case, "bad", "hang")
+    elif res.exit_code == 2 and "Traceback" not in res.stderr:
+        named = str(values[option]) in res.stderr or (
+            kind == "devnull" and "/dev/null" in res.stderr
+        )
+        _record(case, "error" if named else "bad", f"exit 2 without the path: {res.stderr[:200]}")
+    elif res.exit_code != 0 or "Traceback" in res.stderr:
+        _record(case, "bad", f"exit {res.exit_code}: {res.stderr[:300]} {res.exception!r}")
+    elif kind in ("fifo", "spaced"):
+        same = ((out / main).read_bytes() if main else res.stdout) == PLAIN_OUTPUT[command]
+        _record(
+            case, "handled" if same else "bad", "" if same else "output differs from the file's"
+        )
+    else:
+        _record(case, "handled")
