@@ -301,6 +301,11 @@ def _store(
         per_sent[sid] = st
 
 
+POOL_MIN_SENTENCES = 100
+"""Fewest sentences for which `compute_hyp_stats` starts a worker pool by itself: spawning the
+workers costs about a second, what a 1000-best list of ~30 sentences takes to score alone."""
+
+
 def compute_hyp_stats(
     groups: Iterable[_SentenceLike],
     refs: Sequence[str],
@@ -317,12 +322,14 @@ def compute_hyp_stats(
     become missing sentences (see `HypStats`). ``workers > 1`` spreads sentences over a process pool
     (spawned, ordered; the calling script needs the usual ``if __name__ == "__main__"`` guard): the
     result is identical, only faster on large lists when detokenizing. ``workers=None`` picks: 2
-    (if the machine has 2 CPUs) for detokenizing modes, where sacremoses + the 13a tokenizer cost
-    ~30 us per hypothesis, else 1 (with tokenize="none" the pool costs more than it saves).
+    (if the machine has 2 CPUs) for detokenizing modes on lists of `POOL_MIN_SENTENCES` or more,
+    where sacremoses + the 13a tokenizer cost ~30 us per hypothesis, else 1 (with
+    tokenize="none", or a short list, starting the pool costs more than it saves).
     """
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if config.detokenizes else 1
     n_sent = len(refs)
+    if workers is None:
+        pays = config.detokenizes and n_sent >= POOL_MIN_SENTENCES
+        workers = min(2, os.cpu_count() or 1) if pays else 1
     per_sent: list[IntArray | None] = [None] * n_sent
 
     def items() -> Iterator[tuple[int, list[str], str]]:

@@ -424,7 +424,7 @@ OPTION_VALUE = st.one_of(
 )
 
 
-@FUZZ
+@settings(FUZZ, max_examples=15)  # each case writes a report with plots (~1 s)
 @given(option=st.sampled_from(["--max-hyps", "--tokenize", "--tgt-lang"]), value=OPTION_VALUE)
 def test_random_oracle_options(option: str, value: str) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -966,7 +966,7 @@ def _feed_once(fifo: Path, data: bytes) -> Callable[[], None]:
 
 
 SPECIAL_CASES = [
-    pytest.param(cmd, opt, kind, marks=[pytest.mark.slow] if cmd == "run" else [])
+    pytest.param(cmd, opt, kind, marks=[pytest.mark.slow] if cmd in ("run", "oracle") else [])
     for cmd, opts in {
         "stats": ["nbest"],
         "rerank": ["nbest", "ref", "weights"],
