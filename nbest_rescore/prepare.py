@@ -116,7 +116,14 @@ def input_hashes(cfg: PrepareConfig) -> dict[str, dict[str, Any]]:
     for role, path in cfg.inputs().items():
         p = Path(path)
         if not p.is_file():
-            raise InputError("no such file" if not p.exists() else "not a file", path)
+            what = "is a directory" if p.is_dir() else "is not a regular file (a pipe or device)"
+            raise InputError(
+                "no such file"
+                if not p.exists()
+                else f"{what}: a corpus is read twice (its "
+                "hash, then its words) and recorded by size; give a file, plain or .gz",
+                path,
+            )
         out[role] = {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
     return out
 

@@ -576,6 +576,50 @@ def test_extreme_weights_through_rerank(pairs: list[tuple[str, str]], as_file: b
             _record("rerank/extreme weights", "bad", f"exit {res.exit_code}: {res.stderr[:200]}")
 
 
+RUN_FEATURES = ("LSTM0", "Baseline0", "Length0", "LM0", "WordPenalty0")
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=10)
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(RUN_FEATURES), EXTREME), min_size=1, max_size=3,
+        unique_by=lambda p: p[0],
+    ),
+    as_file=st.booleans(),
+)  # fmt: skip
+@example(pairs=[("LSTM0", "1e308"), ("Baseline0", "-1e308")], as_file=True)  # inf - inf
+def test_extreme_weights_through_run(
+    slice_checkpoint: Path, pairs: list[tuple[str, str]], as_file: bool
+) -> None:
+    """Family 1 through `run --weights` (a Moses weights file or a run's weights.json): the
+    output is always a hypothesis of its own sentence, and a non-finite score or weight is
+    exit 2 naming a weight."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        nbest, src, out = tmp / "list.nbest", tmp / "src.en", tmp / "run"
+        nbest.write_text("\n".join(LINES) + "\n")
+        src.write_text("\n".join(SRCS) + "\n")
+        w = tmp / ("weights.json" if as_file else "moses.ini")
+        if as_file:
+            body = ", ".join(f'"{k}": {v.replace("inf", "Infinity").replace("nan", "NaN")}'
+                             for k, v in pairs)  # fmt: skip
+            w.write_text(f'{{"system": "given", "weights": {{{body}}}, "tuning": null}}')
+        else:
+            w.write_text("[weight]\n" + "".join(f"{k}= {v}\n" for k, v in pairs))
+        res = runner.invoke(app, ["run", "--nbest", str(nbest), "--src", str(src), "-m",
+                                  str(slice_checkpoint), "--weights", str(w), "--out", str(out),
+                                  "-q"])  # fmt: skip
+        if res.exit_code == 2:
+            ok = any(k in res.stderr for k, _ in pairs) and "Traceback" not in res.stderr
+            _record("run/extreme weights", "error" if ok else "bad", res.stderr[:200])
+        elif res.exit_code == 0:
+            why = _own_hypotheses(out / "best.detok.txt") or rerank_reproduces_run(out)
+            _record("run/extreme weights", "bad" if why else "handled", why or "")
+        else:
+            _record("run/extreme weights", "bad", f"exit {res.exit_code}: {res.stderr[:200]}")
+
+
 RUN_FIELDS = {"system": "given", "weights": {"LM0": 0.5, "total": 1.0}, "tuning": {"restarts": 2}}
 JSON_VALUE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=4)),
@@ -918,6 +962,11 @@ def _commands(tmp: Path, model: Path) -> dict[str, tuple[list[str], dict[str, Pa
                      "--valid-src", "{valid_src}", "--valid-tgt", "{valid_tgt}", "--tokenized",
                      "--out", "{out}/p", "-q"], {"train_src": tok_src, "train_tgt": tok_ref,
                      "valid_src": tok_src, "valid_tgt": tok_ref}, "p/vocab.src.json"),
+        "train": (["train", "--train-src", "{train_src}", "--train-tgt", "{train_tgt}",
+                   "--valid-src", "{valid_src}", "--valid-tgt", "{valid_tgt}", "--tokenized",
+                   "--preset", "tiny", "--epochs", "0.05", "--out", "{out}/t", "-q"],
+                  {"train_src": tok_src, "train_tgt": tok_ref, "valid_src": tok_src,
+                   "valid_tgt": tok_ref}, "t/data/train.tgt.ids"),
     }  # fmt: skip
 
 
@@ -966,7 +1015,9 @@ def _feed_once(fifo: Path, data: bytes) -> Callable[[], None]:
 
 
 SPECIAL_CASES = [
-    pytest.param(cmd, opt, kind, marks=[pytest.mark.slow] if cmd in ("run", "oracle") else [])
+    pytest.param(
+        cmd, opt, kind, marks=[pytest.mark.slow] if cmd in ("run", "oracle", "train") else []
+    )
     for cmd, opts in {
         "stats": ["nbest"],
         "rerank": ["nbest", "ref", "weights"],
@@ -974,6 +1025,7 @@ SPECIAL_CASES = [
         "run": ["nbest", "src", "ref", "weights", "model"],
         "translate": ["model", "input", "ref"],
         "prepare": ["train_src", "train_tgt", "valid_src", "valid_tgt"],
+        "train": ["train_src", "train_tgt", "valid_src", "valid_tgt"],
     }.items()
     for opt in opts
     for kind in SPECIAL_KINDS
