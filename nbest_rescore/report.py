@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from nbest_rescore import __version__
 from nbest_rescore.fileio import atomic_write
-from nbest_rescore.headline import Fact, Segment, headline
+from nbest_rescore.headline import Fact, Headline, Segment, headline
 
 
 @dataclass
@@ -241,13 +241,28 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
         with atomic_write(path, "wb", gz=False) as fh:
             fh.write(data)
         written.append(path)
+    for name, text in (
+        ("report.md", _markdown_page(report)),
+        ("report.html", _html_page(report, pngs)),
+    ):
+        with atomic_write(out_dir / name) as fh:
+            fh.write(text)
+        written.append(out_dir / name)
+    return written
 
+
+def _page_parts(report: Report) -> tuple[Headline | None, str, list[str], list[str]]:
+    """The headline, the title, and the tables shown before the plots and after them."""
     head = headline(report.summary)
     title = head.title if head is not None else report.title
     order = _ordered_tables(report.tables)
     first = [n for n in order if n in FIRST_TABLES]
-    rest = [n for n in order if n not in FIRST_TABLES]
+    return head, title, first, [n for n in order if n not in FIRST_TABLES]
 
+
+def _markdown_page(report: Report) -> str:
+    """report.md: the page, with the plots linked as the PNG files beside it."""
+    head, title, first, rest = _page_parts(report)
     md = [f"# {title}", ""]
     if head is not None:
         md += [f"- {_segments_md(line)}" for line in head.lines] + ["", f"*{report.title}*", ""]
@@ -280,10 +295,12 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
         "</details>",
         "",
     ]
-    with atomic_write(out_dir / "report.md") as fh:
-        fh.write("\n".join(md))
-    written.append(out_dir / "report.md")
+    return "\n".join(md)
 
+
+def _html_page(report: Report, pngs: Mapping[str, bytes]) -> str:
+    """report.html: the page, standing alone (plots embedded as data URIs)."""
+    head, title, first, rest = _page_parts(report)
     body = ['<section id="headline">', f"<h1>{html.escape(title)}</h1>"]
     if head is not None:
         body += ["<ul>", *(f"<li>{_segments_html(line)}</li>" for line in head.lines), "</ul>"]
@@ -312,16 +329,12 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
         "<details><summary>Provenance (inputs, versions, machine)</summary>",
         f"<pre>{html.escape(to_json(report.provenance))}</pre></details>",
     ]
-    page = (
+    return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         + "\n".join(body)
         + "</body></html>\n"
     )
-    with atomic_write(out_dir / "report.html") as fh:
-        fh.write(page)
-    written.append(out_dir / "report.html")
-    return written
 
 
 STYLE = (
