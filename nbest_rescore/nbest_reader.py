@@ -964,6 +964,8 @@ class NBestReader:
         """Parse a chunk whose lines all have the field count and the feature layout (labels at
         the same token positions, values separated by single spaces) of its first line; None if
         any line differs or has a problem, without changing the state."""
+        # One function on purpose (88 lines): it is the whole-chunk fast path, read top to
+        # bottom as one check-then-parse of numpy views; its pieces mean nothing apart.
         first = text[: text.find("\n")].split(FIELD_SEP)
         k = len(first)
         if k < 4:

@@ -158,6 +158,8 @@ def search_batch(
     Its continuations would rank below every live one's that could matter, so the output is that
     of computing them all; its grid slot stays, with -inf log-probs.
     """
+    # One function on purpose (94 lines): the step loop shares a dozen tensors of grid state,
+    # and splitting it would pass them all back and forth in the hottest loop of the package.
     nb = len(sources)
     if nb == 0:
         return []

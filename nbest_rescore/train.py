@@ -727,9 +727,17 @@ class _Trainer:
             if cfg.batch_tokens is None
             else len(self.batches(0))
         )
+        self._log_start(resumed=saved is not None)
+        self.elapsed0, self.cpu0 = self.st.elapsed_s, self.st.cpu_s
+        self.run_start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.acc = dict.fromkeys(("loss", "nll", "tgt", "words", "sents", "time"), 0.0)
+
+    def _log_start(self, *, resumed: bool) -> None:
+        """The log's first record of this process: the data and settings, or the resume."""
+        data, info = self.data, self.info
         prepared = {"dir": str(data.path), "manifest_sha256": data.manifest_sha256,
                     "key": data.key}  # fmt: skip
-        if saved is None:
+        if not resumed:
             self.log.write(
                 {
                     "event": "data",
@@ -738,7 +746,7 @@ class _Trainer:
                     "prepared": prepared,
                     "batches_per_epoch": self.n_batches0,
                     "model": self.mcfg.to_dict(),
-                    "config": cfg.to_dict(),
+                    "config": self.cfg.to_dict(),
                     "world_size": info.world_size,
                 }
             )
@@ -748,9 +756,6 @@ class _Trainer:
                  "world_size": info.world_size, "prepared": prepared,
                  "batch_order": self.batch_order}
             )  # fmt: skip
-        self.elapsed0, self.cpu0 = self.st.elapsed_s, self.st.cpu_s
-        self.run_start, self.cpu_start = time.perf_counter(), time.process_time()
-        self.acc = dict.fromkeys(("loss", "nll", "tgt", "words", "sents", "time"), 0.0)
 
     def batches(self, epoch: int) -> EpochBatches | list[np.ndarray]:
         """The epoch's batches (the last epoch's are kept: an epoch's are made once)."""
