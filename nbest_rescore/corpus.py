@@ -39,7 +39,7 @@ SIDES = ("src", "tgt")
 ARRAYS = ("ids", "off", "len")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataSettings:
     """Everything besides the input files that decides a prepared corpus' content."""
 

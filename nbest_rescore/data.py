@@ -139,7 +139,7 @@ def length_filter(
     return keep, stats
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchingConfig:
     """Minibatches of similar-length sentences: `batch_size` sentences, or a token budget."""
 

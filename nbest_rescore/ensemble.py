@@ -27,7 +27,7 @@ SourceIds = tuple[Sequence[int], ...]
 """One sentence's source token ids, one id list per model of the ensemble (vocabularies may differ)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EnsembleConfig:
     """How per-model next-token distributions are combined.
 

@@ -40,7 +40,7 @@ IntArray = np.ndarray
 FloatArray = np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BleuConfig:
     """How BLEU is computed: sacrebleu tokenizer ("none" = pre-tokenized text), case, target language."""
 

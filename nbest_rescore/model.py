@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Architecture of `Seq2Seq`. `reverse_source` is part of the model: it decides what the encoder sees."""
 

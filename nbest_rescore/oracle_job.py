@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class OracleJob:
     nbest: str
     ref: str
     out: Path
+    _: KW_ONLY
     src: str | None = None
     bleu: BleuConfig = BleuConfig()
     max_hyps: int | None = None

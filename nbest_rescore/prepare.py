@@ -68,7 +68,7 @@ REMAP_BLOCK = 1 << 22
 """Provisional ids mapped per numpy step in pass 2 (16 MB of int32)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrepareConfig:
     """The inputs, the output directory and how the corpus is prepared."""
 

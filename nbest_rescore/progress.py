@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # imported when a bar is drawn: `rescore --help` needs none
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProgressSettings:
     """Whether to show progress; `enabled=None` means "only when stderr is a terminal"."""
 

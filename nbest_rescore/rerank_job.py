@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 
 from nbest_rescore.bleu_report import check_parallel
@@ -36,6 +36,7 @@ class RerankJob:
     """
 
     nbest: str
+    _: KW_ONLY
     weights_file: Path | None = None
     weight_options: tuple[str, ...] = ()
     ref: str | None = None

@@ -39,7 +39,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import KW_ONLY, asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,7 @@ class RunJob:
     src: str
     models: tuple[str, ...]
     out: Path
+    _: KW_ONLY
     ref: str | None = None
     weights: str | None = None
     tune_nbest: str | None = None

@@ -38,7 +38,7 @@ DETECT_HYPS = 1000
 """How many leading n-best hypotheses `escaped=None` inspects to detect Moses XML escaping."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoringConfig:
     """How hypotheses are scored. Fields that can change a score's bits are part of cache keys."""
 

@@ -21,7 +21,7 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.vocab import BOS, EOS, PAD, UNK
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     """Beam search settings.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from typing import Any
 
 from sacremoses import MosesDetokenizer, MosesTokenizer
@@ -32,6 +32,7 @@ class TokenizerConfig:
     """How one language's raw text is tokenised (sacremoses)."""
 
     lang: str
+    _: KW_ONLY
     escape: bool = False
     aggressive_dash_splits: bool = False
     lowercase: bool = False

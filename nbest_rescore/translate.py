@@ -11,7 +11,7 @@ of `rescore run`, see `features.py`), scores being summed log-probs including EO
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from itertools import islice
 from typing import IO, TYPE_CHECKING, Literal
 
@@ -49,6 +49,7 @@ class TranslateConfig:
     """
 
     search: SearchConfig = field(default_factory=SearchConfig)
+    _: KW_ONLY
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     src_tokenized: bool = False
     copy_unk: bool = False
@@ -223,7 +224,7 @@ def shipped_translation_models(device: str | torch.device = "cpu") -> list[Model
     return [b for b in bundles if model_kind(b) == "lstm"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TranslateJob:
     """Settings of `rescore translate`; no `models`: the shipped ones."""
 

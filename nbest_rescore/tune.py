@@ -23,7 +23,7 @@ MAX_RESTARTS = 1000
 run for days (and hold a start point per restart)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MertConfig:
     """Search settings: restarts around the start point, random directions, iteration cap."""
 

@@ -56,7 +56,7 @@ def test_weighted_combination(bundle: ModelBundle) -> None:
         ("prob", torch.log(0.25 * pa.exp() + 0.75 * pb.exp())),
         ("logprob", 0.25 * pa + 0.75 * pb),
     ]:
-        ens = Ensemble([bundle, bundle2], EnsembleConfig(combine, w))  # type: ignore[arg-type]
+        ens = Ensemble([bundle, bundle2], EnsembleConfig(combine=combine, weights=w))  # type: ignore[arg-type]
         logp, per_model, _ = ens.step(torch.full((3,), BOS), ens.encode(both))
         assert torch.allclose(logp, expect, atol=1e-5)
         assert torch.allclose(per_model[1], pb)
@@ -64,7 +64,7 @@ def test_weighted_combination(bundle: ModelBundle) -> None:
     cfg = SearchConfig(beam=3, nbest=2)
     alone = beam_search(Ensemble([bundle2]), srcs, cfg)
     for combine in ("prob", "logprob"):
-        ens = Ensemble([bundle, bundle2], EnsembleConfig(combine, (0.0, 2.0)))  # type: ignore[arg-type]
+        ens = Ensemble([bundle, bundle2], EnsembleConfig(combine=combine, weights=(0.0, 2.0)))  # type: ignore[arg-type]
         for a, b in zip(alone, beam_search(ens, both, cfg), strict=True):
             assert [h.tokens for h in a] == [h.tokens for h in b]
             assert [h.score for h in a] == pytest.approx([h.model_scores[1] for h in b], abs=1e-5)
@@ -97,7 +97,7 @@ def test_models_reading_the_target_in_opposite_directions_are_refused(bundle: Mo
     with pytest.raises(InputError, match="at least one model"):
         Ensemble([])
     with pytest.raises(InputError, match="unknown combine mode"):
-        Ensemble([bundle], EnsembleConfig("max"))  # type: ignore[arg-type]
+        Ensemble([bundle], EnsembleConfig(combine="max"))  # type: ignore[arg-type]
 
 
 def test_each_model_encodes_its_own_ids_and_states_follow_the_beam(

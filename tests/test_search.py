@@ -168,7 +168,7 @@ def test_two_copies_equal_one_model(bundle: ModelBundle, combine: str) -> None:
     cfg = SearchConfig(beam=4, nbest=3)
     single = beam_search(Ensemble([bundle]), srcs, cfg)
     double = beam_search(
-        Ensemble([bundle, bundle], EnsembleConfig(combine)),  # type: ignore[arg-type]
+        Ensemble([bundle, bundle], EnsembleConfig(combine=combine)),  # type: ignore[arg-type]
         [(s, s) for (s,) in srcs],
         cfg,
     )  # type: ignore[arg-type]

@@ -158,7 +158,7 @@ def test_nbest_output_reads_back_with_teacher_forced_scores(
     checkpoints: list[Path], tmp_path: Path, combine: str
 ) -> None:
     weights = (0.7, 0.3)
-    ens = load_ensemble(checkpoints, EnsembleConfig(combine, weights))  # type: ignore[arg-type]
+    ens = load_ensemble(checkpoints, EnsembleConfig(combine=combine, weights=weights))  # type: ignore[arg-type]
     lines = ["A big dog runs", "the Woman sits on the park bench", "", "cat"]
     cfg = TranslateConfig(SearchConfig(beam=5, nbest=4, batch_size=3))
     path = tmp_path / "out.nbest"
