@@ -10,7 +10,7 @@ The attention keys (a projection of the encoder outputs) are computed once per s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,8 @@ State = tuple[Tensor, ...]
 """Decoder state: (h, c), each (layers, batch, hidden); attention models add (memory, keys, mask),
 each with the batch first: encoder outputs (batch, S, hidden), their attention keys, (batch, S) bool."""
 
-ATTENTION = ("none", "luong", "bahdanau")
+Attention = Literal["none", "luong", "bahdanau"]
+ATTENTION: tuple[Attention, ...] = get_args(Attention)
 
 GATE_TABLE_MAX = 2**25
 """Most entries (32M floats, 128 MiB) of the decoder's per-token input-gate table (`grid_step`)."""
@@ -55,7 +56,7 @@ class ModelConfig:
     dropout: float = 0.0
     init_range: float = 0.08
     reverse_source: bool = True
-    attention: str = "none"
+    attention: Attention = "none"
     """`none` (the paper), `luong` (bilinear score) or `bahdanau` (additive score)."""
     reverse_target: bool = False
     """Right-to-left model: trained on reversed targets; scorers and search reverse the ids."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from nbest_rescore.data import (
 )
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.fileio import atomic_write
-from nbest_rescore.model import ATTENTION, ModelConfig, Seq2Seq, shift_right
+from nbest_rescore.model import ATTENTION, Attention, ModelConfig, Seq2Seq, shift_right
 from nbest_rescore.model import PRESETS as MODEL_PRESETS
 from nbest_rescore.output_guard import OutDir, check_outputs
 from nbest_rescore.prepare import PrepareConfig, prepare
@@ -174,9 +174,11 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "label_smoothing": lambda option, value: option_in_range(option, value, 0, 1),
 }  # fmt: skip
 """Each numeric field's range, checked by `TrainConfig.__post_init__` (OptionError, exit 2)."""
+Optimizer = Literal["sgd", "adam"]
+LrSchedule = Literal["epochs", "plateau"]
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("sgd", "adam"),
-    "lr_schedule": ("epochs", "plateau"),
+    "optimizer": get_args(Optimizer),
+    "lr_schedule": get_args(LrSchedule),
     "attention": ATTENTION,
 }
 
@@ -210,7 +212,7 @@ class TrainConfig:
     reverse_source: bool = True
     reverse_target: bool = False
     """Train a right-to-left model (targets reversed), a rescoring feature beside the usual one."""
-    attention: str = "none"
+    attention: Attention = "none"
     """`none` (the paper), `luong` or `bahdanau` (see `model.ModelConfig`)."""
     emb_dim: int | None = None
     hidden: int | None = None
@@ -228,7 +230,7 @@ class TrainConfig:
     batch_size: int = 128
     batch_tokens: int | None = None
     epochs: float = 7.5
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = 0.7
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -236,7 +238,7 @@ class TrainConfig:
     """Epoch at which the lr is first multiplied by `lr_decay_factor`; None: constant lr."""
     lr_decay_every: float = 0.5
     lr_decay_factor: float = 0.5
-    lr_schedule: str = "epochs"
+    lr_schedule: LrSchedule = "epochs"
     """`epochs`: the paper's fixed schedule (`lr_decay_start`, `lr_decay_every`); `plateau`: multiply
     by `lr_decay_factor` after `plateau_patience` validations without a new best."""
     plateau_patience: int = 1
