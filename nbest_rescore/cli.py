@@ -26,7 +26,6 @@ from nbest_rescore.validate import (
     option_above,
     option_at_least,
     option_at_most,
-    option_finite,
 )
 
 app = typer.Typer(
@@ -875,24 +874,12 @@ def translate(
             raise InputError(f"--ensemble-weights {ensemble_weights!r}: expected numbers") from None
     if input == "-" and ref == "-":
         raise InputError("only one input can be - (stdin), got --input, --ref")
-    option_at_least("--beam", beam, 1)
-    option_at_least("--nbest", nbest, 1)
-    option_at_least("--batch-size", batch_size, 1)
     _set_threads(threads)
-    option_at_least("--min-len", min_len, 0)
-    option_at_least("--max-len-a", max_len_a, 0)
-    option_at_least("--max-len-b", max_len_b, 0)
-    option_finite("--length-penalty", length_penalty)
-    for w in weights or ():
-        option_finite("--ensemble-weights", w)
     if tokenize != "13a":  # an unknown --tokenize is an error before any work (13a is known)
         from nbest_rescore.metrics import BleuConfig
 
         BleuConfig(tokenize=tokenize)
-    if combine not in ("prob", "logprob"):
-        raise InputError(f"--combine {combine!r}: choose prob or logprob")
-    if beam is not None and nbest is not None and nbest > beam:
-        raise InputError(f"--nbest {nbest} needs a beam at least as wide (--beam is {beam})")
+    option_at_least("--nbest", nbest, 1)  # before it sets the default beam
     cfg = TranslateConfig(
         search=SearchConfig(
             beam=beam if beam is not None else max(12, nbest or 1),

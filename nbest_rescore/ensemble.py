@@ -18,6 +18,7 @@ from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.model import State, select_state
 from nbest_rescore.text import TokenizerConfig
+from nbest_rescore.validate import OptionError, option_finite
 from nbest_rescore.vocab import PAD, Vocab
 
 Combine = Literal["prob", "logprob"]
@@ -37,6 +38,13 @@ class EnsembleConfig:
 
     combine: Combine = "prob"
     weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """A known `combine` and finite weights, the errors naming the translate options."""
+        if self.combine not in COMBINE_MODES:
+            raise OptionError(f"--combine {self.combine!r}: choose prob or logprob")
+        for w in self.weights or ():
+            option_finite("--ensemble-weights", w)
 
 
 def _bundle_name(b: ModelBundle, i: int) -> str:
@@ -110,10 +118,6 @@ class Ensemble:
         self, bundles: Sequence[ModelBundle], config: EnsembleConfig | None = None
     ) -> None:
         config = config or EnsembleConfig()
-        if config.combine not in COMBINE_MODES:
-            raise InputError(
-                f"unknown combine mode {config.combine!r}; choose from {COMBINE_MODES}"
-            )
         check_compatible(bundles)
         self.bundles = tuple(bundles)
         self.config = config

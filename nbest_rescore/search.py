@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from nbest_rescore.ensemble import Ensemble, SourceIds
-from nbest_rescore.errors import InputError
+from nbest_rescore.validate import OptionError, option_at_least
 from nbest_rescore.vocab import BOS, EOS, PAD, UNK
 
 
@@ -43,21 +43,21 @@ class SearchConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.min_len < 0:
-            raise InputError(f"min_len ({self.min_len}) must be >= 0")
-        if not math.isfinite(self.length_penalty) or self.length_penalty < 0:
-            raise InputError(f"length penalty ({self.length_penalty}) must be a number >= 0")
-        if self.beam < 1 or self.nbest < 1 or self.batch_size < 1:
-            raise InputError(
-                f"beam ({self.beam}), nbest ({self.nbest}) and batch size ({self.batch_size}) must be >= 1"
+        """Each field in range, the error naming its `rescore translate` option (exit 2)."""
+        for option, value, least in (("--beam", self.beam, 1), ("--nbest", self.nbest, 1),
+                                     ("--batch-size", self.batch_size, 1),
+                                     ("--min-len", self.min_len, 0),
+                                     ("--length-penalty", self.length_penalty, 0),
+                                     ("--max-len-a", self.max_len_a, 0),
+                                     ("--max-len-b", self.max_len_b, 0)):  # fmt: skip
+            option_at_least(option, value, least)
+        if self.nbest > self.beam:
+            raise OptionError(
+                f"--nbest {self.nbest} needs a beam at least as wide (--beam is {self.beam})"
             )
-        if (
-            self.max_len_a < 0
-            or self.max_len_b < 0
-            or (self.max_len_a == 0 and self.max_len_b == 0)
-        ):
-            raise InputError(
-                "the maximum length (max_len_a * source length + max_len_b) must be > 0"
+        if self.max_len_a == 0 and self.max_len_b == 0:
+            raise OptionError(
+                "the maximum length (--max-len-a * source length + --max-len-b) must be > 0"
             )
 
     def max_len(self, src_len: int) -> int:

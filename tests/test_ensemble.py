@@ -96,8 +96,8 @@ def test_models_reading_the_target_in_opposite_directions_are_refused(bundle: Mo
         Ensemble([bundle, other])
     with pytest.raises(InputError, match="at least one model"):
         Ensemble([])
-    with pytest.raises(InputError, match="unknown combine mode"):
-        Ensemble([bundle], EnsembleConfig(combine="max"))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="--combine 'max': choose prob or logprob"):
+        EnsembleConfig(combine="max")  # type: ignore[arg-type]
 
 
 def test_each_model_encodes_its_own_ids_and_states_follow_the_beam(
