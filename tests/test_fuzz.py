@@ -767,6 +767,17 @@ def test_bom_at_the_start_of_a_reference_is_skipped(tmp_path: Path) -> None:
     assert printed[0] and printed[1] and printed[0].group(1) == printed[1].group(1)
 
 
+def _wrong_line_by_id(got: list[str], ids: list[int]) -> str | None:
+    """The first output line that is wrong when the slice's sentence k has id `ids[k]`: a
+    present id's line must be one of its hypotheses, any other line empty."""
+    present = dict(zip(ids, range(len(ids)), strict=True))
+    for n, h in enumerate(got):
+        k = present.get(n)
+        if (k is None and h) or (k is not None and "".join(h.split()) not in SURFACES[k]):
+            return f"line {n + 1}: {h!r}"
+    return None
+
+
 @FUZZ_FEW
 @given(
     start=st.sampled_from([0, 1, 7, 99_990, 100_001, 10**9, 2**62]),
@@ -793,12 +804,7 @@ def test_sentence_ids_offset_sparse_and_huge(
             got = out.read_text(encoding="utf-8").split("\n")[:-1]
             if len(got) != ids[-1] + 1:
                 return f"{len(got)} lines for ids up to {ids[-1]}"
-            present = dict(zip(ids, range(30), strict=True))
-            for n, h in enumerate(got):
-                s = present.get(n)
-                if (s is None and h) or (s is not None and "".join(h.split()) not in SURFACES[s]):
-                    return f"line {n + 1}: {h!r}"
-            return None
+            return _wrong_line_by_id(got, ids)
 
         check("stats/ids", ["stats", str(nbest), "--json"], (str(nbest),), stats_ok)
         check("rerank/ids", ["rerank", "--nbest", str(nbest), "-o", str(out), "-q"],
@@ -835,11 +841,8 @@ def test_sentence_ids_through_run(
             got = (out / "best.detok.txt").read_text(encoding="utf-8").split("\n")[:-1]
             if len(got) != n_src:
                 return f"{len(got)} output lines for {n_src} source lines"
-            present = dict(zip(ids, range(30), strict=True))
-            for n, h in enumerate(got):
-                k = present.get(n)
-                if (k is None and h) or (k is not None and "".join(h.split()) not in SURFACES[k]):
-                    return f"line {n + 1}: {h!r}"
+            if why := _wrong_line_by_id(got, ids):
+                return why
             with gzip.open(out / "nbest.with-lstm.gz", "rt", encoding="utf-8") as fh:
                 written = sorted({int(ln.split(" ||| ", 1)[0]) for ln in fh})
             if written != ids:
