@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,11 @@ def slice_checkpoint(
         model_payload(model.eval(), sv, tv, TokenizerConfig("en"), TokenizerConfig("fr")),
     )
     return path
+
+
+MAX_WORKERS = 4
+"""`-n auto` uses one worker per core up to this: each worker holds torch and its own fixtures."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
