@@ -27,6 +27,7 @@ Writes bench/results/train_data.json: one key per size, merged into the file's e
 from __future__ import annotations
 
 import argparse
+import datetime
 import gzip
 import json
 import os
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DATA_ENV, machine_info, multi30k_dir, write_result
+from bench.common import DATA_ENV, RESULTS, git_commit, machine_info, multi30k_dir, write_result
 
 PAPER_FR_WORDS = 348e6 / 12e6  # the paper's French words per sentence pair (29)
 STEPS = 200
@@ -272,6 +273,25 @@ def bench_train(prepared: Path, run: Path, preset: str) -> dict[str, Any]:
     }
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _date_earlier_sizes(path: Path) -> None:
+    """Sizes kept from an earlier run of the file get that run's commit and date (the file's
+    top-level ones, which this run replaces), so every figure says which code produced it."""
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for value in data.values():
+        if isinstance(value, dict) and "corpus" in value and "git" not in value:
+            value["git"], value["date"] = data.get("git"), data.get("date")
+            value["corpus_reader"] = "mmap"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,7 +315,13 @@ def main() -> None:
     for size in args.sizes.split(","):
         corpus = make_corpus(size, args.work_dir, args.data_dir, args.paper_pairs)
         prepared = args.work_dir / "prepared" / size
-        res: dict[str, Any] = {"corpus": corpus, "machine": machine_info()}
+        res: dict[str, Any] = {
+            "corpus": corpus,
+            "machine": machine_info(),
+            "git": git_commit(),
+            "date": _now(),
+            "corpus_reader": "pread",
+        }
         res["prepare"] = bench_prepare(
             args.work_dir / "corpora" / size, prepared, args.data_dir, args.workers
         )
@@ -312,12 +338,15 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(prepared, ignore_errors=True)
         results[size] = res
+    _date_earlier_sizes(args.out or RESULTS / "train_data.json")
     path = write_result(
         "train_data",
         {
             **results,
             "note": "2-core machine shared with other jobs (load in machine.loadavg_1_5_15): "
-            "wall times stretch with the load, memory does not",
+            "wall times stretch with the load, memory does not. corpus_reader: how train read "
+            "the prepared ids and offsets at that size's commit (mmap: memory-mapped, whose "
+            "touched pages count in the process' RSS; pread: read by rows, nothing mapped)",
         },
         merge=True,
         path=args.out,

@@ -3,9 +3,11 @@
 A side of a corpus is a `Ragged` array: every sentence's ids end to end in one array, with an
 offsets array (sentence i is ids[offsets[i]:offsets[i + 1]]) and a lengths array, the only part
 that batching reads in full. `rescore prepare` (`prepare.py`) writes them; `PreparedData.open`
-memory-maps them, so a 12M-pair corpus costs its index arrays in RAM and the pages that batches
-touch, which `release` hands back. Layout of a prepared directory (format `FORMAT`, version
-`VERSION`):
+loads the lengths and reads a batch's ids and offsets from the files with `pread` (`IdFile`), so a
+12M-pair corpus costs its lengths in RAM and nothing per sentence read. (Memory maps cost more:
+on a kernel with large page-cache folios one touched row maps a megabyte or more into the
+process, so 200 random batches made the whole corpus resident.) Layout of a prepared directory
+(format `FORMAT`, version `VERSION`):
 
     manifest.json                 settings, inputs (size, sha256), files, filter report, key
     vocab.src.json vocab.tgt.json the vocabularies (JSON lists, ids = positions)
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +103,73 @@ def length_dtype(longest: int) -> np.dtype[Any]:
     return np.dtype(np.uint64)
 
 
+class IdFile:
+    """A flat array of a prepared directory, read with `os.pread`: slices (`f[a:b]`), items at
+    given indices (`take`) and rows (`gather`). Nothing is mapped into the process: what it reads
+    lives in the OS page cache, not in this process' resident memory."""
+
+    def __init__(self, path: Path, dtype: str, count: int) -> None:
+        self.path, self.dtype, self.count = path, np.dtype(dtype), count
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, items: slice) -> np.ndarray:
+        start, stop, step = items.indices(self.count)
+        if step != 1:
+            raise ValueError("IdFile slices take no step")
+        return self.gather(np.array([start]), np.array([max(0, stop - start)]))
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The items at `indices` (one read each)."""
+        return self.gather(np.asarray(indices, dtype=np.int64), np.ones(len(indices), np.int64))
+
+    def gather(self, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Items starts[k] .. starts[k] + counts[k] - 1 for every k, end to end."""
+        size, fd = self.dtype.itemsize, self._open_fd()
+        parts = []
+        for start, n in zip(starts.tolist(), counts.tolist(), strict=True):
+            if n <= 0:
+                continue
+            if start < 0 or start + n > self.count:
+                raise IndexError(f"items {start}..{start + n - 1} outside {self.count}")
+            buf = os.pread(fd, n * size, start * size)
+            if len(buf) != n * size:
+                raise InputError("shorter than its manifest says: damaged (prepare it again)",
+                                 str(self.path))  # fmt: skip
+            parts.append(buf)
+        return np.frombuffer(b"".join(parts), dtype=self.dtype)
+
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class Ragged:
-    """Sequences of token ids stored end to end: sequence i is ids[offsets[i]:offsets[i + 1]]."""
+    """Sequences of token ids stored end to end: sequence i is ids[offsets[i]:offsets[i + 1]].
+    `ids` and `offsets` are arrays in memory or `IdFile`s of a prepared directory."""
 
-    ids: np.ndarray
-    offsets: np.ndarray
+    ids: np.ndarray | IdFile
+    offsets: np.ndarray | IdFile
     lengths: np.ndarray
-    maps: tuple[mmap.mmap, ...] = field(default=(), repr=False, compare=False)
-    """The memory maps behind `ids` and `offsets` (empty in memory), for `release`."""
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.ids[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        start = int(self.offsets.take(np.array([i]))[0])
+        return self.ids[start : start + int(self.lengths[i])]
 
     @classmethod
     def from_lists(cls, seqs: Sequence[Sequence[int]]) -> Ragged:
@@ -137,16 +191,15 @@ class Ragged:
         col = np.arange(width, dtype=np.int64)
         inside = col < lens[:, None]
         step = (lens[:, None] - 1 - col) if reverse else col
-        pos = np.where(inside, self.offsets[rows][:, None] + step, 0)
-        if not self.ids.size:
+        starts = self.offsets.take(rows).astype(np.int64)
+        if isinstance(self.ids, IdFile):  # read only these rows, end to end
+            flat, starts = self.ids.gather(starts, lens), np.cumsum(lens) - lens
+        else:
+            flat = self.ids
+        pos = np.where(inside, starts[:, None] + step, 0)
+        if not flat.size:
             return np.full(pos.shape, PAD, dtype=np.int64)
-        return np.where(inside, self.ids[pos], PAD).astype(np.int64)
-
-    def release(self) -> None:
-        """Give the mapped pages read so far back to the OS (they stay in the page cache), so
-        that this process' resident memory does not grow with the corpus it has visited."""
-        for m in self.maps:
-            m.madvise(mmap.MADV_DONTNEED)
+        return np.where(inside, flat[pos], PAD).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -171,23 +224,16 @@ class EncodedCorpus:
         """Source words and target words (without EOS), as the paper counts words."""
         return self.src.n_tokens(), self.tgt.n_tokens()
 
-    def release(self) -> None:
-        self.src.release()
-        self.tgt.release()
-
 
 def array_name(split: str, side: str, kind: str) -> str:
     return f"{split}.{side}.{kind}"
 
 
-def _map_array(path: Path, dtype: str, count: int) -> tuple[np.ndarray, mmap.mmap | None]:
-    """A read-only memory map of `count` items of `dtype` (an empty array for no items)."""
-    dt = np.dtype(dtype)
-    if count == 0:
-        return np.empty(0, dtype=dt), None
-    with open(path, "rb") as fh:
-        m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(m, dtype=dt, count=count), m
+def _open_array(path: Path, kind: str, dtype: str, count: int) -> np.ndarray | IdFile:
+    """Lengths are read into memory (batching reads them all); ids and offsets stay on disk."""
+    if kind == "len":
+        return np.fromfile(path, dtype=np.dtype(dtype), count=count)
+    return IdFile(path, dtype, count)
 
 
 @dataclass(frozen=True)
@@ -225,17 +271,15 @@ class PreparedData:
         for split in SPLITS:
             sides = []
             for side in SIDES:
-                arrays, maps = [], []
+                arrays = []
                 for kind in ARRAYS:
                     name = array_name(split, side, kind)
                     spec = files[name]
                     _check_size(root / name, spec)
-                    arr, m = _map_array(root / name, spec["dtype"], spec["count"])
-                    arrays.append(arr)
-                    if m is not None and kind != "len":
-                        maps.append(m)
+                    arrays.append(_open_array(root / name, kind, spec["dtype"], spec["count"]))
                 ids, off, lengths = arrays
-                sides.append(Ragged(ids, off, lengths, maps=tuple(maps)))
+                assert isinstance(lengths, np.ndarray)
+                sides.append(Ragged(ids, off, lengths))
             splits[split] = EncodedCorpus(*sides)
         vocabs = [
             Vocab.from_list(json.loads((root / f"vocab.{side}.json").read_text(encoding="utf-8")))

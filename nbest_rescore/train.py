@@ -873,7 +873,6 @@ class _Trainer:
             self.model, train, local, self.device, cfg.label_smoothing, cfg.bf16,
             cfg.reverse_target,
         )  # fmt: skip
-        train.release()  # the rows just read: resident memory stays flat over an epoch
         self.optimizer.zero_grad(set_to_none=True)
         (loss_sum * weight).backward()
         grad_norm = (

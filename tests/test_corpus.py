@@ -16,6 +16,7 @@ from nbest_rescore.corpus import (
     MANIFEST,
     DataSettings,
     EncodedCorpus,
+    IdFile,
     PreparedData,
     Ragged,
     data_key,
@@ -65,7 +66,6 @@ def test_the_real_slice_as_a_corpus() -> None:
     assert [corpus.tgt[i].tolist() for i in range(30)] == tgt
     rows = np.arange(30)
     assert corpus.src.padded(rows, reverse=True)[:, 0].tolist() == [s[-1] for s in src]
-    corpus.release()  # in memory: nothing to give back, and no error
     with pytest.raises(ValueError, match="30 source and 29 target"):
         EncodedCorpus.from_lists(src, tgt[:-1])
 
@@ -116,3 +116,40 @@ def test_a_directory_without_or_with_a_foreign_manifest(tmp_path: Path) -> None:
         (tmp_path / MANIFEST).write_text(text)
         with pytest.raises(InputError, match=problem):
             read_manifest(tmp_path / MANIFEST)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seqs=SEQS, data=st.data())
+def test_a_ragged_array_read_from_files_equals_it_in_memory(
+    tmp_path_factory: pytest.TempPathFactory, seqs: list[list[int]], data: st.DataObject
+) -> None:
+    """The prepared layout read with pread (`IdFile`) gives the in-memory rows and padding."""
+    mem = Ragged.from_lists(seqs)
+    d = tmp_path_factory.mktemp("ragged")
+    mem.ids.astype(np.uint16).tofile(d / "ids")
+    np.asarray(mem.offsets).tofile(d / "off")
+    disk = Ragged(IdFile(d / "ids", "uint16", len(mem.ids)),
+                  IdFile(d / "off", "int64", len(mem) + 1), mem.lengths)  # fmt: skip
+    assert [disk[i].tolist() for i in range(len(disk))] == seqs
+    rows = np.array(data.draw(st.lists(st.integers(0, max(0, len(seqs) - 1)), max_size=6))
+                    if seqs else [], dtype=np.int64)  # fmt: skip
+    for reverse in (False, True):
+        want = mem.padded(rows, reverse=reverse, room=1)
+        assert disk.padded(rows, reverse=reverse, room=1).tolist() == want.tolist()
+
+
+def test_an_id_file_cut_short_after_opening_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.src.ids"
+    np.arange(100, dtype=np.uint16).tofile(path)
+    f = IdFile(path, "uint16", 100)
+    assert f[10:13].tolist() == [10, 11, 12] and f.take(np.array([99, 0])).tolist() == [99, 0]
+    with pytest.raises(IndexError):
+        f.take(np.array([100]))
+    with open(path, "r+b") as fh:
+        fh.truncate(50)
+    with pytest.raises(InputError, match="damaged") as err:
+        f[20:30]
+    assert str(path) in str(err.value)
+    f.close()
+    with pytest.raises(ValueError, match="closed"):
+        f[0:1]

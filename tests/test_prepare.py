@@ -4,7 +4,6 @@ training from text, bit for bit; bad input, damage and kills leave nothing half-
 from __future__ import annotations
 
 import gzip
-import mmap
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 
 from nbest_rescore.checkpoint import read_checkpoint
 from nbest_rescore.cli import app
-from nbest_rescore.corpus import DataSettings, PreparedData
+from nbest_rescore.corpus import DataSettings, IdFile, PreparedData
 from nbest_rescore.errors import CheckpointError, InputError
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.prepare import PrepareConfig, prepare
@@ -92,11 +91,11 @@ def test_prepared_corpus_is_the_tokenized_text_in_order(
     assert unseen and data.report["oov"]["valid_tgt"]["token"] == len(unseen) / n_valid
     assert data.report["train_words"] == {"src": sum(map(len, tok["en"][:20])),
                                           "tgt": sum(map(len, tok["fr"][:20]))}  # fmt: skip
-    # compact and memory-mapped: uint16 ids, uint8 lengths, int64 offsets, no copies in RAM
-    ids = data.train.src.ids
+    # compact and on disk: uint16 ids, uint8 lengths (in memory), int64 offsets, read by rows
+    ids, offsets = data.train.src.ids, data.train.src.offsets
+    assert isinstance(ids, IdFile) and isinstance(offsets, IdFile)
     assert ids.dtype == np.uint16 and data.train.src.lengths.dtype == np.uint8
-    assert data.train.src.offsets.dtype == np.int64 and len(data.train.src.maps) == 2
-    assert isinstance(data.train.src.maps[0], mmap.mmap) and not ids.flags.writeable
+    assert offsets.dtype == np.int64 and len(offsets) == len(data.train) + 1
     assert data.manifest["inputs"]["train_src"]["sha256"] and data.manifest["tokenizers"]["src"]
     # one worker in this process writes the same bytes
     one = prepare(PrepareConfig(**{k: str(v) for k, v in corpus.items()},
