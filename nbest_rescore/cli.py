@@ -528,7 +528,7 @@ def prepare(
     ),
     quiet: Quiet = False,
 ) -> None:
-    """Tokenize, build vocabularies and write a memory-mapped training corpus once.
+    """Tokenize, build vocabularies and write the training corpus as flat id arrays once.
 
     `rescore train --data OUT ...` trains from it; the same inputs and settings again are a
     no-op. On several machines, put OUT on a filesystem they share.

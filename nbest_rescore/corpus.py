@@ -238,7 +238,7 @@ def _open_array(path: Path, kind: str, dtype: str, count: int) -> np.ndarray | I
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A prepared-data directory opened for training: memory-mapped corpora and vocabularies."""
+    """A prepared-data directory opened for training: corpora read by rows, and vocabularies."""
 
     path: Path
     manifest: dict[str, Any]

@@ -1,7 +1,7 @@
 """Training of the LSTM encoder-decoder: the paper's SGD recipe by default, exact resume, DDP.
 
 One entry point, `train(cfg, progress)`. It trains from a prepared-data directory (`corpus.py`,
-memory-mapped: `cfg.data_dir`); given text files (`cfg.train_src`, ...) it first prepares them
+read by rows, never loaded whole: `cfg.data_dir`); given text files (`cfg.train_src`, ...) it first prepares them
 into `data_dir` or OUT_DIR/data (`prepare.py`; a no-op when up to date), so there is one training
 path. The loss is summed over target tokens and divided by the number of sentences in the
 (global) batch, so one process and N torchrun processes take the same step. Checkpoints hold the
