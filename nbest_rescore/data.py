@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -197,15 +197,48 @@ def _length_order(src: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) ->
     top = (int(src.max(initial=0)) + 1) * width
     dt = np.dtype(np.uint16 if top <= 1 << 16 else np.uint32 if top <= 1 << 32 else np.uint64)
     key = src.astype(dt) * np.asarray(width, dtype=dt) + tgt.astype(dt)
-    order = np.argsort(key, kind="stable").astype(np.int32 if len(key) < 2**31 else np.int64)
-    ends = np.cumsum(
-        np.bincount(key) if dt.itemsize <= 2 else np.unique(key, return_counts=True)[1]
-    )
+    if top <= COUNTING_SORT_KEYS:
+        counts = np.zeros(top, dtype=np.int64)
+        for lo in range(0, len(key), SORT_CHUNK):  # np.bincount copies its input to int64
+            counts += np.bincount(key[lo : lo + SORT_CHUNK], minlength=top)
+        order = _stable_order(key, counts)
+    else:
+        order = np.argsort(key, kind="stable").astype(_index_dtype(len(key)))
+        counts = np.unique(key, return_counts=True)[1]
+    ends = np.cumsum(counts[counts > 0])
     start = 0
     for end in ends.tolist():
         if end - start > 1:
             rng.shuffle(order[start:end])
         start = end
+    return order
+
+
+COUNTING_SORT_KEYS = 1 << 22
+"""Up to this many distinct (source, target) length keys, the length order is a counting sort."""
+
+SORT_CHUNK = 1 << 18
+
+
+def _index_dtype(n: int) -> type[np.signedinteger[Any]]:
+    return np.int32 if n < 2**31 else np.int64
+
+
+def _stable_order(key: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`np.argsort(key, kind="stable")` in int32, without its int64 array the size of the corpus
+    (96 MB at 12M sentences): each chunk of sentences is sorted alone and placed after the
+    earlier chunks' sentences of the same key."""
+    order = np.empty(len(key), dtype=_index_dtype(len(key)))
+    free = np.cumsum(counts) - counts  # next free slot of each key
+    for lo in range(0, len(key), SORT_CHUNK):
+        part = key[lo : lo + SORT_CHUNK]
+        local = np.argsort(part, kind="stable")
+        sorted_keys = part[local]
+        chunk_counts = np.bincount(part, minlength=len(counts))
+        first = np.cumsum(chunk_counts) - chunk_counts  # each key's first place in the chunk
+        dest = free[sorted_keys] + (np.arange(len(part)) - first[sorted_keys])
+        order[dest] = local + lo
+        free += chunk_counts
     return order
 
 

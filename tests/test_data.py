@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import nbest_rescore.data as data_module
 from nbest_rescore.corpus import EncodedCorpus
 from nbest_rescore.data import (
     BatchingConfig,
@@ -233,3 +236,30 @@ def test_shards_partition_the_global_batch(n: int, world: int) -> None:
     parts = [shard(batch, r, world) for r in range(world)]
     assert [int(i) for p in parts for i in p] == batch.tolist()
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=300),
+    chunk=st.integers(1, 64),
+    epoch=st.integers(0, 3),
+)
+def test_the_chunked_counting_sort_orders_like_a_stable_argsort(
+    lengths: list[tuple[int, int]], chunk: int, epoch: int
+) -> None:
+    """The length order is built in chunks (no int64 array the size of the corpus); with any
+    chunk size the batches are those of one stable argsort of the whole key."""
+    src = np.array([s for s, _ in lengths], dtype=np.uint8)
+    tgt = np.array([t for _, t in lengths], dtype=np.uint8)
+    key = src.astype(np.int64) * (int(tgt.max(initial=0)) + 1) + tgt
+    counts = np.bincount(key, minlength=int(key.max(initial=0)) + 1)
+    original = data_module.SORT_CHUNK
+    try:
+        data_module.SORT_CHUNK = chunk
+        got = data_module._stable_order(key, counts)
+        chunked = make_batches(src, tgt, BatchingConfig(batch_size=7, seed=3), epoch)
+    finally:
+        data_module.SORT_CHUNK = original
+    assert got.dtype == np.int32 and got.tolist() == np.argsort(key, kind="stable").tolist()
+    whole = make_batches(src, tgt, BatchingConfig(batch_size=7, seed=3), epoch)
+    assert [b.tolist() for b in chunked] == [b.tolist() for b in whole]
