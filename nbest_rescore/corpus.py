@@ -229,11 +229,23 @@ def array_name(split: str, side: str, kind: str) -> str:
     return f"{split}.{side}.{kind}"
 
 
-def _open_array(path: Path, kind: str, dtype: str, count: int) -> np.ndarray | IdFile:
-    """Lengths are read into memory (batching reads them all); ids and offsets stay on disk."""
-    if kind == "len":
-        return np.fromfile(path, dtype=np.dtype(dtype), count=count)
-    return IdFile(path, dtype, count)
+def _open_side(root: Path, files: dict[str, Any], split: str, side: str) -> Ragged:
+    """One side of a split: lengths read into memory (batching reads them all), ids and offsets
+    left on disk (`IdFile`)."""
+    specs = {kind: files[array_name(split, side, kind)] for kind in ARRAYS}
+    for kind, spec in specs.items():
+        _check_size(root / array_name(split, side, kind), spec)
+
+    def on_disk(kind: str) -> IdFile:
+        return IdFile(root / array_name(split, side, kind), specs[kind]["dtype"],
+                      specs[kind]["count"])  # fmt: skip
+
+    lengths = np.fromfile(
+        root / array_name(split, side, "len"),
+        dtype=np.dtype(specs["len"]["dtype"]),
+        count=specs["len"]["count"],
+    )
+    return Ragged(on_disk("ids"), on_disk("off"), lengths)
 
 
 @dataclass(frozen=True)
@@ -267,20 +279,10 @@ class PreparedData:
         if manifest is None:
             raise InputError("not a prepared-data directory (no manifest.json)", str(root))
         files = manifest["files"]
-        splits: dict[str, EncodedCorpus] = {}
-        for split in SPLITS:
-            sides = []
-            for side in SIDES:
-                arrays = []
-                for kind in ARRAYS:
-                    name = array_name(split, side, kind)
-                    spec = files[name]
-                    _check_size(root / name, spec)
-                    arrays.append(_open_array(root / name, kind, spec["dtype"], spec["count"]))
-                ids, off, lengths = arrays
-                assert isinstance(lengths, np.ndarray)
-                sides.append(Ragged(ids, off, lengths))
-            splits[split] = EncodedCorpus(*sides)
+        splits = {
+            split: EncodedCorpus(*(_open_side(root, files, split, side) for side in SIDES))
+            for split in SPLITS
+        }
         vocabs = [
             Vocab.from_list(json.loads((root / f"vocab.{side}.json").read_text(encoding="utf-8")))
             for side in SIDES
