@@ -156,10 +156,10 @@ def bundle_from_payload(
         raise CheckpointError(f"checkpoint is incomplete or inconsistent: {exc}", where) from exc
     check_config(config, len(src_vocab), len(tgt_vocab), where)
     with torch.device("meta"):  # shapes only: the config may claim more than the file holds
-        shell = Seq2Seq(config)
+        shell = Seq2Seq(config, init=False)
     check_consistency(config, src_vocab, tgt_vocab, state, shell, where)
-    model = Seq2Seq(config)  # no larger than the weights the file holds
-    model.load_state_dict(state)
+    model = Seq2Seq(config, init=False)  # no larger than the weights the file holds
+    model.load_state_dict(state)  # strict: every weight comes from the file
     return ModelBundle(
         model=model.to(device).eval(),
         src_vocab=src_vocab,

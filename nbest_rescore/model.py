@@ -129,16 +129,25 @@ class _GateTable:
     layers: tuple[tuple[Tensor, Tensor], ...]
 
 
+def _embedding(n: int, dim: int, init: bool) -> nn.Embedding:
+    if init:
+        return nn.Embedding(n, dim, padding_idx=PAD)
+    return nn.Embedding(n, dim, padding_idx=PAD, _weight=torch.empty(n, dim))
+
+
 class Seq2Seq(nn.Module):
     """Encoder LSTM and a separate decoder LSTM, p(T|S) = prod_t softmax(W r_t)[y_t], where the
     readout r_t is the decoder's top state h_t, or tanh(W_c [context_t; h_t]) with attention."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, init: bool = True) -> None:
+        """`init=False` leaves the weights uninitialised, for a shape-only shell or a model whose
+        weights are loaded next: start-up then skips the random draws, and on the meta device
+        the embeddings' normal init, which imports torch._dynamo (seconds)."""
         super().__init__()
         self.config = config
         c = config
-        self.src_emb = nn.Embedding(c.src_vocab_size, c.emb_dim, padding_idx=PAD)
-        self.tgt_emb = nn.Embedding(c.tgt_vocab_size, c.emb_dim, padding_idx=PAD)
+        self.src_emb = _embedding(c.src_vocab_size, c.emb_dim, init)
+        self.tgt_emb = _embedding(c.tgt_vocab_size, c.emb_dim, init)
         lstm_dropout = c.dropout if c.layers > 1 else 0.0
         self.encoder = nn.LSTM(
             c.emb_dim, c.hidden, c.layers, batch_first=True, dropout=lstm_dropout
@@ -155,7 +164,8 @@ class Seq2Seq(nn.Module):
             self.att_v = nn.Linear(c.hidden, 1, bias=False)
         self.out = nn.Linear(c.hidden, c.tgt_vocab_size)
         self._gate_cache: _GateTable | None = None
-        self.reset_parameters()
+        if init:
+            self.reset_parameters()
 
     @property
     def has_attention(self) -> bool:

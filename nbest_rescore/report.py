@@ -17,20 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-import matplotlib.ticker
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from nbest_rescore import __version__
 from nbest_rescore.fileio import atomic_write
 from nbest_rescore.headline import Fact, Headline, Segment, headline
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -168,7 +166,6 @@ def _html_table(df: pd.DataFrame, name: str = "") -> str:
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -355,6 +352,15 @@ STYLE = (
 # Plots (the shapes of the paper's analyses)
 
 
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure and its axes without pyplot: nothing global to close, and matplotlib is imported
+    only by runs that plot (it costs about half a second of start-up)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
 def plot_oracle_at_k(
     oracle_at_k: Mapping[int, float],
     baseline: float | None = None,
@@ -362,7 +368,9 @@ def plot_oracle_at_k(
 ) -> Figure:
     """Oracle BLEU as the n-best list is cut to its top k, with the 1-best and (`output`: name,
     BLEU) the run's output system as horizontal lines; k's ticks are the plain numbers."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.ticker import NullLocator
+
+    fig, ax = _figure(6, 4)
     ks = sorted(oracle_at_k)
     ax.plot(ks, [oracle_at_k[k] for k in ks], marker="o", label="corpus oracle @k")
     if output is not None:
@@ -372,7 +380,7 @@ def plot_oracle_at_k(
     ax.set_xscale("log")
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("k (top-k hypotheses considered)")
     ax.set_ylabel("BLEU")
     ax.set_title("Oracle BLEU by n-best depth")
@@ -383,7 +391,7 @@ def plot_oracle_at_k(
 
 def plot_rank_histogram(hist: pd.DataFrame, title: str = "Rank of the chosen hypotheses") -> Figure:
     """Bar chart of chosen ranks; `hist` has a 'rank' column and one count column per system."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(7, 4)
     systems = [c for c in hist.columns if c != "rank"]
     width = 0.8 / max(1, len(systems))
     xs = range(len(hist))
@@ -400,7 +408,7 @@ def plot_rank_histogram(hist: pd.DataFrame, title: str = "Rank of the chosen hyp
 
 def plot_bleu_by_length(by_len: pd.DataFrame, systems: Sequence[str]) -> Figure:
     """BLEU per source-length bucket for several systems (the paper's Figure 3 shape)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(7, 4)
     for s in systems:
         ax.plot(by_len["length"].astype(str), by_len[s], marker="o", label=s)
     ax.set_xlabel("source sentence length (tokens)")

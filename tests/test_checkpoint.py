@@ -119,3 +119,24 @@ def test_bad_checkpoints_are_input_errors_naming_the_file(tmp_path: Path) -> Non
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"junk\.pt"):
         load_model(junk)
+
+
+def test_loading_builds_no_random_weights_and_imports_no_compiler(slice_checkpoint: Path) -> None:
+    """A load is every weight from the file, and start-up stays free of what it need not import:
+    torch._dynamo (the meta-device shell's normal init pulled it in, seconds) and matplotlib."""
+    code = (
+        "import sys, torch\n"
+        "from nbest_rescore.checkpoint import load_model, read_checkpoint\n"
+        f"p = {str(slice_checkpoint)!r}\n"
+        "b = load_model(p)\n"
+        "saved = read_checkpoint(p)['model']\n"
+        "state = b.model.state_dict()\n"
+        "assert set(state) == set(saved)\n"
+        "assert all(torch.equal(state[k], saved[k].float()) for k in saved)\n"
+        "import nbest_rescore.run_job, nbest_rescore.translate\n"
+        "print(sorted(m for m in ('torch._dynamo', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
