@@ -143,7 +143,8 @@ def bundle_from_payload(
     payload: dict[str, Any], *, path: str = "", sha256: str = "", device: str | torch.device = "cpu"
 ) -> ModelBundle:
     """Build a ready-to-use (eval mode, fp32) model bundle from a checkpoint dict, after checking
-    that its config, vocabularies and weights agree (see `check_consistency`)."""
+    that its config, vocabularies and weights agree (see `check_consistency`). The model takes
+    the payload's fp32 tensors as its weights (no copy): hand it a payload read for it."""
     where = path or None
     try:
         config = ModelConfig.from_dict(dict(payload["model_config"]))
@@ -156,10 +157,10 @@ def bundle_from_payload(
         raise CheckpointError(f"checkpoint is incomplete or inconsistent: {exc}", where) from exc
     check_config(config, len(src_vocab), len(tgt_vocab), where)
     with torch.device("meta"):  # shapes only: the config may claim more than the file holds
-        shell = Seq2Seq(config, init=False)
-    check_consistency(config, src_vocab, tgt_vocab, state, shell, where)
-    model = Seq2Seq(config, init=False)  # no larger than the weights the file holds
-    model.load_state_dict(state)  # strict: every weight comes from the file
+        model = Seq2Seq(config, init=False)
+    check_consistency(config, src_vocab, tgt_vocab, state, model, where)
+    # The file's tensors become the weights (strict: every one of them), nothing allocated twice.
+    model.load_state_dict(state, assign=True)
     return ModelBundle(
         model=model.to(device).eval(),
         src_vocab=src_vocab,
