@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,7 +94,11 @@ def peer_inputs(tag: str, src_lines: list[str], nbest: Path) -> tuple[Path, Path
 
 
 def _with_out(cmd: list[str], name: str, r: int) -> list[str]:
-    return [*cmd, str(WORK / f"{name}.{r}")]
+    """`cmd` with a fresh --out directory: one left by an earlier (or killed) benchmark would
+    hold that run's score cache."""
+    out = WORK / f"{name}.{r}"
+    shutil.rmtree(out, ignore_errors=True)
+    return [*cmd, str(out)]
 
 
 def _fixed(cmd: list[str], r: int) -> list[str]:

@@ -410,6 +410,20 @@ def run(
         int, typer.Option(help="MERT random restarts (0 to 1000).", metavar="N")
     ] = 10,
     seed: Annotated[int, typer.Option(help="MERT seed.", metavar="N")] = 1,
+    mbr: Annotated[
+        bool,
+        typer.Option(
+            help="Add the consensus feature MBR0: each hypothesis' expected sentence BLEU "
+            "against its list's top hypotheses (weighed like the others)."
+        ),
+    ] = False,
+    mbr_top_k: Annotated[
+        int, typer.Option(help="MBR0 evidence: the top N of each list by its total.", metavar="N")
+    ] = 50,
+    mbr_scale: Annotated[
+        float,
+        typer.Option(help="MBR0 posterior: softmax(SCALE x the list's total).", metavar="SCALE"),
+    ] = 1.0,
     out: Annotated[Path, typer.Option(help="Output directory.", metavar="DIR")] = Path(
         "rescore-out"
     ),
@@ -424,6 +438,7 @@ def run(
     --tune-nbest val.1000best.gz --tune-src val.en --tune-ref val.fr --out out/
     """
     from nbest_rescore import distributed
+    from nbest_rescore.mbr import MbrConfig
     from nbest_rescore.metrics import BleuConfig
     from nbest_rescore.run_job import RunJob, run_rescore_job
     from nbest_rescore.scoring import ScoringConfig
@@ -456,6 +471,7 @@ def run(
         src_lang=src_lang,
         cache_dir=cache_dir,
         max_len=max_len,
+        mbr=MbrConfig(top_k=mbr_top_k, scale=mbr_scale) if mbr else None,
     )
     with distributed.process_group(device) as info:
         summary = run_rescore_job(job, _progress(quiet or not info.is_main))

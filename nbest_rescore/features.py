@@ -20,6 +20,8 @@ BASELINE = "Baseline0"
 augmented list's 4th field becomes the rescored total."""
 LENGTH = "Length0"
 """Target words of the hypothesis (a length reward or penalty, as MERT sets its weight)."""
+MBR = "MBR0"
+"""With `rescore run --mbr`: the hypothesis' expected sentence BLEU against its list (`mbr.py`)."""
 
 MODEL_PREFIX = {"lstm": "LSTM", "r2l": "R2L", "t2s": "T2S"}
 """Label prefix of each model kind; models of one kind are numbered in command-line order.
@@ -56,13 +58,13 @@ def model_features(kinds: Sequence[str]) -> list[str]:
 
 def check_free_labels(names: Sequence[str], total: str, path: str) -> None:
     """An input list's feature columns `names` may not carry a label `rescore run` writes
-    (`LSTM0=`, `R2L0=`, `T2S0=`, `Length0=`, `Baseline0=`) or a second `total`: the augmented
+    (`LSTM0=`, `R2L0=`, `T2S0=`, `Length0=`, `MBR0=`, `Baseline0=`) or a second `total`: the augmented
     list would hold it twice and a weight of that name could not say which column it weighs.
     Rescoring a run's own `nbest.with-lstm.gz` is such a case: rescore the decoder's list."""
     prefixes = tuple(MODEL_PREFIX.values())
     for name in names:
         label = name.rsplit(".", 1)[0] if name.rsplit(".", 1)[-1].isdigit() else name
-        ours = label in (BASELINE, LENGTH) or any(
+        ours = label in (BASELINE, LENGTH, MBR) or any(
             label.startswith(p) and label[len(p) :].isdigit() for p in prefixes
         )
         if ours or (label == total and names.count(name) > 1):

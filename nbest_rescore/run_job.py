@@ -60,12 +60,14 @@ from nbest_rescore.errors import InputError
 from nbest_rescore.features import (
     BASELINE,
     LENGTH,
+    MBR,
     check_free_labels,
     ensemble_features,
     model_features,
     model_kind,
 )
 from nbest_rescore.fileio import atomic_write, read_lines_hashed, spooled_inputs
+from nbest_rescore.mbr import MbrConfig, mbr_feature
 from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
 from nbest_rescore.nbest_reader import Feature, NBestGroup, read_nbest
@@ -133,6 +135,8 @@ class RunJob:
     """Score chunk cache (shareable between runs); default OUT/cache."""
     max_len: int = DEFAULT_MAX_LEN
     """Longest hypothesis/source in tokens; a longer one is an error (see `validate.py`)."""
+    mbr: MbrConfig | None = None
+    """Add the consensus feature `MBR0` (see `mbr.py`); None: not computed."""
 
     def __post_init__(self) -> None:
         option_at_least("--max-hyps", self.max_hyps, 1)
@@ -171,6 +175,11 @@ class ScoredList:
     refs: list[str] | None = None
 
 
+def free_features(job: RunJob) -> list[str]:
+    """The model-free features the run adds after the models': `Length0`, and `MBR0` with --mbr."""
+    return [LENGTH] + ([MBR] if job.mbr is not None else [])
+
+
 # --------------------------------------------------------------------- 1. read: models and inputs
 
 
@@ -181,24 +190,37 @@ def resolve_job(job: RunJob) -> RunJob:
     if job.models:
         return job
     shipped = shipped_models()
-    weights = job.weights
+    weights, mbr = job.weights, job.mbr
     if weights is None and job.tune_nbest is None and shipped.weights is not None:
         weights = str(shipped.weights)
-    return replace(job, models=tuple(str(p) for p in shipped.models), weights=weights)
+        mbr = mbr or shipped_mbr(shipped.weights)
+    return replace(job, models=tuple(str(p) for p in shipped.models), weights=weights, mbr=mbr)
+
+
+def shipped_mbr(path: Path) -> MbrConfig | None:
+    """The MBR0 settings the shipped weights were tuned with (None: they weigh no MBR0)."""
+    import json
+
+    record = json.loads(path.read_text(encoding="utf-8")).get("tuning") or {}
+    return MbrConfig(**record["mbr"]) if record.get("mbr") else None
 
 
 # ------------------------------------------------------------------------------------ 2. score
 
 
-def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[str]) -> NBestTable:
+def add_model_features(
+    table: NBestTable, scores: NBestScores, names: Sequence[str], mbr: MbrConfig | None = None
+) -> NBestTable:
     """`Baseline0` (the decoder's total, in its column), the list's features, one log-prob
-    column per model and `Length0` (words), all rounded as the augmented list writes them. The
-    table is consumed: its spare columns (`read_list`) take the new ones, without a copy."""
+    column per model, `Length0` (words) and with `mbr` `MBR0` (from the decoder's total), all
+    rounded as the augmented list writes them. The table is consumed: its spare columns
+    (`read_list`) take the new ones, without a copy."""
     real = table.real
     if not np.array_equal(np.diff(scores.offsets), table.counts - table.missing):
         raise InputError("n-best list changed while it was being scored")
     k = len(table.names)
-    width = k + len(names) + 1
+    free = [LENGTH] + ([MBR] if mbr is not None else [])
+    width = k + len(names) + len(free)
     values = spare_view(table.values, width)
     if values is None:
         values = np.empty((len(table.values), width), dtype=np.float64)
@@ -210,9 +232,11 @@ def add_model_features(table: NBestTable, scores: NBestScores, names: Sequence[s
         logprob = np.zeros(len(table.values))
         logprob[real] = scores.logprob[:, m]
         values[:, k + m] = as_written(logprob)
-    values[:, -1] = table.surfaces.n_tokens()
+    values[:, k + len(names)] = table.surfaces.n_tokens()
+    if mbr is not None:
+        values[:, -1] = as_written(mbr_feature(table, values[:, total], mbr))
     return NBestTable(
-        (*(BASELINE if n == TOTAL else n for n in table.names), *names, LENGTH),
+        (*(BASELINE if n == TOTAL else n for n in table.names), *names, *free),
         values,
         table.offsets,
         table.missing,
@@ -247,8 +271,8 @@ def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     sha256: dict[str, str] = {}
     sources, sha256["src"] = read_lines_hashed(src)
     check_source_lengths(sources, job.max_len, src)
-    # Room for the model features and Length0: scoring adds them without copying the table.
-    spare = len(job.models) + 1
+    # Room for the model features and the free ones: scoring adds them without copying the table.
+    spare = len(job.models) + len(free_features(job))
     table, sha256["nbest"] = read_table_hashed(
         nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare
     )
@@ -278,7 +302,7 @@ def score_list(
     release_memory()  # the scorer's freed buffers, before the list-sized arrays below
     if not distributed.is_main():
         return None
-    table = add_model_features(inp.take_table(), scores, names)
+    table = add_model_features(inp.take_table(), scores, names, job.mbr)
     stats = None
     if inp.refs is not None:
         stats = compute_hyp_stats(
@@ -313,11 +337,13 @@ def even_average(table: NBestTable, names: Sequence[str]) -> Weights:
     return weights
 
 
-def tune_weights(dev: ScoredList, names: Sequence[str], cfg: MertConfig) -> tuple[Weights, dict]:
-    """MERT on the dev list over `Baseline0`, each model and `Length0`, from the even average;
-    returns the weights and the record of the tuning."""
+def tune_weights(
+    dev: ScoredList, names: Sequence[str], cfg: MertConfig, free: Sequence[str] = (LENGTH,)
+) -> tuple[Weights, dict]:
+    """MERT on the dev list over `Baseline0`, each model and the `free` features (`Length0`,
+    `MBR0`), from the even average; returns the weights and the record of the tuning."""
     assert dev.stats is not None
-    table = dev.table.select([BASELINE, *names, LENGTH])
+    table = dev.table.select([BASELINE, *names, *free])
     result = mert(table, dev.stats.stats, even_average(dev.table, names), cfg)
     return result.weights, {
         "dev_bleu": result.dev_bleu,
@@ -340,18 +366,29 @@ def weight_sets(table: NBestTable, names: Sequence[str]) -> dict[str, Weights]:
     return sets
 
 
-def given_weights(path: str, names: Sequence[str]) -> tuple[Weights, dict[str, Any]]:
+def given_weights(
+    path: str, names: Sequence[str], mbr: MbrConfig | None = None
+) -> tuple[Weights, dict[str, Any]]:
     """A `--weights` file over the features `names` (read once), and its tuning record if it
-    has one."""
+    has one; a file tuned with MBR0 needs the run's `mbr` settings to be the same."""
     import json
 
     lines, sha256 = read_lines_hashed(path)
-    weights = expand_weights(parse_weights(lines, path), names, path)
     record: dict[str, Any] = {"weights_file": {"name": Path(path).name, "sha256": sha256}}
     text = "\n".join(lines).strip()
     if text.startswith("{"):
         record.update(json.loads(text).get("tuning") or {})
-    return weights, record
+    check_given_mbr(record, mbr, path)
+    return expand_weights(parse_weights(lines, path), names, path), record
+
+
+def check_given_mbr(record: dict[str, Any], mbr: MbrConfig | None, path: str) -> None:
+    """A weights file tuned with MBR0 weighs it as computed then: the run needs the same settings."""
+    tuned = record.get("mbr")
+    if tuned and (mbr is None or asdict(mbr) != tuned):
+        opts = f"--mbr --mbr-top-k {tuned['top_k']} --mbr-scale {tuned['scale']}"
+        raise InputError(f"these weights were tuned with the MBR0 feature as `{opts}` computes it; "
+                         "run with those options", path)  # fmt: skip
 
 
 def weigh(
@@ -368,8 +405,10 @@ def weigh(
     if given is not None:
         sets["given"], tuning = given
     if dev is not None and job.tune_nbest is not None:
-        sets["tuned"], tuning = tune_weights(dev, names, job.mert)
+        sets["tuned"], tuning = tune_weights(dev, names, job.mert, free_features(job))
         tuning["tune_nbest"] = {"name": Path(job.tune_nbest).name, "sha256": dev.sha256["nbest"]}
+        if job.mbr is not None:
+            tuning["mbr"] = asdict(job.mbr)
     choices = {name: rerank(test.table, w) for name, w in sets.items()}
     return Weighed(sets, choices, tuning)
 
@@ -448,7 +487,7 @@ def write_run_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence
     final = w.final
     table = test.table
     write_selection(job.out, "best", table.chosen_surfaces(w.choices[final]), job.bleu)
-    added = [*names, LENGTH, BASELINE]
+    added = [*names, *free_features(job), BASELINE]
     columns = unlabelled_columns(table, added)
     write_weights(job.out / "weights.json", final, w.final_weights, w.tuning, columns)
     augmented = job.out / "nbest.with-lstm.gz"
@@ -618,7 +657,9 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
     if job.weights is not None:
         assert test_in.table is not None  # taken only when scored
         others = [n for n in test_in.table.names if n != TOTAL]
-        given = given_weights(job.weights, [*others, BASELINE, *names, LENGTH])
+        given = given_weights(
+            job.weights, [*others, BASELINE, *names, *free_features(job)], job.mbr
+        )
     stages.done("load_models")
 
     dev = None if dev_in is None else score_list(dev_in, bundles, names, job, progress)
@@ -645,7 +686,7 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
         "n_missing": int(test.table.missing.sum()),
         "signature": signature(job.bleu),
         "final_system": weighed.final,
-        "features": [*names, LENGTH, BASELINE],
+        "features": [*names, *free_features(job), BASELINE],
         "weights": weighed.sets,
         "tuning": weighed.tuning,
         "models": model_info(bundles, names),

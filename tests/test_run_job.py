@@ -459,3 +459,45 @@ def test_the_first_screen_shows_the_headline_in_a_browser(run_out: Path, tmp_pat
     assert headline and headline[0] < 60 and len(headline) > 100
     output_row = rows_with((0xFF, 0xF6, 0xD6))  # tr.output's background
     assert output_row and headline[-1] < output_row[0] < 800
+
+
+def test_mbr_is_a_tuned_feature_that_round_trips(
+    run_out: Path, slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    """--mbr adds MBR0 (as `mbr.mbr_feature` computes it from the list's total), tunes it with
+    the rest, writes its settings with the weights, and a rerun with them reproduces the 1-best;
+    without the settings those weights are refused."""
+    from nbest_rescore.features import BASELINE
+    from nbest_rescore.mbr import MbrConfig, mbr_feature
+    from nbest_rescore.table import as_written, read_table
+
+    out = tmp_path / "mbr"
+    args = run_args(slice_paths, slice_checkpoint, out)
+    args[args.index("--out") :] = [
+        "--cache-dir", str(run_out / "cache"), "--out", str(out), "--quiet", "--mbr",
+        "--mbr-top-k", "7", "--mbr-scale", "0.5",
+    ]  # fmt: skip
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    w = json.loads((out / "weights.json").read_text())
+    assert "MBR0" in s["features"] and "MBR0" in w["weights"]
+    assert w["tuning"]["mbr"] == {"top_k": 7, "scale": 0.5}
+    aug = read_table(out / "nbest.with-lstm.gz")
+    want = mbr_feature(aug, aug.column(BASELINE), MbrConfig(top_k=7, scale=0.5))
+    assert (aug.column("MBR0") == as_written(want)).all()
+    assert s["tuning"]["dev_bleu"] >= s["tuning"]["dev_bleu_even_average"]
+
+    given = [
+        "run", "--nbest", str(slice_paths["nbest"]), "--src", str(slice_paths["src"]),
+        "-m", str(slice_checkpoint), "--weights", str(out / "weights.json"),
+        "--cache-dir", str(run_out / "cache"), "--quiet",
+    ]  # fmt: skip
+    code, _, err = run_cli(*given, "--out", str(tmp_path / "no-mbr"))
+    assert code == 2 and "--mbr --mbr-top-k 7 --mbr-scale 0.5" in err
+    again = tmp_path / "again"
+    code, _, err = run_cli(
+        *given, "--out", str(again), "--mbr", "--mbr-top-k", "7", "--mbr-scale", "0.5"
+    )
+    assert code == 0, err
+    assert (again / "best.tok.txt").read_text() == (out / "best.tok.txt").read_text()
