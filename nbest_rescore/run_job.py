@@ -175,9 +175,9 @@ class ScoredList:
     refs: list[str] | None = None
 
 
-def free_features(job: RunJob) -> list[str]:
+def free_features(mbr: MbrConfig | None) -> list[str]:
     """The model-free features the run adds after the models': `Length0`, and `MBR0` with --mbr."""
-    return [LENGTH] + ([MBR] if job.mbr is not None else [])
+    return [LENGTH] + ([MBR] if mbr is not None else [])
 
 
 # --------------------------------------------------------------------- 1. read: models and inputs
@@ -219,7 +219,7 @@ def add_model_features(
     if not np.array_equal(np.diff(scores.offsets), table.counts - table.missing):
         raise InputError("n-best list changed while it was being scored")
     k = len(table.names)
-    free = [LENGTH] + ([MBR] if mbr is not None else [])
+    free = free_features(mbr)
     width = k + len(names) + len(free)
     values = spare_view(table.values, width)
     if values is None:
@@ -272,7 +272,7 @@ def read_list(nbest: str, src: str, ref: str | None, job: RunJob) -> ListInput:
     sources, sha256["src"] = read_lines_hashed(src)
     check_source_lengths(sources, job.max_len, src)
     # Room for the model features and the free ones: scoring adds them without copying the table.
-    spare = len(job.models) + len(free_features(job))
+    spare = len(job.models) + len(free_features(job.mbr))
     table, sha256["nbest"] = read_table_hashed(
         nbest, max_hyps=job.max_hyps, max_len=job.max_len, spare_columns=spare
     )
@@ -405,7 +405,7 @@ def weigh(
     if given is not None:
         sets["given"], tuning = given
     if dev is not None and job.tune_nbest is not None:
-        sets["tuned"], tuning = tune_weights(dev, names, job.mert, free_features(job))
+        sets["tuned"], tuning = tune_weights(dev, names, job.mert, free_features(job.mbr))
         tuning["tune_nbest"] = {"name": Path(job.tune_nbest).name, "sha256": dev.sha256["nbest"]}
         if job.mbr is not None:
             tuning["mbr"] = asdict(job.mbr)
@@ -487,7 +487,7 @@ def write_run_outputs(job: RunJob, test: ScoredList, w: Weighed, names: Sequence
     final = w.final
     table = test.table
     write_selection(job.out, "best", table.chosen_surfaces(w.choices[final]), job.bleu)
-    added = [*names, *free_features(job), BASELINE]
+    added = [*names, *free_features(job.mbr), BASELINE]
     columns = unlabelled_columns(table, added)
     write_weights(job.out / "weights.json", final, w.final_weights, w.tuning, columns)
     augmented = job.out / "nbest.with-lstm.gz"
@@ -658,7 +658,7 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
         assert test_in.table is not None  # taken only when scored
         others = [n for n in test_in.table.names if n != TOTAL]
         given = given_weights(
-            job.weights, [*others, BASELINE, *names, *free_features(job)], job.mbr
+            job.weights, [*others, BASELINE, *names, *free_features(job.mbr)], job.mbr
         )
     stages.done("load_models")
 
@@ -686,7 +686,7 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
         "n_missing": int(test.table.missing.sum()),
         "signature": signature(job.bleu),
         "final_system": weighed.final,
-        "features": [*names, *free_features(job), BASELINE],
+        "features": [*names, *free_features(job.mbr), BASELINE],
         "weights": weighed.sets,
         "tuning": weighed.tuning,
         "models": model_info(bundles, names),
