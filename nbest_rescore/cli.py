@@ -410,6 +410,14 @@ def run(
         int, typer.Option(help="MERT random restarts (0 to 1000).", metavar="N")
     ] = 10,
     seed: Annotated[int, typer.Option(help="MERT seed.", metavar="N")] = 1,
+    tune_bootstrap: Annotated[
+        int,
+        typer.Option(
+            help="0: one MERT on the dev list. N: the mean of the weights MERT finds on N "
+            "bootstrap resamples of the dev list (N full MERTs; weights that transfer better).",
+            metavar="N",
+        ),
+    ] = 0,
     mbr: Annotated[
         bool,
         typer.Option(
@@ -466,7 +474,7 @@ def run(
             share_prefixes=prefix_sharing,
             int8=int8,
         ),
-        mert=MertConfig(restarts=restarts, seed=seed),
+        mert=MertConfig(restarts=restarts, seed=seed, bootstrap=tune_bootstrap),
         max_hyps=max_hyps,
         src_lang=src_lang,
         cache_dir=cache_dir,

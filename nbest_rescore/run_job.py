@@ -95,7 +95,7 @@ from nbest_rescore.rerank import (
 from nbest_rescore.scoring import ScoringConfig
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.table import TOTAL, NBestTable, as_written, read_table_hashed, spare_view
-from nbest_rescore.tune import MertConfig, mert
+from nbest_rescore.tune import MertConfig, tune
 from nbest_rescore.validate import (
     DEFAULT_MAX_LEN,
     check_source_lengths,
@@ -344,7 +344,7 @@ def tune_weights(
     `MBR0`), from the even average; returns the weights and the record of the tuning."""
     assert dev.stats is not None
     table = dev.table.select([BASELINE, *names, *free])
-    result = mert(table, dev.stats.stats, even_average(dev.table, names), cfg)
+    result = tune(table, dev.stats.stats, even_average(dev.table, names), cfg)
     return result.weights, {
         "dev_bleu": result.dev_bleu,
         "dev_bleu_even_average": result.start_bleu,

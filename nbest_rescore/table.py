@@ -183,6 +183,18 @@ class NBestTable:
             self.labeled,
         )
 
+    def subset(self, sentences: np.ndarray) -> tuple[NBestTable, np.ndarray]:
+        """The table of the given sentences, in that order (repeats allowed: a bootstrap
+        resample), and the rows of this table it holds; surfaces are left out."""
+        sentences = np.asarray(sentences, dtype=np.int64)
+        counts = self.counts[sentences]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(self.offsets.dtype)
+        rows = np.repeat(self.offsets[sentences] - offsets[:-1], counts) + np.arange(offsets[-1])
+        table = NBestTable(
+            self.names, self.values[rows], offsets, self.missing[sentences], labeled=self.labeled
+        )
+        return table, rows
+
     def rows_of(self, choice: np.ndarray) -> np.ndarray:
         """Row index of every sentence's chosen hypothesis."""
         return self.offsets[:-1] + np.asarray(choice, dtype=np.int64)

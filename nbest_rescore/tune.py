@@ -9,7 +9,7 @@ the sorted breakpoints of all lists. Coordinate and random directions, random re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,6 +22,9 @@ MAX_RESTARTS = 1000
 """Most random restarts of one tuning: each costs a full search, so a larger count would only
 run for days (and hold a start point per restart)."""
 
+MAX_BOOTSTRAP = 1000
+"""Most bootstrap resamples of one tuning (each is a full MERT)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class MertConfig:
@@ -32,10 +35,15 @@ class MertConfig:
     max_iterations: int = 10
     seed: int = 1
     min_gain: float = 1e-6
+    bootstrap: int = 0
+    """0: one MERT on the dev lists. N: the mean of the weights MERT finds on N bootstrap
+    resamples of the lists (`bagged_mert`), which depend less on the dev set's accidents."""
 
     def __post_init__(self) -> None:
         option_at_least("--restarts", self.restarts, 0)
         option_at_most("--restarts", self.restarts, MAX_RESTARTS)
+        option_at_least("--tune-bootstrap", self.bootstrap, 0)
+        option_at_most("--tune-bootstrap", self.bootstrap, MAX_BOOTSTRAP)
         option_at_least("random_directions", self.random_directions, 0)
         option_at_least("max_iterations", self.max_iterations, 1)
 
@@ -181,3 +189,41 @@ def mert(
         start_bleu=start_bleu,
         history=history,
     )
+
+
+def bagged_mert(
+    table: NBestTable,
+    stats: np.ndarray,
+    start: Mapping[str, float],
+    config: MertConfig,
+) -> MertResult:
+    """The mean of the L1-normalised weights MERT finds on `config.bootstrap` resamples (with
+    replacement) of the dev lists: bagging smooths the argmax over one dev set's piecewise-
+    constant BLEU surface, whose sharp optima transfer poorly. `dev_bleu` is the mean's BLEU on
+    the whole dev set; `history` the resamples' own dev BLEUs."""
+    if config.bootstrap < 1:
+        raise ValueError("bagged_mert needs config.bootstrap >= 1")
+    rng = np.random.default_rng(config.seed)
+    total = np.zeros(len(table.names))
+    history = []
+    for b in range(config.bootstrap):
+        sample = rng.integers(0, table.n_sentences, table.n_sentences)
+        sub, rows = table.subset(sample)
+        one = replace(config, bootstrap=0, seed=config.seed + 1 + b)
+        result = mert(sub, stats[rows], start, one)
+        total += weight_vector(result.weights, table.names)
+        history.append(result.dev_bleu)
+    w = _normalise(total / config.bootstrap)
+    return MertResult(
+        weights={n: float(v) for n, v in zip(table.names, w, strict=True)},
+        dev_bleu=corpus_bleu_of(table, w, stats),
+        start_bleu=corpus_bleu_of(table, weight_vector(start, table.names), stats),
+        history=history,
+    )
+
+
+def tune(
+    table: NBestTable, stats: np.ndarray, start: Mapping[str, float], config: MertConfig
+) -> MertResult:
+    """MERT as `config` says: plain, or bagged over bootstrap resamples (`config.bootstrap`)."""
+    return (bagged_mert if config.bootstrap else mert)(table, stats, start, config)

@@ -501,3 +501,24 @@ def test_mbr_is_a_tuned_feature_that_round_trips(
     )
     assert code == 0, err
     assert (again / "best.tok.txt").read_text() == (out / "best.tok.txt").read_text()
+
+
+def test_tune_bootstrap_tunes_on_resamples_and_records_it(
+    run_out: Path, slice_paths: dict[str, Path], slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    """--tune-bootstrap N: the tuned weights are bagged MERT's over the dev list (as
+    `tune.bagged_mert` finds them), and weights.json says how they were found."""
+    out = tmp_path / "bagged"
+    args = run_args(slice_paths, slice_checkpoint, out)
+    args[args.index("--out") :] = [
+        "--cache-dir", str(run_out / "cache"), "--out", str(out), "--quiet",
+        "--tune-bootstrap", "3",
+    ]  # fmt: skip
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    w = json.loads((out / "weights.json").read_text())
+    assert w["tuning"]["mert"]["bootstrap"] == 3
+    assert w["weights"] != json.loads((run_out / "weights.json").read_text())["weights"]
+    assert abs(sum(abs(v) for v in w["weights"].values()) - 1.0) < 1e-9
+    code, _, err = run_cli(*args[:-1], "1001")
+    assert code == 2 and "--tune-bootstrap" in err

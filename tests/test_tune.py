@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import read_lines
 from nbest_rescore.metrics import BleuConfig, bleu_of_selection, compute_hyp_stats
 from nbest_rescore.rerank import select_best, weight_vector
@@ -49,3 +51,46 @@ def test_mert_never_ends_below_its_start_and_reports_true_bleu() -> None:
     assert abs(bleu_of_selection(hs, choice).score - res.dev_bleu) < 1e-6
     # Tuning on the very list it is scored on must find something better than Moses' 1-best.
     assert res.dev_bleu > one_best
+
+
+def test_subset_holds_each_chosen_sentence_rows_in_order_with_repeats() -> None:
+    table, hs = real_list()
+    picks = np.array([3, 0, 3, 29, 7])
+    sub, rows = table.subset(picks)
+    assert sub.n_sentences == len(picks)
+    assert list(sub.counts) == [int(table.counts[i]) for i in picks]
+    want = np.concatenate([table.values[table.offsets[i] : table.offsets[i + 1]] for i in picks])
+    assert np.array_equal(sub.values, want)
+    assert np.array_equal(table.values[rows], want)
+    # The resample's stats rows line up with its table: its 1-best BLEU is the picked sentences'.
+    choice = select_best(sub.column(TOTAL), sub.offsets)
+    from nbest_rescore.metrics import corpus_bleu_many
+
+    by_hand = sum(hs.stats[table.offsets[i]] for i in picks)
+    assert (
+        corpus_bleu_many(hs.stats[rows][sub.rows_of(choice)].sum(axis=0))[0]
+        == (corpus_bleu_many(by_hand)[0])
+    )
+
+
+def test_bagged_mert_reports_the_true_bleu_of_its_mean_weights() -> None:
+    """The bagged weights are the normalised mean of the resamples' MERT weights; the BLEU it
+    reports is what those weights give on the whole list, and the run is repeatable."""
+    from nbest_rescore.tune import bagged_mert, tune
+
+    table, hs = real_list()
+    cfg = MertConfig(restarts=1, max_iterations=2, bootstrap=3, seed=5)
+    res = bagged_mert(table, hs.stats, {TOTAL: 1.0}, cfg)
+    w = weight_vector(res.weights, table.names)
+    assert abs(np.abs(w).sum() - 1.0) < 1e-9
+    assert len(res.history) == 3
+    assert abs(corpus_bleu_of(table, w, hs.stats) - res.dev_bleu) < 1e-9
+    assert tune(table, hs.stats, {TOTAL: 1.0}, cfg).weights == res.weights
+    # One resample: the mean is that resample's MERT, weights for weights.
+    one = bagged_mert(table, hs.stats, {TOTAL: 1.0}, MertConfig(restarts=1, bootstrap=1, seed=5))
+    sample = np.random.default_rng(5).integers(0, table.n_sentences, table.n_sentences)
+    sub, rows = table.subset(sample)
+    direct = mert(sub, hs.stats[rows], {TOTAL: 1.0}, MertConfig(restarts=1, seed=6))
+    assert one.weights == pytest.approx(direct.weights, abs=1e-12)
+    with pytest.raises(InputError, match="--tune-bootstrap"):
+        MertConfig(bootstrap=-1)

@@ -393,8 +393,19 @@ Each model is exactly `rescore train --preset multi30k` with the overrides in th
 (`train_config`), on `train.{{en,fr}}.gz` with `val.{{en,fr}}.gz` for validation.
 """
     with atomic_write(cfg.results) as fh:
-        fh.write(text)
+        fh.write(text + kept_sections(cfg.results))
     return cfg.results
+
+
+def kept_sections(results: Path) -> str:
+    """The sections other scripts write into RESULTS.md between their markers (the `beyond`
+    measurements of `pipelines.multi30k.beyond`), carried over when the study rewrites it."""
+    from pipelines.multi30k.beyond import BEGIN, END
+
+    old = results.read_text(encoding="utf-8") if results.exists() else ""
+    if BEGIN not in old or END not in old:
+        return ""
+    return "\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
