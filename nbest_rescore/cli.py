@@ -875,6 +875,32 @@ def translate(
         bool, typer.Option(help="Replace output UNKs by source OOV words, in order.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Sentences decoded together.", metavar="N")] = 32,
+    rerank: Annotated[
+        bool,
+        typer.Option(
+            help="Rerank the beam's n-best list (all --beam hypotheses) with the right-to-left "
+            "and target-to-source models and a length feature, by tuned weights (without -m: "
+            "the shipped ones)."
+        ),
+    ] = False,
+    rerank_model: Annotated[
+        list[Path] | None,
+        typer.Option(help="A reranking model (repeatable).", metavar="CKPT"),
+    ] = None,
+    rerank_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Reranking weights (a rerank.json); with --tune-src, where to write them.",
+            metavar="FILE",
+        ),
+    ] = None,
+    tune_src: Annotated[
+        str | None,
+        typer.Option(help="--rerank: tune the weights on this dev source first.", metavar="FILE"),
+    ] = None,
+    tune_ref: Annotated[
+        str | None, typer.Option(help="--rerank: the dev reference.", metavar="FILE")
+    ] = None,
     tokenize: Tokenize = "13a",
     device: Device = "auto",
     threads: Threads = DEFAULT_THREADS,
@@ -884,6 +910,10 @@ def translate(
     """Translate raw text with an LSTM (ensemble) by beam search; default model when no -m.
 
     Example: echo "A man in an orange hat." | rescore translate --beam 12
+
+    Reranked: rescore translate --rerank -i test.en (shipped models and weights); your own:
+    rescore translate -m a.pt --rerank --rerank-model r2l.pt --tune-src dev.en --tune-ref dev.fr
+    --rerank-weights rerank.json -i test.en
     """
     from nbest_rescore.distributed import resolve_device
     from nbest_rescore.ensemble import EnsembleConfig
@@ -906,8 +936,8 @@ def translate(
     option_at_least("--nbest", nbest, 1)  # before it sets the default beam
     cfg = TranslateConfig(
         search=SearchConfig(
-            beam=beam if beam is not None else max(12, nbest or 1),
-            nbest=nbest or 1,
+            beam=(width := beam if beam is not None else max(12, nbest or 1)),
+            nbest=width if rerank else nbest or 1,
             length_penalty=length_penalty,
             min_len=min_len,
             max_len_a=max_len_a,
@@ -929,6 +959,11 @@ def translate(
         tokenize=tokenize,
         device=resolve_device(_int8_device(device, int8)),
         int8=int8,
+        rerank=rerank,
+        rerank_models=tuple(str(m) for m in rerank_model or ()),
+        rerank_weights=rerank_weights,
+        tune_src=tune_src,
+        tune_ref=tune_ref,
     )
     bleu = run_translate_job(job, _progress(quiet))
     if bleu is not None:

@@ -26,7 +26,7 @@ from nbest_rescore.model import target_order
 from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
 from nbest_rescore.quantize import check_int8_device, maybe_int8
-from nbest_rescore.scoring import source_tokens
+from nbest_rescore.scoring import ScoringConfig, source_tokens
 from nbest_rescore.search import BeamHypothesis, SearchConfig, search_batch
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.text import TokenizerConfig, detokenize, looks_escaped
@@ -34,6 +34,7 @@ from nbest_rescore.vocab import UNK
 
 if TYPE_CHECKING:  # pandas, pyarrow and sacrebleu load only for n-best output or BLEU
     from nbest_rescore.nbest_reader import Hypothesis
+    from nbest_rescore.translate_rerank import Reranker
 
 OutputMode = Literal["text", "tokens", "nbest"]
 OUTPUT_MODES: tuple[str, ...] = ("text", "tokens", "nbest")
@@ -239,10 +240,31 @@ class TranslateJob:
     device: str = "cpu"
     int8: bool = False
     """Dynamic int8 quantization of the models (CPU only, see `quantize`)."""
+    rerank: bool = False
+    """Rerank the beam's n-best list (`translate_rerank.py`); `config.search.nbest` hypotheses."""
+    rerank_models: tuple[str, ...] = ()
+    """The reranking models (default with no `models`: the shipped right-to-left and
+    target-to-source ones)."""
+    rerank_weights: str | None = None
+    """The reranking weights (default with shipped models: the shipped `rerank.json`); with
+    `tune_src` the file the tuned weights are written to."""
+    tune_src: str | None = None
+    tune_ref: str | None = None
 
     def __post_init__(self) -> None:
         if self.int8:
             check_int8_device(self.device)
+        reranking = (self.rerank_models, self.rerank_weights, self.tune_src, self.tune_ref)
+        if not self.rerank and any(reranking):
+            raise InputError(
+                "--rerank-model, --rerank-weights, --tune-src and --tune-ref need --rerank"
+            )
+        if self.rerank and self.mode == "nbest":
+            raise InputError("--rerank writes the reranked 1-best: it does not go with --nbest")
+        if (self.tune_src is None) != (self.tune_ref is None):
+            raise InputError("--tune-src and --tune-ref go together")
+        if self.tune_src is not None and self.rerank_weights is None:
+            raise InputError("--tune-src needs --rerank-weights FILE: where the tuned weights go")
 
 
 def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> str | None:
@@ -251,9 +273,15 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     With `ref`, the input is read whole first and its line count checked against the reference
     before any model is loaded: an error writes nothing."""
     models = job.models or tuple(str(m) for m in shipped_models().models)
+    outputs: dict[str, str | None] = {"--output": job.output}
+    if job.tune_src is not None:
+        outputs["--rerank-weights"] = job.rerank_weights
     check_outputs(
-        {"--input": job.input, "--ref": job.ref, "--model": models}, {"--output": job.output}
-    )
+        {"--input": job.input, "--ref": job.ref, "--model": models,
+         "--rerank-model": job.rerank_models, "--tune-src": job.tune_src,
+         "--tune-ref": job.tune_ref},
+        outputs,
+    )  # fmt: skip
     refs = read_lines(job.ref) if job.ref is not None else None
     lines = read_lines(job.input) if job.input != "-" or refs is not None else iter_text_lines("-")
     total = len(lines) if isinstance(lines, list) else None
@@ -267,6 +295,11 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     )
     ens = Ensemble(maybe_int8(bundles, job.int8), job.config.ensemble)
     results = translate_lines(ens, lines, job.config, progress, total=total)
+    if job.rerank:
+        from nbest_rescore.translate_rerank import rerank_results
+
+        reranker, scoring = reranker_of(job, ens, progress)
+        results = rerank_results(ens, results, reranker, scoring)
     with atomic_write(job.output) as fh:
         best = write_outputs(results, fh, job.mode)
     if refs is None:
@@ -275,3 +308,53 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
 
     bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
     return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"
+
+
+def reranker_of(
+    job: TranslateJob, ens: Ensemble, progress: ProgressSettings
+) -> tuple[Reranker, ScoringConfig]:
+    """The reranking models and weights of `job`: given, shipped, or tuned on its dev set
+    (and then written to `job.rerank_weights`)."""
+    from nbest_rescore.translate_rerank import (
+        Reranker,
+        feature_names,
+        read_rerank_weights,
+        shipped_rerank_file,
+        tune_reranker,
+        write_rerank_weights,
+    )
+
+    shipped = None if job.models or job.rerank_models else shipped_models()
+    if shipped is not None:
+        every = assign_directions([load_model(p, job.device) for p in shipped.models], None)
+        scorers = [b for b in every if model_kind(b) != "lstm"]
+        paths = [str(b.path) for b in scorers]
+    else:
+        loaded = [load_model(p, job.device) for p in job.rerank_models]
+        scorers = assign_directions([*ens.bundles, *loaded], None)[len(ens.bundles) :]
+        paths = list(job.rerank_models)
+    scorers = maybe_int8(scorers, job.int8)
+    scoring = ScoringConfig(device=job.device, src_tokenized=job.config.src_tokenized)
+    search_names, scorer_names = feature_names(len(ens.bundles), scorers)
+    if job.tune_src is not None and job.tune_ref is not None and job.rerank_weights is not None:
+        from nbest_rescore.metrics import BleuConfig
+        from nbest_rescore.tune import MertConfig
+
+        weights, record = tune_reranker(
+            ens, scorers, read_lines(job.tune_src), read_lines(job.tune_ref), job.config,
+            scoring, MertConfig(), BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang),
+            progress,
+        )  # fmt: skip
+        search = [str(b.path) for b in ens.bundles]
+        write_rerank_weights(
+            job.rerank_weights, weights, record, {"search": search, "rerank": paths}
+        )
+    else:
+        path = job.rerank_weights or (shipped and shipped_rerank_file(shipped.directory))
+        if not path:
+            raise InputError(
+                "--rerank with your own models needs weights tuned for them: --rerank-weights "
+                "FILE, or --tune-src DEV --tune-ref REF --rerank-weights NEW.json to tune them"
+            )
+        weights, _ = read_rerank_weights(path)
+    return Reranker(tuple(scorers), search_names, scorer_names, weights), scoring
