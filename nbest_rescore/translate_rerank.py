@@ -182,8 +182,15 @@ def write_rerank_weights(
     record: dict[str, Any],
     models: dict[str, Sequence[str]],
 ) -> None:
-    """`rerank.json`: the weights, the models they were tuned for (by role) and the tuning."""
-    doc = {"weights": weights, "models": {k: list(v) for k, v in models.items()}, "tuning": record}
+    """`rerank.json`: the weights, the models they were tuned for (by role: file name and
+    sha256, not a path that exists only here) and the tuning."""
+    from nbest_rescore.fileio import sha256_file
+
+    named = {
+        role: [{"name": Path(p).name, "sha256": sha256_file(p)} for p in paths]
+        for role, paths in models.items()
+    }
+    doc = {"weights": weights, "models": named, "tuning": record}
     with atomic_write(path) as fh:
         fh.write(json.dumps(doc, indent=1) + "\n")
 

@@ -62,6 +62,7 @@ def test_tuned_reranking_beats_the_search_and_round_trips(
     assert set(doc["weights"]) == {"LSTM0", "R2L0", "Length0"}
     assert doc["tuning"]["dev_bleu"] > doc["tuning"]["dev_bleu_search"]
     assert doc["tuning"]["nbest"] == doc["tuning"]["beam"] == 6
+    assert [m["name"] for m in doc["models"]["rerank"]] == ["r2l.pt"]
 
     src = read_lines(models["test"])
     plain = tmp_path / "plain.txt"
