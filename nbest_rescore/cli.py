@@ -876,13 +876,15 @@ def translate(
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Sentences decoded together.", metavar="N")] = 32,
     rerank: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--rerank/--no-rerank",
             help="Rerank the beam's n-best list (all --beam hypotheses) with the right-to-left "
             "and target-to-source models and a length feature, by tuned weights (without -m: "
-            "the shipped ones)."
+            "the shipped ones). Default: on for the shipped models (with their rerank.json), "
+            "off with -m.",
         ),
-    ] = False,
+    ] = None,
     rerank_model: Annotated[
         list[Path] | None,
         typer.Option(help="A reranking model (repeatable).", metavar="CKPT"),
@@ -936,8 +938,8 @@ def translate(
     option_at_least("--nbest", nbest, 1)  # before it sets the default beam
     cfg = TranslateConfig(
         search=SearchConfig(
-            beam=(width := beam if beam is not None else max(12, nbest or 1)),
-            nbest=width if rerank else nbest or 1,
+            beam=beam if beam is not None else max(12, nbest or 1),
+            nbest=nbest or 1,
             length_penalty=length_penalty,
             min_len=min_len,
             max_len_a=max_len_a,

@@ -11,7 +11,7 @@ of `rescore run`, see `features.py`), scores being summed log-probs including EO
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from itertools import islice
 from typing import IO, TYPE_CHECKING, Literal
 
@@ -240,8 +240,9 @@ class TranslateJob:
     device: str = "cpu"
     int8: bool = False
     """Dynamic int8 quantization of the models (CPU only, see `quantize`)."""
-    rerank: bool = False
-    """Rerank the beam's n-best list (`translate_rerank.py`); `config.search.nbest` hypotheses."""
+    rerank: bool | None = None
+    """Rerank the beam's n-best list (all `config.search.beam` hypotheses; `translate_rerank.py`).
+    None: rerank when translating with the shipped models and their shipped `rerank.json`."""
     rerank_models: tuple[str, ...] = ()
     """The reranking models (default with no `models`: the shipped right-to-left and
     target-to-source ones)."""
@@ -259,7 +260,7 @@ class TranslateJob:
             raise InputError(
                 "--rerank-model, --rerank-weights, --tune-src and --tune-ref need --rerank"
             )
-        if self.rerank and self.mode == "nbest":
+        if self.rerank is True and self.mode == "nbest":
             raise InputError("--rerank writes the reranked 1-best: it does not go with --nbest")
         if (self.tune_src is None) != (self.tune_ref is None):
             raise InputError("--tune-src and --tune-ref go together")
@@ -272,6 +273,7 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
 
     With `ref`, the input is read whole first and its line count checked against the reference
     before any model is loaded: an error writes nothing."""
+    job = resolve_rerank(job)
     models = job.models or tuple(str(m) for m in shipped_models().models)
     outputs: dict[str, str | None] = {"--output": job.output}
     if job.tune_src is not None:
@@ -308,6 +310,22 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
 
     bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
     return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"
+
+
+def resolve_rerank(job: TranslateJob) -> TranslateJob:
+    """`job` with `rerank` decided (by default: on for the shipped models when their
+    `rerank.json` is shipped and no n-best list is asked for) and, when on, a search that keeps
+    every hypothesis of the beam."""
+    from nbest_rescore.translate_rerank import shipped_rerank_file
+
+    rerank = job.rerank
+    if rerank is None:
+        auto = not job.models and job.mode != "nbest"
+        rerank = auto and shipped_rerank_file(shipped_models().directory) is not None
+    if not rerank:
+        return replace(job, rerank=False)
+    search = replace(job.config.search, nbest=job.config.search.beam)
+    return replace(job, rerank=True, config=replace(job.config, search=search))
 
 
 def reranker_of(

@@ -108,3 +108,32 @@ def test_rerank_errors_name_the_problem(models: dict[str, Path], tmp_path: Path)
     )
     assert code == 2 and "bad.json" in err
     assert not (tmp_path / "o.txt").exists()
+
+
+def test_shipped_models_rerank_by_default_with_their_rerank_json(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without -m, translate reranks with the shipped rerank.json (and --no-rerank does not);
+    a shipped directory without one translates as before."""
+    from nbest_rescore.shipped import ENV_VAR
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    (shipped / "a.pt").write_bytes(models["weak"].read_bytes())
+    (shipped / "b-r2l.pt").write_bytes(models["r2l"].read_bytes())
+    monkeypatch.setenv(ENV_VAR, str(shipped))
+    io = ["-i", str(models["test"]), "-o"]
+    assert translate(*io, str(tmp_path / "plain.txt"))[0] == 0
+    assert translate(*io, str(tmp_path / "plain-m.txt"), "-m", str(shipped / "a.pt"))[0] == 0
+    assert (tmp_path / "plain.txt").read_text() == (tmp_path / "plain-m.txt").read_text()
+
+    code, err = translate(
+        *io, str(tmp_path / "tuned.txt"), "--rerank", "--tune-src", str(models["dev"]),
+        "--tune-ref", str(models["dev"]), "--rerank-weights", str(shipped / "rerank.json"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert translate(*io, str(tmp_path / "default.txt"))[0] == 0
+    assert (tmp_path / "default.txt").read_text() == (tmp_path / "tuned.txt").read_text()
+    assert (tmp_path / "default.txt").read_text() != (tmp_path / "plain.txt").read_text()
+    assert translate(*io, str(tmp_path / "off.txt"), "--no-rerank")[0] == 0
+    assert (tmp_path / "off.txt").read_text() == (tmp_path / "plain.txt").read_text()
