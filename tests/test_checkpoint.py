@@ -140,3 +140,53 @@ def test_loading_builds_no_random_weights_and_imports_no_compiler(slice_checkpoi
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_int8_storage_round_trips_within_half_a_step_and_scores_alike(
+    slice_checkpoint: Path, slice_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """int8 storage: each weight matrix within half a quantization step of the fp32 one, about
+    a quarter of the file, and scores of the real slice's hypotheses close to fp32's; broken
+    scales are refused naming the tensor."""
+    from nbest_rescore.checkpoint import model_payload
+    from nbest_rescore.fileio import read_lines
+    from nbest_rescore.nbest_reader import read_nbest
+    from nbest_rescore.scoring import ScoringConfig, score_hypotheses
+
+    b = load_model(slice_checkpoint)
+    args = (b.model, b.src_vocab, b.tgt_vocab, b.src_tok, b.tgt_tok)
+    full, small = tmp_path / "fp32.pt", tmp_path / "int8.pt"
+    save_checkpoint(full, model_payload(*args))
+    save_checkpoint(small, model_payload(*args, int8=True))
+    assert small.stat().st_size < 0.35 * full.stat().st_size
+    q = load_model(small)
+    payload = read_checkpoint(small)
+    for name, w in b.model.state_dict().items():
+        got = q.model.state_dict()[name]
+        assert got.dtype == torch.float32
+        if name in payload["int8_row_scales"]:
+            step = payload["int8_row_scales"][name][:, None]
+            assert bool(((got - w).abs() <= step / 2 + 1e-7).all()), name
+        else:  # vectors stay fp16
+            assert torch.equal(got, w.half().float()), name
+    groups = list(read_nbest(slice_paths["nbest"]))[:10]
+    hyps = [h.tokens for g in groups for h in g.hyps]
+    src = read_lines(slice_paths["src"])[: len(groups)]  # the slice's ids are 0, 1, 2, ...
+    hyp_src = [i for i, g in enumerate(groups) for _ in g.hyps]
+    cfg = ScoringConfig()
+    a = score_hypotheses(b, src, hyps, hyp_src, cfg, escaped=False).logprob
+    c = score_hypotheses(q, src, hyps, hyp_src, cfg, escaped=False).logprob
+    assert abs(a - c).max() < 0.05 * abs(a).mean()
+    assert (a != c).any()  # it is quantized
+
+    for change, match in (
+        (lambda p: p["int8_row_scales"].pop("out.weight"), "out.weight is stored as int8"),
+        (lambda p: p["int8_row_scales"]["out.weight"].mul_(-1), "out.weight: a row scale"),
+        (lambda p: p["int8_row_scales"].update({"out.bias": torch.ones(3)}), "out.bias"),
+    ):
+        p = read_checkpoint(small)
+        change(p)
+        bad = tmp_path / "bad.pt"
+        save_checkpoint(bad, p)
+        with pytest.raises(CheckpointError, match=match):
+            load_model(bad)

@@ -25,6 +25,7 @@ from nbest_rescore.model import count_parameters
 from pipelines.multi30k.curves import log_records
 
 ROOT = Path(__file__).resolve().parents[2]
+STORAGE = {False: "fp16", True: "int8 with an fp32 scale per row (vectors in fp16)"}
 OUT_DIR = ROOT / "data" / "models"
 TRAIN_KEYS = (
     "preset", "optimizer", "lr", "lr_schedule", "batch_size", "epochs", "dropout", "patience",
@@ -56,7 +57,9 @@ def _training_record(run: Path, bundle: ModelBundle) -> dict[str, Any]:
     }
 
 
-def _model_section(name: str, dest: Path, bundle: ModelBundle, run: Path, feature: str) -> str:
+def _model_section(
+    name: str, dest: Path, bundle: ModelBundle, run: Path, feature: str, int8: bool = False
+) -> str:
     cfg, valid = _training(run)
     best = min(valid, key=lambda r: r["valid_ppl"])
     c = bundle.config
@@ -69,12 +72,14 @@ def _model_section(name: str, dest: Path, bundle: ModelBundle, run: Path, featur
 - Best validation perplexity {best["valid_ppl"]:.2f} at epoch {best["epoch"]:.0f} of
   {max(r["epoch"] for r in valid):.0f} ({len(valid)} validations, {best["elapsed_s"] / 60:.0f} min of
   one CPU thread to the best checkpoint).
-- Weights stored in fp16 (loaded as fp32); sha256 of this file: `{sha256_file(dest)}`
+- Weights stored in {STORAGE[int8]} (loaded as fp32); sha256 of this file: `{sha256_file(dest)}`
   (training checkpoint `{bundle.sha256}`).
 """
 
 
-def ship(models: list[tuple[str, Path]], tuned: Path, command: str) -> list[Path]:
+def ship(
+    models: list[tuple[str, Path]], tuned: Path, command: str, int8: bool = False
+) -> list[Path]:
     summary = json.loads((tuned / "summary.json").read_text())
     features = [m["feature"] for m in summary["models"]]
     if len(features) != len(models):
@@ -89,10 +94,10 @@ def ship(models: list[tuple[str, Path]], tuned: Path, command: str) -> list[Path
         dest = OUT_DIR / f"{name}.pt"
         payload = model_payload(
             bundle.model, bundle.src_vocab, bundle.tgt_vocab, bundle.src_tok, bundle.tgt_tok,
-            half=True,
+            half=True, int8=int8,
         )  # fmt: skip
         save_checkpoint(dest, payload)
-        sections.append(_model_section(name, dest, bundle, run, feature))
+        sections.append(_model_section(name, dest, bundle, run, feature, int8))
         records[name] = _training_record(run, bundle)
         dests.append(dest)
     with atomic_write(OUT_DIR / "training.json") as fh:
@@ -144,9 +149,10 @@ def main() -> None:
     p.add_argument("--model", action="append", required=True, help="NAME=RUN_DIR, in run order")
     p.add_argument("--tuned", type=Path, required=True)
     p.add_argument("--command", default="python -m pipelines.multi30k (see RESULTS.md)")
+    p.add_argument("--int8", action="store_true", help="store weight matrices as int8")
     a = p.parse_args()
     models = [(spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in a.model]
-    for dest in ship(models, a.tuned, a.command):
+    for dest in ship(models, a.tuned, a.command, a.int8):
         print(dest)
 
 
