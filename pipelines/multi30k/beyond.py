@@ -221,12 +221,13 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def splice(results: Path, text: str) -> None:
-    """Replace the marked section of `results` with `text` (append it when there is none)."""
+def splice(results: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section of `results` between `begin` and `end` with `text` (which carries
+    the markers; appended when there is none)."""
     old = results.read_text(encoding="utf-8") if results.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + text
     tmp = results.with_suffix(".tmp")

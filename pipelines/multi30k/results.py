@@ -398,14 +398,16 @@ Each model is exactly `rescore train --preset multi30k` with the overrides in th
 
 
 def kept_sections(results: Path) -> str:
-    """The sections other scripts write into RESULTS.md between their markers (the `beyond`
-    measurements of `pipelines.multi30k.beyond`), carried over when the study rewrites it."""
-    from pipelines.multi30k.beyond import BEGIN, END
+    """The sections other scripts write into RESULTS.md between their markers
+    (`pipelines.multi30k.translators` and `.beyond`), carried over when the study rewrites it."""
+    from pipelines.multi30k import beyond, translators
 
     old = results.read_text(encoding="utf-8") if results.exists() else ""
-    if BEGIN not in old or END not in old:
-        return ""
-    return "\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+    kept = ""
+    for begin, end in ((translators.BEGIN, translators.END), (beyond.BEGIN, beyond.END)):
+        if begin in old and end in old:
+            kept += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return kept
 
 
 def main(argv: Sequence[str] | None = None) -> None:
