@@ -62,3 +62,18 @@ def test_measure_on_the_real_slice_and_the_section_survives_the_study(
     assert text.startswith("# study\n\ntext\n") and text.count(beyond.BEGIN) == 1
     assert "| mert |" in text and "| bagged |" in text
     assert kept_sections(results).strip() == text.split("text\n", 1)[1].strip()
+
+
+def test_translator_specs_and_kept_sections(tmp_path: Path) -> None:
+    from pipelines.multi30k import translators
+
+    s = translators.System.parse("ens=a.pt+b.pt@int8:rerank=r.pt")
+    assert s == translators.System("ens", (Path("a.pt"), Path("b.pt")), True, Path("r.pt"))
+    assert translators.System.parse("one=a.pt") == translators.System("one", (Path("a.pt"),))
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# study\n")
+    beyond.splice(results, f"{beyond.BEGIN}\nB\n{beyond.END}\n")
+    beyond.splice(results, f"{translators.BEGIN}\nT\n{translators.END}\n",
+                  translators.BEGIN, translators.END)  # fmt: skip
+    kept = kept_sections(results)
+    assert "\nT\n" in kept and "\nB\n" in kept and "# study" not in kept
