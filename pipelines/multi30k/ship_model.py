@@ -2,7 +2,8 @@
 interpolation weights tuned for them on the val n-best list, and a model card.
 
     python -m pipelines.multi30k.ship_model --model NAME=RUN_DIR [--model NAME=RUN_DIR ...] \\
-        --tuned RESCORE_OUT [--command "how the models were trained"]
+        --tuned RESCORE_OUT [--command "how the models were trained"] [--int8]
+    python -m pipelines.multi30k.ship_model --add NAME=RUN_DIR:FEATURE [--int8]
 
 RUN_DIR is a training run (`rescore train --out`: its checkpoint_best.pt and log.jsonl); RESCORE_OUT
 is the `--out` of a `rescore run` with exactly these models (in this order) and `--tune-nbest`: its
@@ -144,13 +145,50 @@ Licence: trained on Multi30k, non-commercial research data (see `data/README.md`
     return dests
 
 
+def add(name: str, run: Path, feature: str, int8: bool) -> Path:
+    """Add one trained model to the shipped set, leaving the others as they are: its file, its
+    training record in training.json and its section in the model card (before `weights.json`'s;
+    the weights, rerank.json and the card's tables are then retuned and rewritten separately)."""
+    bundle = load_model(run / "checkpoint_best.pt")
+    dest = OUT_DIR / f"{name}.pt"
+    save_checkpoint(dest, model_payload(
+        bundle.model, bundle.src_vocab, bundle.tgt_vocab, bundle.src_tok, bundle.tgt_tok,
+        half=True, int8=int8,
+    ))  # fmt: skip
+    records = json.loads((OUT_DIR / "training.json").read_text())
+    records[name] = _training_record(run, bundle)
+    with atomic_write(OUT_DIR / "training.json") as fh:
+        fh.write(json.dumps(records, indent=2) + "\n")
+    card = (OUT_DIR / "MODEL_CARD.md").read_text()
+    head = f"## `{name}.pt`"
+    if head in card:  # replace the model's old section
+        before, rest = card.split(head, 1)
+        card = before + rest[rest.index("\n## ") + 1 :]
+    section = _model_section(name, dest, bundle, run, feature, int8)
+    marker = "## `weights.json`"
+    card = card.replace(marker, section + "\n" + marker, 1)
+    with atomic_write(OUT_DIR / "MODEL_CARD.md") as fh:
+        fh.write(card)
+    return dest
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", action="append", required=True, help="NAME=RUN_DIR, in run order")
-    p.add_argument("--tuned", type=Path, required=True)
+    p.add_argument("--model", action="append", help="NAME=RUN_DIR, in run order")
+    p.add_argument("--tuned", type=Path)
+    p.add_argument(
+        "--add", help="NAME=RUN_DIR:FEATURE: add one model to the shipped set (nothing else)"
+    )
     p.add_argument("--command", default="python -m pipelines.multi30k (see RESULTS.md)")
     p.add_argument("--int8", action="store_true", help="store weight matrices as int8")
     a = p.parse_args()
+    if a.add:
+        name, rest = a.add.split("=", 1)
+        run, feature = rest.rsplit(":", 1)
+        print(add(name, Path(run), feature, a.int8))
+        return
+    if not a.model or a.tuned is None:
+        p.error("--model and --tuned are needed (or --add)")
     models = [(spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in a.model]
     for dest in ship(models, a.tuned, a.command, a.int8):
         print(dest)
