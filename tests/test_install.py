@@ -86,6 +86,8 @@ def test_installed_package_translates_from_another_directory(
     where = _run(installed, tmp_path, installed / "python", "-c",
                  "import nbest_rescore; print(nbest_rescore.__file__)")  # fmt: skip
     assert str(installed.parent) in where.stdout, where.stdout  # the wheel, not the checkout
+    # The wheel carries the reranking weights `translate` uses by default with these models.
+    assert (Path(where.stdout.strip()).parent / "models" / "rerank.json").is_file()
     res = _run(installed, tmp_path, installed / "rescore", "translate", "-q", "--beam", "2",
                stdin="A man in an orange hat.\n")  # fmt: skip
     assert res.returncode == 0, res.stderr
