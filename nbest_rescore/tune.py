@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from nbest_rescore.metrics import corpus_bleu_many
-from nbest_rescore.rerank import select_best, weight_vector
+from nbest_rescore.rerank import select_best, weight_vector, within_list_scale
 from nbest_rescore.table import NBestTable
 from nbest_rescore.validate import option_at_least, option_at_most
 
@@ -127,6 +127,22 @@ def line_search(
     return float(gamma), float(bleus[best])
 
 
+def direction_scales(x: np.ndarray, offsets: np.ndarray, w0: np.ndarray) -> np.ndarray:
+    """Per-feature step scales of the search directions and restarts: |w0| where the start
+    weighs the feature; for a feature it leaves at 0 (a length or MBR feature), the weight that
+    moves scores within a list as much as a weighted feature does on average. (Scale |w0| alone
+    would leave such a feature out of every random direction and restart: explored along its own
+    axis only.)"""
+    spreads = np.array([within_list_scale(x[:, j], offsets) for j in range(x.shape[1])])
+    scale = np.abs(w0).astype(np.float64)
+    weighted = scale > 0
+    if not weighted.any():
+        return 1.0 / spreads
+    typical = float(np.mean(scale[weighted] * spreads[weighted]))
+    scale[~weighted] = typical / spreads[~weighted]
+    return scale
+
+
 def _normalise(w: np.ndarray) -> np.ndarray:
     n = np.abs(w).sum()
     return w / n if n > 0 else w
@@ -157,7 +173,7 @@ def mert(
     starts = [weight_vector(start, table.names)] + [
         weight_vector(s, table.names) for s in extra_starts
     ]
-    scale = np.abs(starts[0]) + 1e-12
+    scale = direction_scales(x, table.offsets, starts[0])
     for _ in range(config.restarts):
         starts.append(starts[0] + rng.uniform(-1, 1, d_dim) * scale)
     start_bleu = corpus_bleu_of(table, starts[0], stats)

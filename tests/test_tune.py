@@ -94,3 +94,22 @@ def test_bagged_mert_reports_the_true_bleu_of_its_mean_weights() -> None:
     assert one.weights == pytest.approx(direct.weights, abs=1e-12)
     with pytest.raises(InputError, match="--tune-bootstrap"):
         MertConfig(bootstrap=-1)
+
+
+def test_a_feature_the_start_leaves_out_gets_a_comparable_search_scale() -> None:
+    """Directions and restarts move an unweighted feature (length, MBR) as much, within a list,
+    as the weighted features move on average; weighted ones keep |w0|."""
+    from nbest_rescore.rerank import within_list_scale
+    from nbest_rescore.tune import direction_scales
+
+    table, _ = real_list()
+    x = table.values
+    w0 = np.zeros(x.shape[1])
+    w0[table.names.index(TOTAL)] = 2.0
+    spread = [within_list_scale(x[:, j], table.offsets) for j in range(x.shape[1])]
+    scale = direction_scales(x, table.offsets, w0)
+    j_total = table.names.index(TOTAL)
+    assert scale[j_total] == 2.0
+    for j in range(x.shape[1]):
+        if j != j_total:
+            assert abs(scale[j] * spread[j] - 2.0 * spread[j_total]) < 1e-9 * spread[j_total]
