@@ -194,7 +194,8 @@ def resolve_job(job: RunJob) -> RunJob:
     if weights is None and job.tune_nbest is None and shipped.weights is not None:
         weights = str(shipped.weights)
         mbr = mbr or shipped_mbr(shipped.weights)
-    return replace(job, models=tuple(str(p) for p in shipped.models), weights=weights, mbr=mbr)
+    models = tuple(str(p) for p in shipped.run_models)
+    return replace(job, models=models, weights=weights, mbr=mbr)
 
 
 def shipped_mbr(path: Path) -> MbrConfig | None:
@@ -670,6 +671,11 @@ def _run(job: RunJob, progress: ProgressSettings) -> dict[str, Any] | None:
         return None
 
     weighed = weigh(job, test, dev, names, given)
+    if "tuned" in weighed.sets:  # the models the weights are for: the shipped set reads this
+        weighed.tuning["models"] = [
+            {"feature": n, "name": Path(b.path).name, "sha256": b.sha256}
+            for n, b in zip(names, bundles, strict=True)
+        ]
     sha256 = input_hashes(test, dev, given)
     del dev
     stages.done("weigh")

@@ -27,6 +27,26 @@ class ShippedModels:
     weights: Path | None
     """`weights.json` of the directory: interpolation weights tuned for these models."""
 
+    @property
+    def run_models(self) -> tuple[Path, ...]:
+        """The models `rescore run` scores with: those the shipped `weights.json` was tuned for
+        (its `tuning.models`, by file name), else every model of the directory."""
+        import json
+
+        if self.weights is None:
+            return self.models
+        tuning = json.loads(self.weights.read_text(encoding="utf-8")).get("tuning") or {}
+        named = [m["name"] for m in tuning.get("models") or []]
+        if not named:
+            return self.models
+        missing = [n for n in named if not (self.directory / n).is_file()]
+        if missing:
+            raise InputError(
+                f"the shipped weights were tuned for {', '.join(named)}, but "
+                f"{', '.join(missing)} is not in {self.directory}"
+            )
+        return tuple(self.directory / n for n in named)
+
 
 def model_dirs() -> list[Path]:
     """The directories searched, in order."""

@@ -149,6 +149,10 @@ def test_weights_file_names_the_final_system_and_how_it_was_tuned(
     # A file name and its hash, not a path that only exists on the machine that made it.
     assert w["tuning"]["tune_nbest"]["name"] == slice_paths["nbest"].name
     assert len(w["tuning"]["tune_nbest"]["sha256"]) == 64
+    # ...and the models they weigh, by feature, file name and hash.
+    (model,) = w["tuning"]["models"]
+    assert model["feature"] == "LSTM0" and model["name"] == s["models"][0]["path"].split("/")[-1]
+    assert model["sha256"] == s["models"][0]["sha256"]
 
 
 def test_a_given_weights_file_is_the_given_system_with_its_tuning_record(
