@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,9 @@ def measure(
                 write_rerank_weights(
                     work / f"{system.name}.rerank.json", weights,
                     {"dev_bleu": res.dev_bleu, "dev_bleu_search": res.start_bleu,
-                     "beam": BEAM, "nbest": BEAM, "signature": signature(bleu)},
+                     "dev_bleu_two_fold": row["val_bleu_two_fold"],
+                     "dev_sentences": len(src), "beam": BEAM, "nbest": BEAM,
+                     "mert": asdict(MertConfig()), "signature": signature(bleu)},
                     {"search": [str(p) for p in system.models], "rerank": [str(system.rerank)]},
                 )  # fmt: skip
                 t0 += time.perf_counter() - t_tune  # the seconds are translation's
