@@ -75,6 +75,17 @@ def stored(path: Path, int8: bool, work: Path) -> Path:
     return dest
 
 
+def _storage(path: Path) -> str:
+    """How a checkpoint file stores its weights: int8 (with row scales), fp16 or fp32."""
+    from nbest_rescore.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    if payload.get("int8_row_scales"):
+        return "int8"
+    floats = [v for v in payload["model"].values() if v.is_floating_point()]
+    return "fp16" if floats and floats[0].dtype == torch.float16 else "fp32"
+
+
 def _halves(n: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(7).permutation(n)
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
@@ -90,7 +101,7 @@ def measure(
     row: dict[str, Any] = {
         "system": system.name,
         "models": [p.name for p in system.models],
-        "storage": "int8" if system.int8 else "fp16",
+        "storage": "+".join(sorted({_storage(p) for p in paths})),
         "megabytes": sum(p.stat().st_size for p in paths) / 1e6,
     }
     search = SearchConfig(beam=BEAM, nbest=BEAM if system.rerank else 1)
