@@ -75,7 +75,7 @@ def test_scoring_rate_and_r2l_training_are_the_records() -> None:
     assert one(r"val perplexity ([0-9.]+), stopped after", README) == f"{r2l['best_valid_ppl']:.2f}"
     card = set(re.findall(r"Best validation perplexity ([0-9.]+) at epoch (\d+) of\s+(\d+)", CARD))
     assert card == {
-        (f"{r['best_valid_ppl']:.2f}", str(r["best_epoch"]), f"{r['epochs_done']:.0f}")
+        (f"{r['best_valid_ppl']:.2f}", f"{r['best_epoch']:.0f}", f"{r['epochs_done']:.0f}")
         for r in TRAINING.values()
         if isinstance(r, dict)
     }
