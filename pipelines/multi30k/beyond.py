@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--bootstrap", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    commit = _commit()  # the code that measures, not what HEAD is when it ends
     torch.set_num_threads(args.threads)
     models = args.model or [str(p) for p in shipped_models().models]
     d = args.data_dir
@@ -281,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result.update(
         command="python -m pipelines.multi30k.beyond "
         + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-        commit=_commit(),
+        commit=commit,
         machine=f"{platform.node()} ({platform.machine()}, {args.threads} torch thread)",
         date=time.strftime("%Y-%m-%d"),
         models=[Path(m).name for m in models],
