@@ -24,7 +24,7 @@ from nbest_rescore.ensemble import Ensemble
 from nbest_rescore.errors import InputError
 from nbest_rescore.features import LENGTH, model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, read_lines_hashed
-from nbest_rescore.metrics import BleuConfig, compute_hyp_stats
+from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.rerank import Weights, select_best
 from nbest_rescore.scoring import ScoringConfig, score_hypotheses, score_source_given_hypotheses
@@ -165,15 +165,9 @@ def tune_reranker(
         "beam": translate.search.beam,
         "nbest": translate.search.nbest,
         "mert": asdict(mert),
-        "signature": bleu_signature(bleu),
+        "signature": signature(bleu),
     }
     return result.weights, record
-
-
-def bleu_signature(bleu: BleuConfig) -> str:
-    from nbest_rescore.metrics import signature
-
-    return signature(bleu)
 
 
 def write_rerank_weights(

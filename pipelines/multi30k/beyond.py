@@ -73,10 +73,6 @@ def _tune(dev: NBestTable, stats: np.ndarray, names: Sequence[str], cfg: MertCon
     return tune(dev, stats, even_average(dev, names), cfg)
 
 
-def _apply(table: NBestTable, w: dict[str, float]) -> np.ndarray:
-    return rerank(table, w)
-
-
 def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
@@ -96,7 +92,7 @@ def measure(
     # MBR0: the scale by val (tuned dev BLEU), then test with and without.
     no_mbr_dev = dev.table.select(_columns(names, False))
     no_mbr = _tune(no_mbr_dev, ds, names, plain)
-    no_mbr_choice = _apply(test.table.select(_columns(names, False)), no_mbr.weights)
+    no_mbr_choice = rerank(test.table.select(_columns(names, False)), no_mbr.weights)
     rows: list[dict[str, Any]] = []
     for scale in SCALES:
         cfg = MbrConfig(top_k=50, scale=scale)
@@ -109,7 +105,7 @@ def measure(
         )  # fmt: skip
     best = max(rows, key=lambda r: r["dev_bleu"])
     test_t, _ = _with_mbr(test.table, MbrConfig(top_k=50, scale=best["scale"]))
-    mbr_choice = _apply(test_t.select(_columns(names, True)), best["weights"])
+    mbr_choice = rerank(test_t.select(_columns(names, True)), best["weights"])
     out["mbr"] = {
         "grid": rows,
         "chosen_scale": best["scale"],
@@ -138,7 +134,7 @@ def measure(
         t0 = time.perf_counter()
         res = _tune(dev_t, ds, names, tcfg)
         seconds = time.perf_counter() - t0
-        test_bleu = _bleu(ts, test_c, _apply(test_c, res.weights))
+        test_bleu = _bleu(ts, test_c, rerank(test_c, res.weights))
         held: list[float] = []
         for k in range(HALVINGS):
             halves = _halves(dev_t.n_sentences, seed=100 + k)
@@ -147,7 +143,7 @@ def measure(
                 sub_b, rows_b = dev_t.subset(b)
                 r = _tune(sub_a, ds[rows_a], names, tcfg)
                 sb = ds[rows_b]
-                gain = _bleu(sb, sub_b, _apply(sub_b, r.weights)) - _bleu(
+                gain = _bleu(sb, sub_b, rerank(sub_b, r.weights)) - _bleu(
                     sb, sub_b, np.zeros(sub_b.n_sentences, dtype=np.int64)
                 )
                 held.append(gain)

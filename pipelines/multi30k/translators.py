@@ -37,7 +37,7 @@ from nbest_rescore.search import SearchConfig
 from nbest_rescore.translate import TranslateConfig, translate_lines
 from nbest_rescore.translate_rerank import feature_names, feature_table, write_rerank_weights
 from nbest_rescore.tune import MertConfig, tune
-from pipelines.multi30k.beyond import _commit
+from pipelines.multi30k.beyond import _commit, _halves
 
 BEGIN, END = "<!-- translators:begin -->", "<!-- translators:end -->"
 BEAM = 12
@@ -86,11 +86,6 @@ def _storage(path: Path) -> str:
     return "fp16" if floats and floats[0].dtype == torch.float16 else "fp32"
 
 
-def _halves(n: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(7).permutation(n)
-    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
-
-
 def measure(
     system: System, sets: dict[str, tuple[list[str], list[str]]], work: Path
 ) -> dict[str, Any]:
@@ -130,7 +125,7 @@ def measure(
                 row["rerank_weights"] = weights
                 row["val_search_bleu"] = res.start_bleu
                 fold_stats = np.zeros(stats.shape[1], dtype=np.int64)
-                a, b = _halves(table.n_sentences)
+                a, b = _halves(table.n_sentences, seed=7)
                 for on, off in ((a, b), (b, a)):
                     t_on, r_on = table.subset(on)
                     t_off, r_off = table.subset(off)
