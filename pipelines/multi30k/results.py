@@ -399,12 +399,17 @@ Each model is exactly `rescore train --preset multi30k` with the overrides in th
 
 def kept_sections(results: Path) -> str:
     """The sections other scripts write into RESULTS.md between their markers
-    (`pipelines.multi30k.translators` and `.beyond`), carried over when the study rewrites it."""
-    from pipelines.multi30k import beyond, translators
+    (`pipelines.multi30k.translators`, `.beyond` and `.ceiling`), carried over when the study
+    rewrites it."""
+    from pipelines.multi30k import beyond, ceiling, translators
 
     old = results.read_text(encoding="utf-8") if results.exists() else ""
     kept = ""
-    for begin, end in ((translators.BEGIN, translators.END), (beyond.BEGIN, beyond.END)):
+    for begin, end in (
+        (translators.BEGIN, translators.END),
+        (beyond.BEGIN, beyond.END),
+        (ceiling.BEGIN, ceiling.END),
+    ):
         if begin in old and end in old:
             kept += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     return kept
