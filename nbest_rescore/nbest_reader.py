@@ -35,7 +35,6 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from nbest_rescore.errors import InputError, NBestFormatError
 from nbest_rescore.fileio import CONTROL_CHARS, PathLike, control_char_problem, open_raw
@@ -55,7 +54,8 @@ try:  # optional: a faster number reader (see read_floats)
 except ImportError:  # pragma: no cover
     _pyarrow = _arrow_csv = None
     _ARROW_ERRORS = ()
-_NUMBER_ERRORS: tuple[type[Exception], ...] = (ValueError, pd.errors.ParserError, *_ARROW_ERRORS)
+# pandas' ParserError is a ValueError: pandas is imported only where pyarrow is missing.
+_NUMBER_ERRORS: tuple[type[Exception], ...] = (ValueError, *_ARROW_ERRORS)
 
 
 __all__ = [
@@ -1179,6 +1179,8 @@ def read_floats(
     try:
         values = _arrow_floats(data, usecols)
         if values is None:
+            import pandas as pd
+
             frame = pd.read_csv(
                 io.BytesIO(data),
                 sep=" ",

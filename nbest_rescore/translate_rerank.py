@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,13 +24,15 @@ from nbest_rescore.ensemble import Ensemble
 from nbest_rescore.errors import InputError
 from nbest_rescore.features import LENGTH, model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, read_lines_hashed
-from nbest_rescore.metrics import BleuConfig, compute_hyp_stats, signature
 from nbest_rescore.progress import QUIET, ProgressSettings
 from nbest_rescore.rerank import Weights, select_best
 from nbest_rescore.scoring import ScoringConfig, score_hypotheses, score_source_given_hypotheses
 from nbest_rescore.table import NBestTable, Surfaces
 from nbest_rescore.translate import TranslateConfig, TranslationResult, translate_lines
-from nbest_rescore.tune import MertConfig, tune
+
+if TYPE_CHECKING:  # BLEU and MERT (sacrebleu) only when tuning: translating starts faster
+    from nbest_rescore.metrics import BleuConfig
+    from nbest_rescore.tune import MertConfig
 
 RERANK_FILE = "rerank.json"
 """The shipped reranking weights, beside the shipped models."""
@@ -150,6 +152,9 @@ def tune_reranker(
     """Translate the dev `sources` into n-best lists, score them with `scorers`, and tune the
     weights by MERT against `refs`, starting from the search's own choice (the first search
     model's score alone for one model; their sum for an ensemble)."""
+    from nbest_rescore.metrics import compute_hyp_stats, signature
+    from nbest_rescore.tune import tune
+
     if len(sources) != len(refs):
         raise InputError(f"the dev source has {len(sources)} lines but its reference {len(refs)}")
     results = list(translate_lines(ens, sources, translate, progress, total=len(sources)))

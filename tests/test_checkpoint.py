@@ -142,6 +142,20 @@ def test_loading_builds_no_random_weights_and_imports_no_compiler(slice_checkpoi
     assert out.strip() == "[]"
 
 
+def test_translating_imports_neither_pandas_nor_sacrebleu() -> None:
+    """`rescore translate`, reranking included, needs no tables and no BLEU unless it tunes or
+    scores a reference: pandas and sacrebleu (about a second of start-up together) stay out."""
+    code = (
+        "import sys\n"
+        "import nbest_rescore.cli, nbest_rescore.translate, nbest_rescore.translate_rerank\n"
+        "print(sorted(m for m in ('pandas', 'sacrebleu') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
 def test_int8_storage_round_trips_within_half_a_step_and_scores_alike(
     slice_checkpoint: Path, slice_paths: dict[str, Path], tmp_path: Path
 ) -> None:
