@@ -121,6 +121,13 @@ def test_bad_checkpoints_are_input_errors_naming_the_file(tmp_path: Path) -> Non
         load_model(junk)
 
 
+def _python_stdout(code: str) -> str:
+    """What a fresh interpreter running `code` prints (the imports of one process, unshared)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_loading_builds_no_random_weights_and_imports_no_compiler(slice_checkpoint: Path) -> None:
     """A load is every weight from the file, and start-up stays free of what it need not import:
     torch._dynamo (the meta-device shell's normal init pulled it in, seconds) and matplotlib."""
@@ -136,10 +143,7 @@ def test_loading_builds_no_random_weights_and_imports_no_compiler(slice_checkpoi
         "import nbest_rescore.run_job, nbest_rescore.translate\n"
         "print(sorted(m for m in ('torch._dynamo', 'matplotlib') if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert _python_stdout(code).strip() == "[]"
 
 
 def test_translating_imports_neither_pandas_nor_sacrebleu() -> None:
@@ -150,10 +154,7 @@ def test_translating_imports_neither_pandas_nor_sacrebleu() -> None:
         "import nbest_rescore.cli, nbest_rescore.translate, nbest_rescore.translate_rerank\n"
         "print(sorted(m for m in ('pandas', 'sacrebleu') if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert _python_stdout(code).strip() == "[]"
 
 
 def test_int8_storage_round_trips_within_half_a_step_and_scores_alike(
