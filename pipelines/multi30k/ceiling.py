@@ -105,6 +105,13 @@ def measure(dev: ScoredList, test: ScoredList, run_names: Sequence[str],
     return out
 
 
+def _extra_features(result: dict[str, Any]) -> list[str]:
+    """The extra models' feature names (the second row is named after them: see `variants`)."""
+    if "extra_features" in result:
+        return list(result["extra_features"])
+    return str(list(result["rows"])[1]).removeprefix("+ ").split(", ")
+
+
 def section(result: dict[str, Any]) -> str:
     """The markdown section RESULTS.md carries between the markers."""
     base = result["baseline_test"]
@@ -116,7 +123,10 @@ def section(result: dict[str, Any]) -> str:
         f"{result['machine']}, {result['date']}. Run models: "
         + ", ".join(f"`{n}`" for n in result["run_models"])
         + "; extra: "
-        + ", ".join(f"`{n}`" for n in result["extra_models"])
+        + ", ".join(
+            f"`{n}` ({f})"
+            for n, f in zip(result["extra_models"], _extra_features(result), strict=True)
+        )
         + f" (full 1000-best lists). BLEU: `{result['signature']}`. Each row is tuned on val by "
         "MERT (10 random restarts) once per seed; test2016 is read once per tuning. Moses' "
         f"1-best: {base:.2f}.",
@@ -177,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         date=time.strftime("%Y-%m-%d"),
         run_models=[Path(m).name for m in run_models],
         extra_models=[Path(m).name for m in extra],
+        extra_features=extra_names,
         signature=signature(job.bleu),
     )
     args.work_dir.mkdir(parents=True, exist_ok=True)
