@@ -127,7 +127,7 @@ def section(result: dict[str, Any]) -> str:
             f"`{n}` ({f})"
             for n, f in zip(result["extra_models"], _extra_features(result), strict=True)
         )
-        + f" (full 1000-best lists). BLEU: `{result['signature']}`. Each row is tuned on val by "
+        + f"; full 1000-best lists. BLEU: `{result['signature']}`. Each row is tuned on val by "
         "MERT (10 random restarts) once per seed; test2016 is read once per tuning. Moses' "
         f"1-best: {base:.2f}.",
         "",
