@@ -3,7 +3,7 @@ beam-search translations of the training sources become the targets of one stude
 `multi30k` recipe, validated on the real val references.
 
     python -m pipelines.multi30k.distill --data-dir DIR --work-dir WORK [--teacher CKPT ...]
-        [--beam 5] [--shards 2] [--threads 1] [--translate-only] [--epochs X]
+        [--beam 5] [--shards 2] [--threads 1] [--translate-only] [--epochs X] [--targets F]
 
 Steps, each resumable (a finished step's files are kept and reused):
 1. WORK/teacher/part.K.en: the training sources in `--shards` contiguous pieces of about equal
@@ -12,6 +12,8 @@ Steps, each resumable (a finished step's files are kept and reused):
 2. WORK/train.kd.fr: the pieces joined, checked line-aligned with the source and without an empty
    line;
 3. WORK/student: `rescore train --preset multi30k --resume` on (train.en, train.kd.fr).
+`--targets FILE` skips steps 1 and 2 and trains on FILE (checked the same way), e.g. the shipped
+teacher's translations `data/multi30k/train.kd.fr.gz`.
 WORK/distill.json records the commands, the teacher's files and hashes, and the step times.
 The student is then measured as a translator by `python -m pipelines.multi30k.translators`.
 """
@@ -81,16 +83,21 @@ def translate_shards(teacher: Sequence[str], beam: int, parts: Sequence[Path]) -
     return [cmd for cmd, _ in running]
 
 
+def check_targets(path: Path, hyp: Sequence[str], n_src: int) -> None:
+    """Translations usable as training targets: one per source line, none empty."""
+    if len(hyp) != n_src:
+        raise SystemExit(f"{path}: {len(hyp)} lines for {n_src} sources")
+    if any(not h.strip() for h in hyp):
+        raise SystemExit(f"{path}: an empty translation")
+
+
 def join_targets(parts: Sequence[Path], out: Path) -> int:
     """The pieces' translations as one file, checked line by line against their sources."""
     lines: list[str] = []
     for src in parts:
         n_src = len(src.read_text(encoding="utf-8").splitlines())
         hyp = src.with_suffix(".fr").read_text(encoding="utf-8").splitlines()
-        if len(hyp) != n_src:
-            raise SystemExit(f"{src.with_suffix('.fr')}: {len(hyp)} lines for {n_src} sources")
-        if any(not h.strip() for h in hyp):
-            raise SystemExit(f"{src.with_suffix('.fr')}: an empty translation")
+        check_targets(src.with_suffix(".fr"), hyp, n_src)
         lines.extend(hyp)
     with atomic_write(out) as fh:
         fh.write("\n".join(lines) + "\n")
@@ -115,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="student training threads")
     ap.add_argument("--epochs", type=float, default=None, help="default: the recipe's")
     ap.add_argument("--translate-only", action="store_true")
+    ap.add_argument("--targets", type=Path, default=None, help="train on these translations")
     args = ap.parse_args(argv)
     shipped = shipped_models().directory
     teacher = args.teacher or [str(shipped / "att-rev-1.pt"), str(shipped / "att-rev-2.pt")]
@@ -122,15 +130,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     record: dict[str, Any] = {
         "command": "python -m pipelines.multi30k.distill "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "teacher": [{"name": Path(m).name, "sha256": sha256_file(m)} for m in teacher],
-        "beam": args.beam,
     }
-    t0 = time.time()
-    parts = write_shards(args.data_dir / "train.en.gz", work / "teacher", args.shards)
-    record["translate_commands_run"] = translate_shards(teacher, args.beam, parts)
-    record["translate_s"] = time.time() - t0
-    target = work / "train.kd.fr"
-    record["distilled_pairs"] = join_targets(parts, target)
+    if args.targets is None:
+        record["teacher"] = [{"name": Path(m).name, "sha256": sha256_file(m)} for m in teacher]
+        record["beam"] = args.beam
+        t0 = time.time()
+        parts = write_shards(args.data_dir / "train.en.gz", work / "teacher", args.shards)
+        record["translate_commands_run"] = translate_shards(teacher, args.beam, parts)
+        record["translate_s"] = time.time() - t0
+        target = work / "train.kd.fr"
+        record["distilled_pairs"] = join_targets(parts, target)
+    else:
+        target = args.targets
+        with gzip.open(args.data_dir / "train.en.gz", "rt", encoding="utf-8") as fh:
+            n_src = sum(1 for _ in fh)
+        with (gzip.open if target.suffix == ".gz" else open)(target, "rt", encoding="utf-8") as fh:
+            hyp = fh.read().splitlines()
+        check_targets(target, hyp, n_src)
+        record["distilled_pairs"] = n_src
+    record["targets"] = str(target)
     record["distilled_sha256"] = sha256_file(target)
     if not args.translate_only:
         cmd = student_command(args.data_dir, work, target, args.threads, args.epochs)
