@@ -79,3 +79,33 @@ def test_scoring_rate_and_r2l_training_are_the_records() -> None:
         for r in TRAINING.values()
         if isinstance(r, dict)
     }
+
+
+def test_the_default_translators_cost_is_the_benchmark() -> None:
+    rows = json.loads((ROOT / "bench" / "results" / "translators.json").read_text())["rows"]
+    single, plain = rows["att-rev-1"], rows["att-rev-1 + att-rev-2"]
+    default = rows["default (2-ensemble, reranked)"]
+    text = re.sub(r"\s+", " ", README)
+    ratio, fast, slow = re.findall(
+        r"the reranked 2-ensemble took ([0-9.]+)x the time of `att-rev-1` alone \(([0-9.]+) "
+        r"against ([0-9.]+) sentences/s",
+        text,
+    )[0]
+    assert ratio == f"{default['time_ratio_over_att_rev_1']['median']:.1f}"
+    assert (fast, slow) == (
+        f"{default['sentences_per_s_median']:.2f}",
+        f"{single['sentences_per_s_median']:.2f}",
+    )
+    bleu = one(r"included; ([0-9.]+ against [0-9.]+) BLEU on those sentences", text)
+    assert bleu == f"{default['bleu']:.2f} against {single['bleu']:.2f}"
+    plain_quote = one(r"the plain 2-ensemble ([0-9.]+x \([0-9.]+\))", text)
+    assert (
+        plain_quote == f"{plain['time_ratio_over_att_rev_1']['median']:.1f}x ({plain['bleu']:.2f})"
+    )
+
+
+def test_the_seed_spread_is_the_ceiling_section() -> None:
+    seeds = one(r"\n\| shipped set \| [0-9., ]+ \| ([0-9., ]+) \|", RESULTS)
+    a, b = (float(x) for x in seeds.split(","))
+    spread = one(r"MERT's seed alone moves the shipped\s+pair's test2016 BLEU by ([0-9.]+)", README)
+    assert spread == f"{abs(a - b):.2f}"
