@@ -109,3 +109,12 @@ def test_the_seed_spread_is_the_ceiling_section() -> None:
     a, b = (float(x) for x in seeds.split(","))
     spread = one(r"MERT's seed alone moves the shipped\s+pair's test2016 BLEU by ([0-9.]+)", README)
     assert spread == f"{abs(a - b):.2f}"
+
+
+def test_the_students_row_is_results_md() -> None:
+    row = one(
+        r"\n\| distilled student \([^|]*\| int8 \| [0-9]+ \| ([0-9.]+ \|  \| [0-9.]+) \|", RESULTS
+    )
+    val, test = row.split(" |  | ")
+    assert one(r"its best epoch, 4 of 6, val ([0-9.]+)\)", README) == val
+    assert one(r"val [0-9.]+\), int8, beam 12 \| ([0-9.]+) \|", README) == test
