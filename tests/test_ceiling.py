@@ -3,6 +3,7 @@ lists are what `--max-hyps` reads, on the real slice."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,25 @@ def test_rows_are_what_their_weights_give(
     text = results.read_text()
     assert "`b.pt` (LSTM1)" in text and text.count("| shipped set |") == 1
     assert kept_sections(results).strip() == text.split("text\n", 1)[1].strip()
+
+
+def test_main_scores_val_and_test_of_a_data_dir(
+    slice_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """The script end to end on a data directory laid out as the Multi30k one (the real slice
+    under the full lists' names), with the shipped models: the scored lists, the json, the section."""
+    d = tmp_path / "data"
+    d.mkdir()
+    names = {"nbest": ("val.moses.1000best.gz", "test2016.moses.1000best.gz"),
+             "src": ("val.en.gz", "test_2016_flickr.en.gz"),
+             "ref": ("val.fr.gz", "test_2016_flickr.fr.gz")}  # fmt: skip
+    for key, targets in names.items():
+        for target in targets:
+            (d / target).write_bytes(slice_paths[key].read_bytes())
+    results = tmp_path / "RESULTS.md"
+    ceiling.main(["--data-dir", str(d), "--work-dir", str(tmp_path / "work"), "--seeds", "1",
+                  "--results", str(results)])  # fmt: skip
+    record = json.loads((tmp_path / "work" / "ceiling.json").read_text())
+    assert record["extra_models"] == ["att-rev-2.pt"] and record["extra_features"] == ["LSTM1"]
+    assert all(len(runs) == 1 for runs in record["rows"].values())
+    assert ceiling.BEGIN in results.read_text()

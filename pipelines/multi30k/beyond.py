@@ -240,6 +240,32 @@ def _commit() -> str:
         return "unknown"
 
 
+def scored_lists(
+    d: Path, work: Path, models: Sequence[str], mbr: MbrConfig | None = None
+) -> tuple[RunJob, list[str], ScoredList, ScoredList]:
+    """The val and test2016 1000-best lists of data directory `d` scored with `models` (scores
+    from WORK/cache, shared with `rescore run --cache-dir`), with their BLEU statistics; the job
+    (test2016 as its list) and the model features."""
+    job = RunJob(
+        nbest=str(d / "test2016.moses.1000best.gz"),
+        src=str(d / "test_2016_flickr.en.gz"),
+        ref=str(d / "test_2016_flickr.fr.gz"),
+        models=tuple(models),
+        out=work,
+        cache_dir=work / "cache",
+        bleu=BleuConfig(tokenize="13a", tgt_lang="fr"),
+        mbr=mbr,
+    )
+    bundles = assign_directions([load_model(m) for m in models], None)
+    names = model_features([model_kind(b) for b in bundles])
+    dev_in = read_list(str(d / "val.moses.1000best.gz"), str(d / "val.en.gz"),
+                       str(d / "val.fr.gz"), job)  # fmt: skip
+    dev = score_list(dev_in, bundles, names, job, QUIET)
+    test = score_list(read_list(job.nbest, job.src, job.ref, job), bundles, names, job, QUIET)
+    assert dev is not None and test is not None
+    return job, names, dev, test
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, required=True)
@@ -252,24 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     commit = _commit()  # the code that measures, not what HEAD is when it ends
     torch.set_num_threads(args.threads)
     models = args.model or [str(p) for p in shipped_models().models]
-    d = args.data_dir
-    job = RunJob(
-        nbest=str(d / "test2016.moses.1000best.gz"),
-        src=str(d / "test_2016_flickr.en.gz"),
-        ref=str(d / "test_2016_flickr.fr.gz"),
-        models=tuple(models),
-        out=args.work_dir,
-        cache_dir=args.work_dir / "cache",
-        bleu=BleuConfig(tokenize="13a", tgt_lang="fr"),
-        mbr=MbrConfig(),
-    )
-    bundles = assign_directions([load_model(m) for m in models], None)
-    names = model_features([model_kind(b) for b in bundles])
-    dev_in = read_list(str(d / "val.moses.1000best.gz"), str(d / "val.en.gz"),
-                       str(d / "val.fr.gz"), job)  # fmt: skip
-    dev = score_list(dev_in, bundles, names, job, QUIET)
-    test = score_list(read_list(job.nbest, job.src, job.ref, job), bundles, names, job, QUIET)
-    assert dev is not None and test is not None
+    job, names, dev, test = scored_lists(args.data_dir, args.work_dir, models, MbrConfig())
     tuners = {
         "mert": MertConfig(restarts=10),
         f"bagged ({args.bootstrap} resamples)": MertConfig(restarts=2, bootstrap=args.bootstrap),

@@ -30,16 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbest_rescore.checkpoint import assign_directions, load_model
-from nbest_rescore.features import BASELINE, LENGTH, model_features, model_kind
-from nbest_rescore.metrics import BleuConfig, paired_bootstrap, signature
-from nbest_rescore.progress import QUIET
+from nbest_rescore.features import BASELINE, LENGTH
+from nbest_rescore.metrics import paired_bootstrap, signature
 from nbest_rescore.rerank import rerank
-from nbest_rescore.run_job import RunJob, ScoredList, even_average, read_list, score_list
+from nbest_rescore.run_job import ScoredList, even_average
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.table import NBestTable
 from nbest_rescore.tune import MertConfig, tune
-from pipelines.multi30k.beyond import _bleu, _commit, _rows, splice
+from pipelines.multi30k.beyond import _bleu, _commit, _rows, scored_lists, splice
 
 BEGIN, END = "<!-- ceiling:begin -->", "<!-- ceiling:end -->"
 TARGET = 63.0
@@ -160,24 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_models = [str(p) for p in shipped.run_models]
     extra = args.extra or [str(shipped.directory / "att-rev-2.pt")]
     models = [*run_models, *extra]
-    d = args.data_dir
-    job = RunJob(
-        nbest=str(d / "test2016.moses.1000best.gz"),
-        src=str(d / "test_2016_flickr.en.gz"),
-        ref=str(d / "test_2016_flickr.fr.gz"),
-        models=tuple(models),
-        out=args.work_dir,
-        cache_dir=args.work_dir / "cache",
-        bleu=BleuConfig(tokenize="13a", tgt_lang="fr"),
-    )
-    bundles = assign_directions([load_model(m) for m in models], None)
-    names = model_features([model_kind(b) for b in bundles])
+    job, names, dev, test = scored_lists(args.data_dir, args.work_dir, models)
     run_names, extra_names = names[: len(run_models)], names[len(run_models) :]
-    dev_in = read_list(str(d / "val.moses.1000best.gz"), str(d / "val.en.gz"),
-                       str(d / "val.fr.gz"), job)  # fmt: skip
-    dev = score_list(dev_in, bundles, names, job, QUIET)
-    test = score_list(read_list(job.nbest, job.src, job.ref, job), bundles, names, job, QUIET)
-    assert dev is not None and test is not None
     result = measure(dev, test, run_names, extra_names, range(1, args.seeds + 1))
     result.update(
         command="python -m pipelines.multi30k.ceiling "
