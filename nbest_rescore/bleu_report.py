@@ -9,11 +9,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from nbest_rescore import oracle as orc
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import read_lines
+from nbest_rescore.frame import Frame
 from nbest_rescore.headline import ORACLES, ordered_rows
 from nbest_rescore.metrics import (
     BleuConfig,
@@ -118,16 +118,16 @@ def significance_test(n_samples: int = BOOTSTRAP_SAMPLES) -> dict[str, Any]:
 
 @dataclass
 class BleuSection:
-    systems: pd.DataFrame
+    systems: Frame
     significance: dict[str, dict[str, float]]
     oracle_at_k: dict[str, float]
-    rank_histogram: pd.DataFrame
-    by_length: pd.DataFrame | None
+    rank_histogram: Frame
+    by_length: Frame | None
 
     def summary(self) -> dict[str, Any]:
         """The `summary.json` keys of this section."""
         return {
-            "systems": {r["system"]: {"bleu": r["bleu"]} for r in self.systems.to_dict("records")},
+            "systems": {r["system"]: {"bleu": r["bleu"]} for r in self.systems.records()},
             "oracle_at_k": self.oracle_at_k,
             "significance": self.significance,
             "significance_test": significance_test(),
@@ -149,7 +149,7 @@ def _system_row(name: str, hs: HypStats, selection: np.ndarray) -> dict[str, Any
     }
 
 
-def _rank_histogram(hs: HypStats, selections: dict[str, np.ndarray], depth: int) -> pd.DataFrame:
+def _rank_histogram(hs: HypStats, selections: dict[str, np.ndarray], depth: int) -> Frame:
     bins = depth_limited(orc.DEFAULT_RANK_BINS, depth)
     hist: dict[str, Any] = {}
     for n, s in selections.items():
@@ -157,19 +157,17 @@ def _rank_histogram(hs: HypStats, selections: dict[str, np.ndarray], depth: int)
         h.pop(f">{bins[-1]}")  # empty by construction: no list is deeper than `depth`
         hist.setdefault("rank", list(h))
         hist[n] = list(h.values())
-    return pd.DataFrame(hist)
+    return Frame(hist)
 
 
-def _by_length(
-    hs: HypStats, selections: dict[str, np.ndarray], src_len: np.ndarray
-) -> pd.DataFrame:
+def _by_length(hs: HypStats, selections: dict[str, np.ndarray], src_len: np.ndarray) -> Frame:
     cols: dict[str, Any] = {}
     for n, s in selections.items():
         rows = orc.bleu_by_length(hs, s, src_len)
         cols.setdefault("length", [r[0] for r in rows])
         cols.setdefault("sentences", [r[1] for r in rows])
         cols[n] = [r[2] for r in rows]
-    return pd.DataFrame(cols)
+    return Frame(cols)
 
 
 def bleu_section(
@@ -193,7 +191,7 @@ def bleu_section(
     ks = depth_limited(orc.DEFAULT_KS, depth)
     at_k = {str(k): float(v) for k, v in orc.oracle_at_k(hs, ks).items()}
     return BleuSection(
-        systems=pd.DataFrame(rows),
+        systems=Frame.from_records(rows),
         significance=sig,
         oracle_at_k=at_k,
         rank_histogram=_rank_histogram(hs, selections, depth),
@@ -210,15 +208,9 @@ def add_bleu_section(
 ) -> None:
     """Tables, plots and definitions of the section; `shown` are the systems plotted, `output` the
     run's output system (marked, listed after the baseline, drawn on the oracle@k plot)."""
-    shown = list(dict.fromkeys(s for s in shown if s in section.systems["system"].tolist()))
+    shown = list(dict.fromkeys(s for s in shown if s in section.systems["system"]))
     section = replace(
-        section,
-        systems=pd.DataFrame(
-            ordered_rows(
-                [{str(k): v for k, v in r.items()} for r in section.systems.to_dict("records")],
-                output,
-            )
-        ),
+        section, systems=Frame.from_records(ordered_rows(section.systems.records(), output))
     )
     report.summary.update(section.summary())
     test = significance_test()
@@ -228,16 +220,14 @@ def add_bleu_section(
         f"1/{test['resamples'] + 1} = {test['p_floor']:.4f}."
     )
     report.tables["systems"] = section.systems
-    report.tables["definitions"] = pd.DataFrame(
+    report.tables["definitions"] = Frame(
         {
             "system": section.systems["system"],
             "definition": [definition(s) for s in section.systems["system"]],
         }
     )
     at_k = section.oracle_at_k
-    report.tables["oracle_at_k"] = pd.DataFrame(
-        {"k": [int(k) for k in at_k], "bleu": list(at_k.values())}
-    )
+    report.tables["oracle_at_k"] = Frame({"k": [int(k) for k in at_k], "bleu": list(at_k.values())})
     report.tables["rank_histogram"] = section.rank_histogram
     systems = report.summary["systems"]
     report.figures["oracle_at_k"] = plot_oracle_at_k(
@@ -267,7 +257,7 @@ def changed_examples(
     refs: Sequence[str],
     config: BleuConfig,
     n: int = EXAMPLES,
-) -> tuple[pd.DataFrame, dict[str, int]]:
+) -> tuple[Frame, dict[str, int]]:
     """Where the chosen 1-best differs from the baseline's, as compare-mt shows them: the `n`
     sentences whose smoothed sentence BLEU rose most and the `n` where it fell most, with source,
     both hypotheses (detokenized as BLEU sees them) and reference; plus how many sentences
@@ -300,4 +290,4 @@ def changed_examples(
     }
     columns = ["sentence", "change", "source", "baseline", "chosen", "reference",
                "baseline sentence BLEU", "chosen sentence BLEU"]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns), counts
+    return Frame.from_records(rows, columns), counts

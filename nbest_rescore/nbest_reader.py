@@ -1163,7 +1163,19 @@ def _arrow_floats(data: bytes, usecols: Sequence[int]) -> npt.NDArray[np.float64
             strings_can_be_null=False,
         ),
     )
-    return np.column_stack([table.column(c).to_numpy() for c in names]).astype(np.float64)
+    return np.column_stack([_float64s(table.column(c)) for c in names])
+
+
+def _float64s(column: Any) -> npt.NDArray[np.float64]:
+    """A float64 arrow column as numpy, read from its chunks' buffers: `to_numpy` would import
+    pandas (half a second of start-up) only to ask whether it is needed."""
+    parts = [
+        np.frombuffer(ch.buffers()[1], dtype=np.float64)[ch.offset : ch.offset + len(ch)]
+        if ch.null_count == 0
+        else ch.to_numpy(zero_copy_only=False).astype(np.float64)
+        for ch in column.chunks
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
 def read_floats(

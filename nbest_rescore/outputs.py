@@ -6,9 +6,9 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import atomic_write
@@ -80,16 +80,16 @@ def write_scores_table(
         chosen[table.rows_of(choice), j] = True
     gid = np.repeat(np.arange(table.n_sentences), table.counts)
 
-    def piece(lo: int, hi: int) -> pd.DataFrame:
+    def piece(lo: int, hi: int) -> dict[str, np.ndarray]:
         rows = real_rows[lo:hi]
-        df = pd.DataFrame({"sent_id": gid[rows], "rank": rows - table.offsets[gid[rows]]})
+        cols = {"sent_id": gid[rows], "rank": rows - table.offsets[gid[rows]]}
         for i, n in enumerate(table.names):
-            df[n] = table.values[rows, i]
+            cols[n] = table.values[rows, i]
         for n, col in (extra or {}).items():
-            df[n] = col[lo:hi]
+            cols[n] = np.asarray(col[lo:hi])
         for j, name in enumerate(choices):
-            df[f"chosen.{name}"] = chosen[rows, j]
-        return df
+            cols[f"chosen.{name}"] = chosen[rows, j]
+        return cols
 
     starts = range(0, max(len(real_rows), 1), SCORES_ROWS)
     try:
@@ -99,16 +99,47 @@ def write_scores_table(
         path = path_stem.with_suffix(".csv")
         with atomic_write(path) as fh:
             for lo in starts:
-                piece(lo, lo + SCORES_ROWS).to_csv(fh, index=False, header=lo == 0)
+                fh.write(_csv_piece(piece(lo, lo + SCORES_ROWS), header=lo == 0))
         return path
     path = path_stem.with_suffix(".parquet")
     with atomic_write(path, "wb", gz=False) as fh:
         writer = None
         for lo in starts:
-            part = pa.Table.from_pandas(piece(lo, lo + SCORES_ROWS), preserve_index=False)
+            cols = piece(lo, lo + SCORES_ROWS)
+            part = pa.Table.from_arrays([_arrow(pa, c) for c in cols.values()], names=list(cols))
             if writer is None:
                 writer = pq.ParquetWriter(fh, part.schema)
             writer.write_table(part)
         if writer is not None:
             writer.close()
     return path
+
+
+def _csv_piece(cols: dict[str, np.ndarray], *, header: bool) -> str:
+    """Rows of `write_scores_table`'s CSV: floats in their shortest exact form, bools True/False."""
+    names = list(cols)
+    text = [
+        [repr(float(v)) for v in col.tolist()]
+        if col.dtype.kind == "f"
+        else [str(v) for v in col.tolist()]
+        for col in cols.values()
+    ]
+    lines = [",".join(_csv_field(n) for n in names)] if header else []
+    lines += [",".join(row) for row in zip(*text, strict=True)]
+    return "".join(line + "\n" for line in lines)
+
+
+def _csv_field(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
+
+
+def _arrow(pa: Any, col: np.ndarray) -> Any:
+    """A numpy column as an arrow array, built from its buffers: `pa.array` would import pandas
+    (half a second of every run's start-up) only to ask whether the column is a pandas Series."""
+    if col.dtype == np.bool_:
+        bits = np.packbits(col, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(col), [None, pa.py_buffer(bits)])
+    data = np.ascontiguousarray(col)
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(data.dtype), len(data), [None, pa.py_buffer(data)]
+    )

@@ -1,4 +1,4 @@
-"""Reports: tables built once as pandas DataFrames, written as Markdown, CSV, JSON and an HTML page
+"""Reports: tables built once as `Frame`s (pandas DataFrames are taken too), written as Markdown, CSV, JSON and an HTML page
 with PNG plots, plus the machine-readable `summary.json` whose keys are stable (README.md).
 
 `report.html` carries its plots inside it (data URIs), so it can be moved or mailed alone;
@@ -14,19 +14,20 @@ import math
 import numbers
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from nbest_rescore import __version__
 from nbest_rescore.fileio import atomic_write
+from nbest_rescore.frame import Frame
 from nbest_rescore.headline import Fact, Headline, Segment, headline
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -37,7 +38,7 @@ class Report:
 
     title: str
     summary: dict[str, Any]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: dict[str, Frame | pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -67,13 +68,23 @@ def provenance(
             "nbest_rescore": __version__,
             "sacrebleu": sacrebleu.__version__,
             "torch": torch.__version__,
-            "pandas": pd.__version__,
+            "pandas": _version("pandas"),
             "python": platform.python_version(),
         },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {platform.system()}",
         **extra,
     }
+
+
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, read without importing it (pandas costs 0.5 s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def _json_default(o: Any) -> Any:
@@ -117,23 +128,18 @@ def format_cell(column: str, v: Any, table: str = "") -> str:
     return f"{x:.4g}"
 
 
-def _is_text(df: pd.DataFrame, column: Any) -> bool:
-    """A column of words (system names, sentences), left-aligned; numbers align right."""
-    return not pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column])
-
-
-def _output_rows(df: pd.DataFrame) -> list[bool]:
+def _output_rows(df: Frame) -> list[bool]:
     """Rows of the output system (a `role` column says `output`), marked in both renderings."""
     if "role" not in df.columns:
         return [False] * len(df)
-    return [r == "output" for r in df["role"].tolist()]
+    return [r == "output" for r in df["role"]]
 
 
-def _markdown_table(df: pd.DataFrame, name: str = "") -> str:
-    cols = [str(c) for c in df.columns]
-    align = [":---" if _is_text(df, c) else "---:" for c in df.columns]
+def _markdown_table(df: Frame, name: str = "") -> str:
+    cols = df.columns
+    align = [":---" if df.is_text(c) else "---:" for c in cols]
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join(align) + " |"]
-    for row, out in zip(df.itertuples(index=False), _output_rows(df), strict=True):
+    for row, out in zip(df.rows(), _output_rows(df), strict=True):
         cells = [
             format_cell(c, v, name).replace("|", "\\|") for c, v in zip(cols, row, strict=True)
         ]
@@ -143,9 +149,9 @@ def _markdown_table(df: pd.DataFrame, name: str = "") -> str:
     return "\n".join(lines)
 
 
-def _html_table(df: pd.DataFrame, name: str = "") -> str:
-    cols = [str(c) for c in df.columns]
-    text = [_is_text(df, c) for c in df.columns]
+def _html_table(df: Frame, name: str = "") -> str:
+    cols = df.columns
+    text = [df.is_text(c) for c in cols]
 
     def cls(is_text: bool) -> str:
         return ' class="t"' if is_text else ""
@@ -158,7 +164,7 @@ def _html_table(df: pd.DataFrame, name: str = "") -> str:
             for c, v, t in zip(cols, row, text, strict=True)
         )
         + "</tr>"
-        for row, out in zip(df.itertuples(index=False), _output_rows(df), strict=True)
+        for row, out in zip(df.rows(), _output_rows(df), strict=True)
     ]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -194,7 +200,7 @@ TABLE_INTROS = {
 }
 
 
-def _ordered_tables(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+def _ordered_tables(tables: Mapping[str, object]) -> list[str]:
     first = [n for n in FIRST_TABLES if n in tables]
     return [*first, *(n for n in tables if n not in first)]
 
@@ -222,15 +228,12 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     with atomic_write(out_dir / "summary.json") as fh:
         fh.write(to_json(summary))
     written.append(out_dir / "summary.json")
-    for name, df in report.tables.items():
+    tables = {name: Frame.of(t) for name, t in report.tables.items()}
+    for name, df in tables.items():
         for ext in ("csv", "json"):
             path = out_dir / "tables" / f"{name}.{ext}"
             with atomic_write(path) as fh:
-                fh.write(
-                    df.to_csv(index=False)
-                    if ext == "csv"
-                    else df.to_json(orient="records", indent=2)
-                )
+                fh.write(df.to_csv() if ext == "csv" else df.to_json())
             written.append(path)
     pngs = {name: _png(fig) for name, fig in report.figures.items()}
     for name, data in pngs.items():
@@ -238,6 +241,7 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
         with atomic_write(path, "wb", gz=False) as fh:
             fh.write(data)
         written.append(path)
+    report = replace(report, tables=dict(tables))
     for name, text in (
         ("report.md", _markdown_page(report)),
         ("report.html", _html_page(report, pngs)),
@@ -270,7 +274,7 @@ def _markdown_page(report: Report) -> str:
             f"## {name.replace('_', ' ')}",
             "",
             *intro,
-            _markdown_table(report.tables[name], name),
+            _markdown_table(Frame.of(report.tables[name]), name),
             "",
         ]
 
@@ -309,7 +313,7 @@ def _html_page(report: Report, pngs: Mapping[str, bytes]) -> str:
         return [
             f'<h2 id="{html.escape(name)}">{html.escape(name.replace("_", " "))}</h2>',
             *intro,
-            f'<div class="scroll">{_html_table(report.tables[name], name)}</div>',
+            f'<div class="scroll">{_html_table(Frame.of(report.tables[name]), name)}</div>',
         ]
 
     for name in first:
@@ -389,7 +393,7 @@ def plot_oracle_at_k(
     return fig
 
 
-def plot_rank_histogram(hist: pd.DataFrame, title: str = "Rank of the chosen hypotheses") -> Figure:
+def plot_rank_histogram(hist: Frame, title: str = "Rank of the chosen hypotheses") -> Figure:
     """Bar chart of chosen ranks; `hist` has a 'rank' column and one count column per system."""
     fig, ax = _figure(7, 4)
     systems = [c for c in hist.columns if c != "rank"]
@@ -398,7 +402,7 @@ def plot_rank_histogram(hist: pd.DataFrame, title: str = "Rank of the chosen hyp
     for i, s in enumerate(systems):
         ax.bar([x + i * width for x in xs], hist[s], width=width, label=s)
     ax.set_xticks([x + 0.4 - width / 2 for x in xs])
-    ax.set_xticklabels(hist["rank"].astype(str))
+    ax.set_xticklabels([str(r) for r in hist["rank"]])
     ax.set_xlabel("rank in the n-best list (1 = decoder's best)")
     ax.set_ylabel("sentences")
     ax.set_title(title)
@@ -406,11 +410,12 @@ def plot_rank_histogram(hist: pd.DataFrame, title: str = "Rank of the chosen hyp
     return fig
 
 
-def plot_bleu_by_length(by_len: pd.DataFrame, systems: Sequence[str]) -> Figure:
+def plot_bleu_by_length(by_len: Frame | pd.DataFrame, systems: Sequence[str]) -> Figure:
     """BLEU per source-length bucket for several systems (the paper's Figure 3 shape)."""
     fig, ax = _figure(7, 4)
+    frame = Frame.of(by_len)
     for s in systems:
-        ax.plot(by_len["length"].astype(str), by_len[s], marker="o", label=s)
+        ax.plot([str(x) for x in frame["length"]], frame[s], marker="o", label=s)
     ax.set_xlabel("source sentence length (tokens)")
     ax.set_ylabel("BLEU")
     ax.set_title("BLEU by sentence length")

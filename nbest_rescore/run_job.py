@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from nbest_rescore import distributed
 from nbest_rescore.bleu_report import (
@@ -67,6 +66,7 @@ from nbest_rescore.features import (
     model_kind,
 )
 from nbest_rescore.fileio import atomic_write, read_lines_hashed, spooled_inputs
+from nbest_rescore.frame import Frame
 from nbest_rescore.mbr import MbrConfig, mbr_feature
 from nbest_rescore.memory import release_memory
 from nbest_rescore.metrics import BleuConfig, HypStats, compute_hyp_stats, signature
@@ -567,7 +567,7 @@ def write_run_report(
         notes=notes,
     )
     features = list(dict.fromkeys(n for ws in w.sets.values() for n in ws))
-    report.tables["weights"] = pd.DataFrame(
+    report.tables["weights"] = Frame.from_records(
         [{"system": s, **{n: ws.get(n, 0.0) for n in features}} for s, ws in w.sets.items()]
     )
     if test.stats is not None:

@@ -35,7 +35,7 @@ def test_section_on_the_real_slice() -> None:
     # a system: every sentence's second hypothesis (where it has one)
     sel = {**model_free_selections(hs), "second": np.minimum(1, hs.counts - 1)}
     section = bleu_section(hs, sel, None)
-    rows = section.systems.set_index("system")
+    rows = section.systems.to_pandas().set_index("system")
     assert rows["p_value"].isna()["baseline"]
     p = paired_bootstrap(hs.rows(sel["baseline"]), hs.rows(sel["second"]))
     assert section.significance["second"]["p_value"] == pytest.approx(p)
@@ -44,8 +44,8 @@ def test_section_on_the_real_slice() -> None:
         assert bound not in section.significance and rows["p_value"].isna()[bound]
     assert rows.loc["oracle", "delta_bleu"] > 0 > rows.loc["anti_oracle", "delta_bleu"]
     assert list(section.oracle_at_k) == ["1", "2", "5", "10", "20"]
-    assert section.rank_histogram["rank"].tolist() == ["1", "2-5", "6-10", "11-20"]
-    assert section.rank_histogram["baseline"].tolist() == [30, 0, 0, 0]
+    assert section.rank_histogram["rank"] == ["1", "2-5", "6-10", "11-20"]
+    assert section.rank_histogram["baseline"] == [30, 0, 0, 0]
     assert significance_test()["p_floor"] == pytest.approx(1 / 1001)
     for system in [*sel, "lstm", "tuned", "given", "even_average", "even_average_raw", "LSTM1"]:
         assert definition(system)

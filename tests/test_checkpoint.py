@@ -157,6 +157,29 @@ def test_translating_imports_neither_pandas_nor_sacrebleu() -> None:
     assert _python_stdout(code).strip() == "[]"
 
 
+def test_a_whole_run_with_its_report_imports_no_pandas(
+    slice_checkpoint: Path, slice_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """`rescore run` end to end (tuning, BLEU report, tables, plots, scores.parquet) on the real
+    slice, in a fresh interpreter: pandas (half a second of start-up) is never imported, and the
+    outputs are all there."""
+    out = tmp_path / "out"
+    argv = ["rescore", "run", "--quiet", "--device", "cpu", "-m", str(slice_checkpoint),
+            "--nbest", str(slice_paths["nbest"]), "--src", str(slice_paths["src"]),
+            "--ref", str(slice_paths["ref"]), "--out", str(out)]  # fmt: skip
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('pandas' in sys.modules))\n"
+        f"sys.argv = {argv!r}\n"
+        "runpy.run_module('nbest_rescore', run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+    for name in ("scores.parquet", "report.html", "tables/systems.csv", "tables/examples.json"):
+        assert (out / name).stat().st_size > 0, name
+
+
 def test_int8_storage_round_trips_within_half_a_step_and_scores_alike(
     slice_checkpoint: Path, slice_paths: dict[str, Path], tmp_path: Path
 ) -> None:
