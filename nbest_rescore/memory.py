@@ -6,6 +6,11 @@ builds stays; glibc's allocator keeps the freed pages between the kept ones (abo
 though the live data does not. `release_memory` asks the allocator to return free pages (`malloc_trim`, a
 few milliseconds); elsewhere than glibc it does nothing. pyarrow (the parser's number columns,
 the parquet scores table) keeps freed buffers in its own pool: those are released too.
+
+Beam search wants the opposite: every step allocates and frees the same few logit-sized
+buffers (20 MB at batch 64, beam 12, a 6.5k vocabulary). glibc serves blocks that large with
+mmap and unmaps them at free, so each step faults in fresh zeroed pages again (a quarter of a
+million page faults, about 8% of a translation's time). `reuse_freed_memory` keeps them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,33 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return None
     return trim
+
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt: Callable[[int, int], int] = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return None
+    return mallopt
+
+
+def reuse_freed_memory(block: int = 32 << 20, keep: int = 256 << 20) -> bool:
+    """Serve blocks up to `block` bytes from the heap, and keep up to `keep` bytes of freed heap
+    in the process, so a loop that frees and reallocates large buffers reuses their pages
+    instead of faulting in new ones (glibc only; True where applied). Process-wide: for a
+    process that searches (`rescore translate`), not for a library caller's."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    ok = mallopt(M_MMAP_THRESHOLD, block) and mallopt(M_TRIM_THRESHOLD, keep)
+    return bool(ok and mallopt(M_TOP_PAD, 64 << 20))
 
 
 def release_memory() -> None:

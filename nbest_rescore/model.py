@@ -118,15 +118,50 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
+class _Linear:
+    """x W^T + b for inference, the weight prepared once for many products.
+
+    On a CPU where torch has oneDNN, the weight is stored in oneDNN's packed layout and the
+    product runs there: for the decoder's shapes on AVX2 it is 1.3-2x MKL's `addmm`, most for
+    the output layer (vocabulary x hidden); see bench/bench_translate.py. Elsewhere: `addmm`.
+    """
+
+    weight: Tensor
+    bias: Tensor | None
+    packed: Tensor | None
+
+    @classmethod
+    def of(cls, weight: Tensor, bias: Tensor | None) -> _Linear:
+        packed = None
+        if weight.device.type == "cpu" and weight.dtype == torch.float32:
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+            except (AttributeError, RuntimeError):  # a torch without oneDNN's linear
+                packed = None
+        return cls(weight, bias, packed)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            out: Tensor = torch.ops.mkldnn._linear_pointwise(
+                x, self.packed, self.bias, "none", [], ""
+            )
+            return out
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+@dataclass(frozen=True)
 class _GateTable:
     """`Seq2Seq._gate_table`'s cache: the weights' (address, version) it was built from, the
-    first layer's per-token input gates and hidden weights, every further layer's
-    ([W_ih W_hh], b_ih + b_hh)."""
+    first layer's per-token input gates (both biases in) and hidden product, every further
+    layer's [W_ih W_hh] product (b_ih + b_hh), and the readout's products (`att_out` with
+    attention, `out`)."""
 
     key: tuple[tuple[int, int], ...]
     table: Tensor
-    w_hh0: Tensor
-    layers: tuple[tuple[Tensor, Tensor], ...]
+    hh0: _Linear
+    layers: tuple[_Linear, ...]
+    att_out: _Linear | None
+    out: _Linear
 
 
 def _embedding(n: int, dim: int, init: bool) -> nn.Embedding:
@@ -260,13 +295,17 @@ class Seq2Seq(nn.Module):
         sentence, so attention reads each sentence's memory in place: the rows of a sentence
         share it, and it is never copied per row.
         """
-        h, c = self._decoder_cell(prev, hc[0], hc[1])
+        gt = None if self.training or type(self.decoder) is not nn.LSTM else self._gate_table()
+        h, c = self._decoder_cell(prev, hc[0], hc[1], gt)
         top = h[-1]
         if self.has_attention:
-            top = self._grid_readout(top, enc, slots, width)
-        return torch.log_softmax(self.out(top).float(), dim=-1), (h, c)
+            top = self._grid_readout(top, enc, slots, width, gt)
+        logits = self.out(top) if gt is None else gt.out(top)
+        return torch.log_softmax(logits.float(), dim=-1), (h, c)
 
-    def _grid_readout(self, hs: Tensor, enc: State, slots: Tensor | None, width: int) -> Tensor:
+    def _grid_readout(
+        self, hs: Tensor, enc: State, slots: Tensor | None, width: int, gt: _GateTable | None
+    ) -> Tensor:
         """The attentional state of rows `hs` (n, hidden) laid out as in `grid_step`."""
         memory, keys, mask = enc[2], enc[3], enc[4]
         nb, hidden = memory.size(0), hs.size(-1)
@@ -284,17 +323,20 @@ class Seq2Seq(nn.Module):
         context = torch.bmm(weights, memory).view(nb * width, hidden)
         if slots is not None:
             context = context.index_select(0, slots)
-        return self.attentional(context, hs)
+        if gt is None or gt.att_out is None:
+            return self.attentional(context, hs)
+        return torch.tanh(gt.att_out(torch.cat([context, hs], dim=-1)))
 
-    def _decoder_cell(self, prev: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def _decoder_cell(
+        self, prev: Tensor, h: Tensor, c: Tensor, gt: _GateTable | None
+    ) -> tuple[Tensor, Tensor]:
         """All decoder layers for one token per row: new (h, c), each (layers, n, hidden).
 
-        In eval mode with a plain `nn.LSTM` (not a quantized one) this is one fused step: the
+        With `gt` (eval mode, a plain `nn.LSTM`, not a quantized one) this is one fused step: the
         first layer's input gates come from a per-token table (embedding x input weights, both
         biases), so that layer's input product is a lookup, and each further layer is one matrix
-        product of [input; h]. Otherwise the LSTM module itself runs.
+        product of [input; h]. Without, the LSTM module itself runs.
         """
-        gt = None if self.training or type(self.decoder) is not nn.LSTM else self._gate_table()
         if gt is None:
             emb = self.tgt_emb(prev).unsqueeze(1)
             _, (h2, c2) = self.decoder(emb, (h, c))
@@ -303,10 +345,9 @@ class Seq2Seq(nn.Module):
         x = h[0]  # replaced by each layer's output; layer 0 reads the table instead
         for layer in range(self.config.layers):
             if layer == 0:
-                gates = torch.addmm(gt.table.index_select(0, prev), h[0], gt.w_hh0.t())
+                gates = gt.hh0(h[0]).add_(gt.table.index_select(0, prev))
             else:
-                w, b = gt.layers[layer - 1]
-                gates = torch.addmm(b, torch.cat([x, h[layer]], dim=1), w.t())
+                gates = gt.layers[layer - 1](torch.cat([x, h[layer]], dim=1))
             i, f, g, o = gates.chunk(4, dim=1)
             c_new = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
             x = torch.sigmoid(o) * torch.tanh(c_new)
@@ -316,8 +357,8 @@ class Seq2Seq(nn.Module):
 
     def _gate_table(self) -> _GateTable | None:
         """The first decoder layer's input gates for every target token, (vocab, 4 * hidden),
-        and the further layers' [input; hidden] weights; None where the table would pass
-        `GATE_TABLE_MAX` entries (the paper's 80k x 4000 would take 1.3 GB).
+        the further layers' [input; hidden] weights and the readout's; None where the table
+        would pass `GATE_TABLE_MAX` entries (the paper's 80k x 4000 would take 1.3 GB).
 
         Rebuilt whenever a weight it reads changed in place (an optimizer step) or moved, so a
         model that trains between searches never decodes with stale weights.
@@ -325,7 +366,11 @@ class Seq2Seq(nn.Module):
         d = self.decoder
         if self.config.tgt_vocab_size * 4 * self.config.hidden > GATE_TABLE_MAX:
             return None
-        params = [self.tgt_emb.weight, *d.parameters()]
+        readout = [
+            *(self.att_out.parameters() if self.has_attention else ()),
+            *self.out.parameters(),
+        ]
+        params = [self.tgt_emb.weight, *d.parameters(), *readout]
         key = tuple((p.data_ptr(), p._version) for p in params)
         if self._gate_cache is None or self._gate_cache.key != key:
             # Ordinary tensors even when built under inference mode (usable outside it too).
@@ -335,13 +380,16 @@ class Seq2Seq(nn.Module):
                     w["bias_ih_l0"] + w["bias_hh_l0"], self.tgt_emb.weight, w["weight_ih_l0"].t()
                 )
                 layers = tuple(
-                    (
+                    _Linear.of(
                         torch.cat([w[f"weight_ih_l{k}"], w[f"weight_hh_l{k}"]], 1),
                         w[f"bias_ih_l{k}"] + w[f"bias_hh_l{k}"],
                     )
                     for k in range(1, self.config.layers)
                 )
-            self._gate_cache = _GateTable(key, table, w["weight_hh_l0"], layers)
+                hh0 = _Linear.of(w["weight_hh_l0"].detach(), None)
+                att = _Linear.of(self.att_out.weight.detach(), None) if self.has_attention else None
+                out = _Linear.of(self.out.weight.detach(), self.out.bias.detach())
+            self._gate_cache = _GateTable(key, table, hh0, layers, att, out)
         return self._gate_cache
 
 

@@ -22,6 +22,7 @@ from nbest_rescore.ensemble import Ensemble, EnsembleConfig, SourceIds
 from nbest_rescore.errors import InputError
 from nbest_rescore.features import model_features, model_kind
 from nbest_rescore.fileio import PathLike, atomic_write, iter_text_lines, read_lines
+from nbest_rescore.memory import reuse_freed_memory
 from nbest_rescore.model import target_order
 from nbest_rescore.output_guard import check_outputs
 from nbest_rescore.progress import QUIET, ProgressSettings, bar
@@ -272,7 +273,8 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
     """Translate `input` into `output` (`-`: stdin/stdout); returns a BLEU line with `ref`.
 
     With `ref`, the input is read whole first and its line count checked against the reference
-    before any model is loaded: an error writes nothing."""
+    before any model is loaded: an error writes nothing. The job owns its process: the search's
+    step-sized buffers are kept for reuse (`memory.reuse_freed_memory`)."""
     job = resolve_rerank(job)
     models = job.models or tuple(str(m) for m in shipped_models().models)
     outputs: dict[str, str | None] = {"--output": job.output}
@@ -296,6 +298,7 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
         else shipped_translation_models(job.device)
     )
     ens = Ensemble(maybe_int8(bundles, job.int8), job.config.ensemble)
+    reuse_freed_memory()
     results = translate_lines(ens, lines, job.config, progress, total=total)
     if job.rerank:
         from nbest_rescore.translate_rerank import rerank_results

@@ -121,6 +121,44 @@ def test_teacher_forcing_equals_decoding_step_by_step(attention: str) -> None:
             assert (forced[i, len(t) :] == 0).all()  # PAD positions score 0
 
 
+@pytest.mark.parametrize("attention", ATTENTION)
+def test_the_fused_search_step_equals_the_modules_and_follows_weight_updates(
+    attention: str,
+) -> None:
+    """`grid_step` (the search's fused step: gate table, prepared products) gives the log-probs
+    and (h, c) of `step` (the modules themselves), and after an optimizer step changes the
+    weights in place, the new weights' (its cache is rebuilt, the output layer included)."""
+    model = tiny(3, attention=attention, layers=2)
+    src, src_len = pad([[4, 5, 6, 7], [8, 9], [10]])
+    prev = torch.tensor([BOS, 5, 9])
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            state = model.encode(src, src_len)
+            want, (h, c, *_) = model.step(prev, state)
+            got, (h2, c2) = model.grid_step(prev, (state[0], state[1]), state, None, 1)
+        torch.testing.assert_close(h2, h, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c2, c, atol=1e-5, rtol=0)
+        return got, want
+
+    got, want = both()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    logp = model(src, src_len, shift_right(torch.tensor([[4, EOS], [6, EOS], [EOS, PAD]])))
+    logp[..., 4].sum().backward()
+    opt.step()
+    model.eval()
+    got2, want2 = both()
+    torch.testing.assert_close(got2, want2, atol=1e-5, rtol=0)
+    assert (got2 - got).abs().max() > 1e-2  # the update moved them
+    with torch.no_grad():  # the output layer alone
+        model.out.weight.mul_(3.0)
+    got3, want3 = both()
+    torch.testing.assert_close(got3, want3, atol=1e-5, rtol=0)
+    assert (got3 - got2).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("attention", ["none", "bahdanau"])
 def test_select_state_picks_rows_of_every_part(attention: str) -> None:
     model = tiny(3, attention=attention)
