@@ -295,7 +295,7 @@ class Seq2Seq(nn.Module):
         sentence, so attention reads each sentence's memory in place: the rows of a sentence
         share it, and it is never copied per row.
         """
-        gt = None if self.training or type(self.decoder) is not nn.LSTM else self._gate_table()
+        gt = self.step_products()
         h, c = self._decoder_cell(prev, hc[0], hc[1], gt)
         top = h[-1]
         if self.has_attention:
@@ -354,6 +354,13 @@ class Seq2Seq(nn.Module):
             hs.append(x)
             cs.append(c_new)
         return torch.stack(hs), torch.stack(cs)
+
+    def step_products(self) -> _GateTable | None:
+        """The decoder's products prepared for inference (`_gate_table`): in eval mode with a
+        plain `nn.LSTM` (not a quantized one) and a table within `GATE_TABLE_MAX`; else None."""
+        if self.training or type(self.decoder) is not nn.LSTM:
+            return None
+        return self._gate_table()
 
     def _gate_table(self) -> _GateTable | None:
         """The first decoder layer's input gates for every target token, (vocab, 4 * hidden),

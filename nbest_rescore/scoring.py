@@ -402,7 +402,10 @@ def _trie_row_sums(
     node_t = torch.from_numpy(node).to(device)
     lse = torch.empty(n_nodes, dtype=torch.float32, device=device)
     tok_logit = torch.empty(len(node), dtype=torch.float32, device=device)
-    weights = [_lstm_weights(model, layer) for layer in range(c.layers)]
+    # fp32 on the CPU: the search's prepared products (oneDNN-packed weights, the first layer's
+    # input gates looked up per token); otherwise plain matrices, under autocast where asked.
+    prod = model.step_products() if device.type == "cpu" and not cfg.bf16 else None
+    weights = [_lstm_weights(model, layer) for layer in range(c.layers)] if prod is None else []
     w_out, b_out = model.out.weight, model.out.bias
     sent_t = torch.from_numpy(sent).to(device)
     prev_h = prev_c = enc[0]  # replaced per level; level 0 reads the encoder states
@@ -416,12 +419,19 @@ def _trie_row_sums(
             src = sent[s:e] if d == 0 else parent[s:e] - int(level[d - 1])
             at = torch.from_numpy(src).to(device)
             h_prev, c_prev = (enc[0], enc[1]) if d == 0 else (prev_h, prev_c)
-            x = model.tgt_emb(torch.from_numpy(tok_in[s:e]).to(device))
-            for layer, (w_t, bias) in enumerate(weights):
+            tok = torch.from_numpy(tok_in[s:e]).to(device)
+            x = model.tgt_emb(tok) if prod is None else tok
+            for layer in range(c.layers):
                 h0, c0 = h_prev[layer].index_select(0, at), c_prev[layer].index_select(0, at)
-                with _autocast(device, cfg.bf16):
-                    gates = torch.cat([x, h0], dim=1) @ w_t
-                gates = gates.float() + bias
+                if prod is not None and layer == 0:
+                    gates = prod.hh0(h0).add_(prod.table.index_select(0, tok))
+                elif prod is not None:
+                    gates = prod.layers[layer - 1](torch.cat([x, h0], dim=1))
+                else:
+                    w_t, bias = weights[layer]
+                    with _autocast(device, cfg.bf16):
+                        gates = torch.cat([x, h0], dim=1) @ w_t
+                    gates = gates.float() + bias
                 i, f, g, o = gates.chunk(4, dim=1)
                 c1 = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
                 h1 = torch.sigmoid(o) * torch.tanh(c1)
@@ -433,7 +443,7 @@ def _trie_row_sums(
                 cur_r[s - lo : e - lo] = x
             for sl in _row_chunks(e - s, c.tgt_vocab_size):
                 with _autocast(device, cfg.bf16):
-                    logits = model.out(x[sl])
+                    logits = model.out(x[sl]) if prod is None else prod.out(x[sl])
                 lse[s + sl.start : s + sl.stop] = _logsumexp_(logits)
         # Each position's own logit: a dot product with its node's top-layer state.
         toks = torch.from_numpy(tok_order[tok_level[d] : tok_level[d + 1]]).to(device)
