@@ -116,5 +116,5 @@ def test_the_students_row_is_results_md() -> None:
         r"\n\| distilled student \([^|]*\| int8 \| [0-9]+ \| ([0-9.]+ \|  \| [0-9.]+) \|", RESULTS
     )
     val, test = row.split(" |  | ")
-    assert one(r"its best epoch, 4 of 6, val ([0-9.]+)\)", README) == val
+    assert one(r"its best epoch, 4, val ([0-9.]+)\)", README) == val
     assert one(r"val [0-9.]+\), int8, beam 12 \| ([0-9.]+) \|", README) == test
