@@ -118,3 +118,49 @@ def test_the_students_row_is_results_md() -> None:
     val, test = row.split(" |  | ")
     assert one(r"its best epoch, 4, val ([0-9.]+)\)", README) == val
     assert one(r"val [0-9.]+\), int8, beam 12 \| ([0-9.]+) \|", README) == test
+
+
+def _bench(name: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+
+
+def test_the_peer_comparison_is_peers_json() -> None:
+    rows = _bench("peers")["rows"]
+    text = README.replace("\n", " ")
+
+    def span(row: str) -> str:
+        r = rows[row]["ratio_ours_over_peer"]
+        return f"{r['min']:.2f}-{r['max']:.2f}x (median {r['median']:.2f}"
+
+    assert (
+        one(r"scoring the 1000-best lists of 30 test2016 sentences takes ([0-9.]+-[0-9.]+x)", text)
+        == span("score_scoring").split(" (")[0]
+    )
+    assert one(r"a 1-sentence scoring run ([0-9.]+-[0-9.]+x \(median [0-9.]+)", text) == span(
+        "start_scoring"
+    )
+    assert one(
+        r"beam-12 translation of 300 sentences ([0-9.]+-[0-9.]+x \(median [0-9.]+)", text
+    ) == span("beam12_translate")
+
+
+def test_the_packing_and_int8_figures_are_their_records() -> None:
+    text = README.replace("\n", " ")
+    gemm = _bench("gemm")
+    ratio = gemm["search"]["median_ratio_over_none_packed"]["all packed"]
+    assert one(r"in-process takes ([0-9.]+)x the time of MKL", text) == f"{ratio:.3f}"
+    assert all(gemm["search"]["outputs_identical_to_none_packed"].values())
+    out = gemm["rows"]["output layer, 768 x 512 @ 512 x 6567"]
+    got = one(r"runs at ([0-9.]+ GFLOP/s packed against [0-9.]+)", text)
+    assert got == f"{out['packed_gflops']} GFLOP/s packed against {out['addmm_gflops']}"
+    full = _bench("int8")["default_translator_full_sets"]["rows"]
+    quoted = one(r"loses ([0-9.]+ BLEU on val with it \([0-9.]+ -> [0-9.]+\))", text)
+    val = full["val"]
+    assert (
+        quoted
+        == f"{-val['change']:.2f} BLEU on val with it ({val['fp32']:.2f} -> {val['int8']:.2f})"
+    )
+    test = full["test2016"]
+    assert one(r"and ([0-9.]+ on test2016 \([0-9.]+ -> [0-9.]+);", text) == (
+        f"{-test['change']:.2f} on test2016 ({test['fp32']:.2f} -> {test['int8']:.2f}"
+    )
