@@ -112,8 +112,9 @@ class Frame:
         present = [v for v in self._cols[column] if plain(v) is not None]
         return not present or not all(is_number(v) for v in present)
 
-    def to_csv(self) -> str:
-        """CSV with a header; missing values empty, floats in their shortest exact form."""
+    def to_csv(self, *, header: bool = True) -> str:
+        """CSV (with a header line unless `header` is False, for a table written in pieces);
+        missing values empty, floats in their shortest exact form."""
 
         def cell(v: Any) -> str:
             v = plain(v)
@@ -121,7 +122,8 @@ class Frame:
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.columns)
+        if header:
+            w.writerow(self.columns)
         w.writerows([cell(v) for v in row] for row in self.rows())
         return buf.getvalue()
 

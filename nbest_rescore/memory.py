@@ -23,30 +23,23 @@ from collections.abc import Callable
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str) -> Callable[..., int] | None:
+    """A glibc allocator function (`malloc_trim`, `mallopt`); None off Linux or off glibc."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
+        fn: Callable[..., int] = getattr(libc, name)
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return None
-    return trim
+    return fn
+
+
+def _malloc_trim() -> Callable[..., int] | None:
+    return _glibc("malloc_trim")
 
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
-
-
-@functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt: Callable[[int, int], int] = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return None
-    return mallopt
 
 
 def reuse_freed_memory(block: int = 32 << 20, keep: int = 256 << 20) -> bool:
@@ -54,7 +47,7 @@ def reuse_freed_memory(block: int = 32 << 20, keep: int = 256 << 20) -> bool:
     in the process, so a loop that frees and reallocates large buffers reuses their pages
     instead of faulting in new ones (glibc only; True where applied). Process-wide: for a
     process that searches (`rescore translate`), not for a library caller's."""
-    mallopt = _mallopt()
+    mallopt = _glibc("mallopt")
     if mallopt is None:
         return False
     ok = mallopt(M_MMAP_THRESHOLD, block) and mallopt(M_TRIM_THRESHOLD, keep)

@@ -12,6 +12,7 @@ import numpy as np
 
 from nbest_rescore.errors import InputError
 from nbest_rescore.fileio import atomic_write
+from nbest_rescore.frame import Frame
 from nbest_rescore.metrics import BleuConfig, detokenize_moses
 from nbest_rescore.table import NBestTable
 
@@ -99,7 +100,9 @@ def write_scores_table(
         path = path_stem.with_suffix(".csv")
         with atomic_write(path) as fh:
             for lo in starts:
-                fh.write(_csv_piece(piece(lo, lo + SCORES_ROWS), header=lo == 0))
+                cols = piece(lo, lo + SCORES_ROWS)
+                frame = Frame({n: c.tolist() for n, c in cols.items()})
+                fh.write(frame.to_csv(header=lo == 0))
         return path
     path = path_stem.with_suffix(".parquet")
     with atomic_write(path, "wb", gz=False) as fh:
@@ -113,24 +116,6 @@ def write_scores_table(
         if writer is not None:
             writer.close()
     return path
-
-
-def _csv_piece(cols: dict[str, np.ndarray], *, header: bool) -> str:
-    """Rows of `write_scores_table`'s CSV: floats in their shortest exact form, bools True/False."""
-    names = list(cols)
-    text = [
-        [repr(float(v)) for v in col.tolist()]
-        if col.dtype.kind == "f"
-        else [str(v) for v in col.tolist()]
-        for col in cols.values()
-    ]
-    lines = [",".join(_csv_field(n) for n in names)] if header else []
-    lines += [",".join(row) for row in zip(*text, strict=True)]
-    return "".join(line + "\n" for line in lines)
-
-
-def _csv_field(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
 
 
 def _arrow(pa: Any, col: np.ndarray) -> Any:

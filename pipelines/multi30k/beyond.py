@@ -240,6 +240,19 @@ def _commit() -> str:
         return "unknown"
 
 
+def run_record(
+    module: str, argv: Sequence[str] | None, commit: str, threads: int
+) -> dict[str, str]:
+    """What produced a study section: its exact command, the commit, the machine and the date."""
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "command": f"python -m {module} " + " ".join(shlex.quote(a) for a in args),
+        "commit": commit,
+        "machine": f"{platform.node()} ({platform.machine()}, {threads} torch thread)",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
 def scored_lists(
     d: Path, work: Path, models: Sequence[str], mbr: MbrConfig | None = None
 ) -> tuple[RunJob, list[str], ScoredList, ScoredList]:
@@ -285,11 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     result = measure(dev, test, names, tuners)
     result.update(
-        command="python -m pipelines.multi30k.beyond "
-        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-        commit=commit,
-        machine=f"{platform.node()} ({platform.machine()}, {args.threads} torch thread)",
-        date=time.strftime("%Y-%m-%d"),
+        run_record("pipelines.multi30k.beyond", argv, commit, args.threads),
         models=[Path(m).name for m in models],
         signature=signature(job.bleu),
     )

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +35,7 @@ from nbest_rescore.run_job import ScoredList, even_average
 from nbest_rescore.shipped import shipped_models
 from nbest_rescore.table import NBestTable
 from nbest_rescore.tune import MertConfig, tune
-from pipelines.multi30k.beyond import _bleu, _commit, _rows, scored_lists, splice
+from pipelines.multi30k.beyond import _bleu, _commit, _rows, run_record, scored_lists, splice
 
 BEGIN, END = "<!-- ceiling:begin -->", "<!-- ceiling:end -->"
 TARGET = 63.0
@@ -162,11 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_names, extra_names = names[: len(run_models)], names[len(run_models) :]
     result = measure(dev, test, run_names, extra_names, range(1, args.seeds + 1))
     result.update(
-        command="python -m pipelines.multi30k.ceiling "
-        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-        commit=commit,
-        machine=f"{platform.node()} ({platform.machine()}, {args.threads} torch thread)",
-        date=time.strftime("%Y-%m-%d"),
+        run_record("pipelines.multi30k.ceiling", argv, commit, args.threads),
         run_models=[Path(m).name for m in run_models],
         extra_models=[Path(m).name for m in extra],
         extra_features=extra_names,

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,7 +34,7 @@ from nbest_rescore.search import SearchConfig
 from nbest_rescore.translate import TranslateConfig, translate_lines
 from nbest_rescore.translate_rerank import feature_names, feature_table, write_rerank_weights
 from nbest_rescore.tune import MertConfig, tune
-from pipelines.multi30k.beyond import _commit, _halves
+from pipelines.multi30k.beyond import _commit, _halves, run_record
 
 BEGIN, END = "<!-- translators:begin -->", "<!-- translators:end -->"
 BEAM = 12
@@ -219,11 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
     result = {
         "rows": rows,
-        "command": "python -m pipelines.multi30k.translators "
-        + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-        "commit": _commit(),
-        "machine": f"{platform.node()} ({platform.machine()}, 1 torch thread)",
-        "date": time.strftime("%Y-%m-%d"),
+        **run_record("pipelines.multi30k.translators", argv, _commit(), threads=1),
         "signature": signature(BleuConfig(tokenize="13a", tgt_lang="fr")),
     }
     out.write_text(json.dumps(result, indent=1))
