@@ -4,9 +4,12 @@ Finds or makes the peer's virtual environment (bench/peers/work/venv, gitignored
 3.5.1 needs torch < 2.3), converts the shipped `att-rev-1` into an OpenNMT-py model of the same
 architecture (bench/peers/onmt_side.py) and checks the conversion: both score the same n-best
 hypotheses to within 1e-5 per scored token (float32 sums: a 30-token hypothesis may differ by
-1e-4; a wrong mapping differs by whole nats). Then times whole processes, ours and the peer's in turn: beam-12 translation
-of test2016 sentences, scoring the 1000-best list of the first sentences (`rescore run` against
-the peer's batched gold scoring), a 1-sentence scoring run (start-up) and `rescore --help`.
+1e-4; a wrong mapping differs by whole nats). Then times whole processes, ours and the peer's
+in turn: beam-12 translation of test2016 sentences (model tokens in and out, as the peer works;
+again from raw text to detokenized text, which only ours does; and ours with --int8), scoring
+the 1000-best list of the first sentences (`rescore run` against the peer's batched gold
+scoring), a 1-sentence scoring run (start-up) and `rescore --help`. Also counts the sentences
+whose beam-12 1-best is the peer's.
 Writes bench/results/peers.json (ratios ours/peer, min/median/max).
 
     python -m bench.bench_peers [--sentences 300 --score-sentences 30 --rounds 3]
@@ -134,8 +137,9 @@ def main() -> None:
     raw = read_lines(data / "test_2016_flickr.en.gz")
     src_file = write(WORK / "test.en", raw[: args.sentences])
     b = load_model(MODEL)
-    rev = [" ".join(t[::-1]) for t in source_tokens(raw[: args.sentences], b, tokenized=False)]
-    rev_file = write(WORK / "test.rev.tok.en", rev)
+    toks = source_tokens(raw[: args.sentences], b, tokenized=False)
+    tok_file = write(WORK / "test.tok.en", [" ".join(t) for t in toks])
+    rev_file = write(WORK / "test.rev.tok.en", [" ".join(t[::-1]) for t in toks])
     lists = {}
     for tag, n, per in (("score", args.score_sentences, None), ("start", 1, 10)):
         nb = WORK / f"{tag}.nbest.gz"
@@ -161,20 +165,27 @@ def main() -> None:
 
     rescore = [sys.executable, "-m", "nbest_rescore"]
     onmt_translate = str(VENV / "bin" / "onmt_translate")
+    translate = [*rescore, "translate", "--threads", "1", "--quiet", "--device", "cpu", "-m",
+                 str(MODEL), "--beam", "12", "--batch-size", "64"]  # fmt: skip
+    like_peer = ["--src-tokenized", "--tokenized-output", "-i", str(tok_file)]
     tasks: dict[str, tuple[Callable[[int], list[str]], Callable[[int], list[str]]]] = {
+        # The peer's work: tokens in (ours in source order, the peer's reversed), tokens out.
         "beam12_translate": (
-            lambda r: [*rescore, "translate", "--threads", "1", "--quiet", "--device", "cpu",
-                       "-m", str(MODEL), "--beam", "12", "--batch-size", "64", "-i",
-                       str(src_file), "-o", str(WORK / "ours.out")],
+            lambda r: [*translate, *like_peer, "-o", str(WORK / "ours.out")],
+            lambda r: [onmt_translate, "-model", str(onmt), "-src", str(rev_file), "-output",
+                       str(WORK / "peer.out"), "-beam_size", "12", "-batch_size", "64",
+                       "-batch_type", "sents", "-gpu", "-1"],
+        ),
+        # More than the peer does: ours from raw text to detokenized text (sacremoses both ways).
+        "beam12_translate_raw": (
+            lambda r: [*translate, "-i", str(src_file), "-o", str(WORK / "ours.raw.out")],
             lambda r: [onmt_translate, "-model", str(onmt), "-src", str(rev_file), "-output",
                        str(WORK / "peer.out"), "-beam_size", "12", "-batch_size", "64",
                        "-batch_type", "sents", "-gpu", "-1"],
         ),
         # Not the same weights' arithmetic: ours with dynamic int8 (`--int8`), the peer in fp32.
         "beam12_translate_int8": (
-            lambda r: [*rescore, "translate", "--threads", "1", "--quiet", "--device", "cpu",
-                       "-m", str(MODEL), "--beam", "12", "--batch-size", "64", "--int8", "-i",
-                       str(src_file), "-o", str(WORK / "ours.int8.out")],
+            lambda r: [*translate, "--int8", *like_peer, "-o", str(WORK / "ours.int8.out")],
             lambda r: [onmt_translate, "-model", str(onmt), "-src", str(rev_file), "-output",
                        str(WORK / "peer.out"), "-beam_size", "12", "-batch_size", "64",
                        "-batch_type", "sents", "-gpu", "-1"],
@@ -222,6 +233,9 @@ def main() -> None:
             print(name, r, round(times[name][0][-1], 2), round(times[name][1][-1], 2), flush=True)
         helps.append(timed([*rescore, "--help"]))
     rows = {k: ratios(*v) for k, v in times.items()}
+    ours_1best = (WORK / "ours.out").read_text(encoding="utf-8").splitlines()
+    peer_1best = (WORK / "peer.out").read_text(encoding="utf-8").splitlines()
+    same = sum(a == b for a, b in zip(ours_1best, peer_1best, strict=True))
     payload = {
         "benchmark": "peers",
         "what": "ours vs OpenNMT-py 3.5.1 (same weights), whole processes, 1 CPU thread each",
@@ -231,9 +245,13 @@ def main() -> None:
         "conversion_over_1e-4": over,
         "conversion_max_abs_diff_per_token": per_token,
         "conversion_tolerance": f"{CONVERSION_TOL_PER_TOKEN} per scored token (EOS included)",
-        "beam12_translate": f"{args.sentences} test2016 sentences; peer gets reversed tokens",
-        "beam12_translate_int8": "the same, ours with --int8 (dynamic int8 LSTM and linear "
-        "layers), the peer in fp32: not the same arithmetic, for scale",
+        "beam12_translate": f"{args.sentences} test2016 sentences, model tokens in and out "
+        "(ours --src-tokenized --tokenized-output; the peer gets them reversed)",
+        "beam12_same_1best_as_peer": f"{same} of {len(ours_1best)}",
+        "beam12_translate_raw": "the same sentences, ours from raw text to detokenized text "
+        "(sacremoses tokenizing and detokenizing, which the peer does not do)",
+        "beam12_translate_int8": "as beam12_translate, ours with --int8 (dynamic int8 LSTM and "
+        "linear layers), the peer in fp32: not the same arithmetic, for scale",
         "score_scoring": f"1000-best of the first {args.score_sentences} sentences "
         "(ours: rescore run, prefix trie; peer: its model, batches of 64 padded pairs)",
         "start_scoring": "10 hypotheses of 1 sentence (start-up, model load included)",

@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from nbest_rescore.checkpoint import ModelBundle
-from nbest_rescore.model import Seq2Seq, State, select_state, shift_right, target_order
+from nbest_rescore.model import (
+    Seq2Seq,
+    State,
+    fused_cell,
+    select_state,
+    shift_right,
+    target_order,
+)
 from nbest_rescore.quantize import check_int8_device
 from nbest_rescore.text import looks_escaped, to_model_tokens, tokenize
 from nbest_rescore.validate import option_at_least
@@ -432,9 +439,12 @@ def _trie_row_sums(
                     with _autocast(device, cfg.bf16):
                         gates = torch.cat([x, h0], dim=1) @ w_t
                     gates = gates.float() + bias
-                i, f, g, o = gates.chunk(4, dim=1)
-                c1 = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
-                h1 = torch.sigmoid(o) * torch.tanh(c1)
+                if prod is not None:  # its products give the cell input doubled
+                    h1, c1 = fused_cell(gates, c0)
+                else:
+                    i, f, g, o = gates.chunk(4, dim=1)
+                    c1 = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
+                    h1 = torch.sigmoid(o) * torch.tanh(c1)
                 cur_h[layer, s - lo : e - lo], cur_c[layer, s - lo : e - lo] = h1, c1
                 x = h1
             if model.has_attention:

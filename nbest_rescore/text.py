@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import KW_ONLY, asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sacremoses import MosesDetokenizer, MosesTokenizer
+if TYPE_CHECKING:
+    from sacremoses import MosesDetokenizer, MosesTokenizer
 
 # Moses' XML escapes, as written by `escape=True` tokenisation and by Moses pipelines.
 _ESCAPES: tuple[tuple[str, str], ...] = (
@@ -47,12 +48,18 @@ class TokenizerConfig:
 
 @functools.lru_cache(maxsize=16)
 def _moses_tokenizer(lang: str) -> MosesTokenizer:
+    # Imported here: sacremoses compiles its regexes on import (~0.5 s), which runs on
+    # already-tokenized text do not need.
+    from sacremoses import MosesTokenizer
+
     return MosesTokenizer(lang=lang)
 
 
 @functools.lru_cache(maxsize=16)
 def moses_detokenizer(lang: str) -> MosesDetokenizer:
     """One shared sacremoses detokenizer per language (model output and BLEU scoring)."""
+    from sacremoses import MosesDetokenizer
+
     return MosesDetokenizer(lang=lang)
 
 

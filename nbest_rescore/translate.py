@@ -10,6 +10,7 @@ of `rescore run`, see `features.py`), scores being summed log-probs including EO
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from itertools import islice
@@ -70,17 +71,25 @@ class Translation:
 
 @dataclass(frozen=True)
 class TranslationResult:
-    """The translations of one input line (0-based `index`), best first, and the detokenized 1-best."""
+    """The translations of one input line (0-based `index`), best first; `tgt_tok` detokenizes
+    the 1-best into `text`."""
 
     index: int
     source: str
     src_tokens: tuple[str, ...]
     hypotheses: tuple[Translation, ...]
-    text: str
+    tgt_tok: TokenizerConfig
 
     @property
     def best(self) -> Translation | None:
         return self.hypotheses[0] if self.hypotheses else None
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The detokenized 1-best ("" without one); computed on first use, so output that is
+        written as tokens never loads the detokenizer."""
+        best = self.best
+        return detokenize(list(best.tokens), self.tgt_tok) if best else ""
 
 
 def load_ensemble(
@@ -143,8 +152,7 @@ def _result(
         if copy_unk:
             toks = copy_unknowns(toks, ids, p.oov)
         out.append(Translation(tuple(toks), ids, h.score, h.model_scores))
-    text = detokenize(list(out[0].tokens), ens.tgt_tok) if out else ""
-    return TranslationResult(p.index, p.source, p.tokens, tuple(out), text)
+    return TranslationResult(p.index, p.source, p.tokens, tuple(out), ens.tgt_tok)
 
 
 def translate_lines(
@@ -210,13 +218,13 @@ def format_output(result: TranslationResult, mode: OutputMode = "text") -> str:
 
 def write_outputs(
     results: Iterable[TranslationResult], out: IO[str], mode: OutputMode = "text"
-) -> list[str]:
-    """Stream formatted results to `out`; returns the detokenized 1-best lines (for `--ref` BLEU)."""
-    best: list[str] = []
+) -> list[TranslationResult]:
+    """Stream formatted results to `out`; returns them (their `text`: the 1-best for BLEU)."""
+    done: list[TranslationResult] = []
     for r in results:
         out.write(format_output(r, mode))
-        best.append(r.text)
-    return best
+        done.append(r)
+    return done
 
 
 def shipped_translation_models(device: str | torch.device = "cpu") -> list[ModelBundle]:
@@ -306,25 +314,28 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
         reranker, scoring = reranker_of(job, ens, progress)
         results = rerank_results(ens, results, reranker, scoring)
     with atomic_write(job.output) as fh:
-        best = write_outputs(results, fh, job.mode)
+        done = write_outputs(results, fh, job.mode)
     if refs is None:
         return None
     from nbest_rescore.metrics import BleuConfig, corpus_bleu
 
     bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
-    return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"
+    return f"{corpus_bleu([r.text for r in done], refs, bleu_cfg)} ({bleu_cfg.tokenize})"
 
 
 def resolve_rerank(job: TranslateJob) -> TranslateJob:
     """`job` with `rerank` decided (by default: on for the shipped models when their
     `rerank.json` is shipped and no n-best list is asked for) and, when on, a search that keeps
     every hypothesis of the beam."""
-    from nbest_rescore.translate_rerank import shipped_rerank_file
-
     rerank = job.rerank
     if rerank is None:
         auto = not job.models and job.mode != "nbest"
-        rerank = auto and shipped_rerank_file(shipped_models().directory) is not None
+        if auto:
+            from nbest_rescore.translate_rerank import shipped_rerank_file
+
+            rerank = shipped_rerank_file(shipped_models().directory) is not None
+        else:
+            rerank = False
     if not rerank:
         return replace(job, rerank=False)
     search = replace(job.config.search, nbest=job.config.search.beam)

@@ -97,14 +97,11 @@ def feature_table(
     )
 
 
-def _reordered(result: TranslationResult, best: int, ens: Ensemble) -> TranslationResult:
-    from nbest_rescore.text import detokenize
-
+def _reordered(result: TranslationResult, best: int) -> TranslationResult:
     if best == 0:
         return result
     hyps = result.hypotheses
-    order = (hyps[best], *hyps[:best], *hyps[best + 1 :])
-    return replace(result, hypotheses=order, text=detokenize(list(order[0].tokens), ens.tgt_tok))
+    return replace(result, hypotheses=(hyps[best], *hyps[:best], *hyps[best + 1 :]))
 
 
 def rerank_results(
@@ -125,7 +122,7 @@ def rerank_results(
             w = np.array([reranker.weights[n] for n in table.names])
             best = iter(select_best(table.values @ w, table.offsets).tolist())
         for r in chunk:
-            yield _reordered(r, next(best), ens) if r.hypotheses else r
+            yield _reordered(r, next(best)) if r.hypotheses else r
 
 
 def check_features(names: Sequence[str], weights: Weights, source: str) -> None:

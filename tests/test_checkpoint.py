@@ -29,6 +29,10 @@ def _nan_weight(p: dict[str, Any]) -> None:
     p["model"]["out.bias"][3] = float("nan")
 
 
+def _inf_weight(p: dict[str, Any]) -> None:
+    p["model"]["decoder.weight_hh_l0"][5, 2] = float("-inf")
+
+
 def _missing_weight(p: dict[str, Any]) -> None:
     del p["model"]["out.weight"]
 
@@ -41,6 +45,7 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "cut vocabulary": (_cut_target_vocab, r"target vocabulary has \d+ entries, the model \d+"),
     "wider config": (_wider_config, r"has shape .* the config implies"),
     "NaN weight": (_nan_weight, r"out\.bias holds NaN"),
+    "infinite weight": (_inf_weight, r"decoder\.weight_hh_l0 holds NaN or infinite"),
     "missing weight": (_missing_weight, r"weights missing: out\.weight"),
     "unknown attention": (_unknown_attention, r"unknown attention 'dot'"),
 }
@@ -155,6 +160,30 @@ def test_translating_imports_neither_pandas_nor_sacrebleu() -> None:
         "print(sorted(m for m in ('pandas', 'sacrebleu') if m in sys.modules))\n"
     )
     assert _python_stdout(code).strip() == "[]"
+
+
+def test_translating_tokenized_text_to_tokens_never_loads_sacremoses(
+    slice_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`rescore translate --src-tokenized --tokenized-output` neither tokenizes nor detokenizes,
+    so sacremoses (half a second of regex compiling on import) stays out; the output is the
+    model's tokens, and the same command on raw text does load it."""
+    src = tmp_path / "src.tok.en"
+    src.write_text("a man is riding a bike .\ntwo dogs play in the snow .\n", encoding="utf-8")
+    for extra, expect in ((["--src-tokenized", "--tokenized-output"], "False"), ([], "True")):
+        out = tmp_path / f"out{len(extra)}.txt"
+        argv = ["rescore", "translate", "--quiet", "--device", "cpu", "-m", str(slice_checkpoint),
+                "--beam", "3", "-i", str(src), "-o", str(out), *extra]  # fmt: skip
+        code = (
+            "import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('sacremoses' in sys.modules))\n"
+            f"sys.argv = {argv!r}\n"
+            "runpy.run_module('nbest_rescore', run_name='__main__')\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == expect
+        assert len(out.read_text(encoding="utf-8").splitlines()) == 2
 
 
 def test_a_whole_run_with_its_report_imports_no_pandas(

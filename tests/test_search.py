@@ -8,13 +8,22 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_models import make_bundle, pad, sources
 
 from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.ensemble import Ensemble, EnsembleConfig
 from nbest_rescore.errors import InputError
 from nbest_rescore.model import Seq2Seq
-from nbest_rescore.search import SearchConfig, beam_search, beam_step, length_penalty
+from nbest_rescore.search import (
+    TOPK_BLOCK,
+    SearchConfig,
+    beam_search,
+    beam_step,
+    length_penalty,
+    top_candidates,
+)
 from nbest_rescore.vocab import BOS, EOS, PAD, UNK
 
 torch.set_num_threads(1)
@@ -83,6 +92,48 @@ def test_beam_step_matches_sorted_candidates() -> None:
         ]
         assert [j for _, j in got] == [j for _, j in ended]
         assert [s for s, _ in got] == pytest.approx([s for s, _ in ended])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 4),
+    k=st.integers(1, 12),
+    v=st.sampled_from([7, 4 * TOPK_BLOCK, 4 * TOPK_BLOCK + 1, 6 * TOPK_BLOCK - 5, 1000]),
+    dead=st.sampled_from(["none", "slots", "rows", "all but one"]),
+    coarse=st.booleans(),
+)
+def test_blockwise_top_candidates_equal_the_direct_topk(
+    seed: int, b: int, k: int, v: int, dead: str, coarse: bool
+) -> None:
+    """`top_candidates` (block maxima first, then `topk` over the best blocks) returns the
+    direct `topk`'s scores exactly, each finite one with an index that holds it, for any
+    vocabulary size (a ragged last block included), -inf slots and banned tokens, and many
+    equal scores. (A -inf pick, as from `topk`, stands for no candidate: any valid index.)"""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, k, v, generator=gen) * 4
+    if coarse:  # few distinct values: ties everywhere
+        logits = logits.round()
+    logp = torch.log_softmax(logits, dim=-1)
+    scores = torch.randn(b, k, generator=gen) * 3
+    if dead == "slots":
+        scores[:, k // 2 :] = float("-inf")
+    elif dead == "rows":
+        logp[0, :, 1:] = float("-inf")
+    elif dead == "all but one":
+        logp[:] = float("-inf")
+        logp[..., v - 1] = -2.0
+    n = min(2 * k, k * v)
+    want, _ = (scores.unsqueeze(-1) + logp).view(b, k * v).topk(n, dim=1)
+    got, idx = top_candidates(scores, logp, n)
+    assert torch.equal(got, want)
+    assert ((idx >= 0) & (idx < k * v)).all()
+    cand = (scores.unsqueeze(-1) + logp).view(b, k * v)
+    finite = torch.isfinite(got)
+    assert torch.equal(cand.gather(1, idx)[finite], got[finite])
+    for row in range(b):  # the finite picks are distinct candidates
+        picked = idx[row][finite[row]].tolist()
+        assert len(set(picked)) == len(picked)
 
 
 @pytest.mark.parametrize(
