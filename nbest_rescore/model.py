@@ -158,7 +158,7 @@ def tanh_doubled(x2: Tensor) -> Tensor:
 
 def fused_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """One LSTM cell update from gate pre-activations laid out [i, f, 2g, o] (the cell input
-    doubled, as `_GateTable`'s products give them), so that one in-place sigmoid serves all
+    doubled, as `StepProducts`'s products give them), so that one in-place sigmoid serves all
     four gates: tanh(g) = 2 sigmoid(2g) - 1. Returns the new (h, c); `gates` is overwritten."""
     s = gates.sigmoid_()
     i, f, g, o = s.chunk(4, dim=1)
@@ -167,7 +167,7 @@ def fused_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @dataclass(frozen=True)
-class _GateTable:
+class StepProducts:
     """`Seq2Seq._gate_table`'s cache: the weights' (address, version) it was built from, the
     first layer's per-token input gates (both biases in) and hidden product, every further
     layer's [W_ih W_hh] product (b_ih + b_hh), and the readout's products (`att_out` with
@@ -220,7 +220,7 @@ class Seq2Seq(nn.Module):
             self.att_query = nn.Linear(c.hidden, c.hidden, bias=False)
             self.att_v = nn.Linear(c.hidden, 1, bias=False)
         self.out = nn.Linear(c.hidden, c.tgt_vocab_size)
-        self._gate_cache: _GateTable | None = None
+        self._gate_cache: StepProducts | None = None
         if init:
             self.reset_parameters()
 
@@ -273,9 +273,14 @@ class Seq2Seq(nn.Module):
         weights = torch.softmax(scores, dim=-1).to(memory.dtype)
         return self.attentional(torch.bmm(weights, memory), hs)
 
-    def attentional(self, context: Tensor, hs: Tensor) -> Tensor:
-        """The attentional state tanh(W_c [context; h]) the output layer reads."""
-        return torch.tanh(self.att_out(torch.cat([context, hs], dim=-1)))
+    def attentional(
+        self, context: Tensor, hs: Tensor, products: StepProducts | None = None
+    ) -> Tensor:
+        """The attentional state tanh(W_c [context; h]) the output layer reads; with `products`
+        (`step_products`), by its prepared (doubled) W_c and `tanh_doubled`."""
+        if products is None or products.att_out is None:
+            return torch.tanh(self.att_out(torch.cat([context, hs], dim=-1)))
+        return tanh_doubled(products.att_out(torch.cat([context, hs], dim=-1)))
 
     def decode(self, tgt_in: Tensor, state: State) -> Tensor:
         """Teacher-forced decoder: logits (batch, time, vocab) for inputs `tgt_in` (BOS + prefix).
@@ -326,7 +331,7 @@ class Seq2Seq(nn.Module):
         return torch.log_softmax(logits.float(), dim=-1), (h, c)
 
     def _grid_readout(
-        self, hs: Tensor, enc: State, slots: Tensor | None, width: int, gt: _GateTable | None
+        self, hs: Tensor, enc: State, slots: Tensor | None, width: int, gt: StepProducts | None
     ) -> Tensor:
         """The attentional state of rows `hs` (n, hidden) laid out as in `grid_step`."""
         memory, keys, mask = enc[2], enc[3], enc[4]
@@ -345,12 +350,10 @@ class Seq2Seq(nn.Module):
         context = torch.bmm(weights, memory).view(nb * width, hidden)
         if slots is not None:
             context = context.index_select(0, slots)
-        if gt is None or gt.att_out is None:
-            return self.attentional(context, hs)
-        return tanh_doubled(gt.att_out(torch.cat([context, hs], dim=-1)))
+        return self.attentional(context, hs, gt)
 
     def _decoder_cell(
-        self, prev: Tensor, h: Tensor, c: Tensor, gt: _GateTable | None
+        self, prev: Tensor, h: Tensor, c: Tensor, gt: StepProducts | None
     ) -> tuple[Tensor, Tensor]:
         """All decoder layers for one token per row: new (h, c), each (layers, n, hidden).
 
@@ -375,14 +378,14 @@ class Seq2Seq(nn.Module):
             cs.append(c_new)
         return torch.stack(hs), torch.stack(cs)
 
-    def step_products(self) -> _GateTable | None:
+    def step_products(self) -> StepProducts | None:
         """The decoder's products prepared for inference (`_gate_table`): in eval mode with a
         plain `nn.LSTM` (not a quantized one) and a table within `GATE_TABLE_MAX`; else None."""
         if self.training or type(self.decoder) is not nn.LSTM:
             return None
         return self._gate_table()
 
-    def _gate_table(self) -> _GateTable | None:
+    def _gate_table(self) -> StepProducts | None:
         """The first decoder layer's input gates for every target token, (vocab, 4 * hidden),
         the further layers' [input; hidden] weights and the readout's; None where the table
         would pass `GATE_TABLE_MAX` entries (the paper's 80k x 4000 would take 1.3 GB).
@@ -416,7 +419,7 @@ class Seq2Seq(nn.Module):
                 hh0 = _Linear.of(w["weight_hh_l0"], None)
                 att = _Linear.of(self.att_out.weight * 2, None) if self.has_attention else None
                 out = _Linear.of(self.out.weight.detach(), self.out.bias.detach())
-            self._gate_cache = _GateTable(key, table, hh0, layers, att, out)
+            self._gate_cache = StepProducts(key, table, hh0, layers, att, out)
         return self._gate_cache
 
 

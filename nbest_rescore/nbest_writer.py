@@ -14,6 +14,7 @@ Numbers the writer formats itself (added features, or fields a caller replaced) 
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO
@@ -49,16 +50,17 @@ def format_features(features: Sequence[Feature], sparse: Sequence[tuple[str, flo
     return " ".join(p for p in parts if p)
 
 
-def _check_added(feature: Feature) -> None:
-    """Refuse feature names that would not read back as one dense group."""
-    name = feature.name
-    if feature.style not in ("=", ":", ""):
-        raise ValueError(f"feature {name!r}: style must be '=', ':' or '', not {feature.style!r}")
-    if feature.style and (not name or any(c.isspace() for c in name) or "|||" in name):
+@functools.lru_cache(maxsize=256)
+def _check_added(name: str, style: str) -> None:
+    """Refuse feature names that would not read back as one dense group (cached: a list adds
+    the same few names to every line)."""
+    if style not in ("=", ":", ""):
+        raise ValueError(f"feature {name!r}: style must be '=', ':' or '', not {style!r}")
+    if style and (not name or any(c.isspace() for c in name) or "|||" in name):
         raise ValueError(f"feature name {name!r} must be non-empty without spaces or '|||'")
-    if feature.style and name[-1] in "=:":
+    if style and name[-1] in "=:":
         raise ValueError(f"feature name {name!r} must not end with '=' or ':'")
-    if feature.style == "=" and "_" in name:
+    if style == "=" and "_" in name:
         raise ValueError(
             f"feature name {name!r} contains '_': Moses' tuners would read it as a sparse feature"
         )
@@ -81,7 +83,7 @@ def format_hypothesis(h: Hypothesis, extra_features: Sequence[Feature] = ()) -> 
         feats = format_features(h.features, h.sparse)
     if extra_features:
         for f in extra_features:
-            _check_added(f)
+            _check_added(f.name, f.style)
         unlabelled = bool(h.features) and all(f.style == "" for f in h.features)
         if unlabelled:
             extra_features = [Feature(f.name, f.values, "") for f in extra_features]

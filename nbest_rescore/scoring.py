@@ -31,6 +31,7 @@ from nbest_rescore.checkpoint import ModelBundle
 from nbest_rescore.model import (
     Seq2Seq,
     State,
+    StepProducts,
     fused_cell,
     select_state,
     shift_right,
@@ -260,9 +261,16 @@ row against all of them in one matmul and masks other sources' positions, instea
 each row's memory (a copy of rows x length x hidden floats)."""
 
 
-def readout_rows(model: Seq2Seq, h: torch.Tensor, enc: State, rows: torch.Tensor) -> torch.Tensor:
+def readout_rows(
+    model: Seq2Seq,
+    h: torch.Tensor,
+    enc: State,
+    rows: torch.Tensor,
+    products: StepProducts | None = None,
+) -> torch.Tensor:
     """The output layer's input for top-layer states `h` (n, hidden) whose sources are rows
-    `rows` of `enc`, in slices that bound memory."""
+    `rows` of `enc`, in slices that bound memory; `products` (`Seq2Seq.step_products`) runs the
+    bilinear attention's output product prepared."""
     if not model.has_attention:
         return h
     memory, keys, mask = enc[2], enc[3], enc[4]
@@ -274,7 +282,7 @@ def readout_rows(model: Seq2Seq, h: torch.Tensor, enc: State, rows: torch.Tensor
     for s in range(0, h.size(0), step):
         sl = slice(s, min(s + step, h.size(0)))
         if dense:
-            out[sl] = _dense_luong(model, h[sl], memory, keys, mask, rows[sl])
+            out[sl] = _dense_luong(model, h[sl], memory, keys, mask, rows[sl], products)
         else:
             out[sl] = model.readout(h[sl].unsqueeze(1), enc, rows[sl]).squeeze(1)
     return out
@@ -287,6 +295,7 @@ def _dense_luong(
     keys: torch.Tensor,
     mask: torch.Tensor,
     rows: torch.Tensor,
+    products: StepProducts | None = None,
 ) -> torch.Tensor:
     """`model.readout` for bilinear attention, scoring against every source's positions at once."""
     n_src, width, hidden = memory.shape
@@ -294,7 +303,7 @@ def _dense_luong(
     col_src = torch.arange(n_src * width, device=h.device) // width
     own = (col_src.unsqueeze(0) == rows.unsqueeze(1)) & mask.reshape(1, -1)
     weights = torch.softmax(scores.masked_fill(~own, float("-inf")), dim=-1).to(memory.dtype)
-    return model.attentional(weights @ memory.reshape(n_src * width, hidden), h)
+    return model.attentional(weights @ memory.reshape(n_src * width, hidden), h, products)
 
 
 OUTPUT_ROWS_FLOATS = 1 << 25
@@ -449,7 +458,7 @@ def _trie_row_sums(
                 x = h1
             if model.has_attention:
                 with _autocast(device, cfg.bf16):
-                    x = readout_rows(model, x, enc, sent_t[s:e])
+                    x = readout_rows(model, x, enc, sent_t[s:e], prod)
                 cur_r[s - lo : e - lo] = x
             for sl in _row_chunks(e - s, c.tgt_vocab_size):
                 with _autocast(device, cfg.bf16):

@@ -133,6 +133,19 @@ def _python_stdout(code: str) -> str:
     ).stdout
 
 
+def _cli_loads(module: str, argv: list[str]) -> bool:
+    """Whether `rescore argv`, run to its end in a fresh interpreter, imported `module`."""
+    code = (
+        "import atexit, runpy, sys\n"
+        f"atexit.register(lambda: print({module!r} in sys.modules))\n"
+        f"sys.argv = {['rescore', *argv]!r}\n"
+        "runpy.run_module('nbest_rescore', run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_loading_builds_no_random_weights_and_imports_no_compiler(slice_checkpoint: Path) -> None:
     """A load is every weight from the file, and start-up stays free of what it need not import:
     torch._dynamo (the meta-device shell's normal init pulled it in, seconds) and matplotlib."""
@@ -170,19 +183,11 @@ def test_translating_tokenized_text_to_tokens_never_loads_sacremoses(
     model's tokens, and the same command on raw text does load it."""
     src = tmp_path / "src.tok.en"
     src.write_text("a man is riding a bike .\ntwo dogs play in the snow .\n", encoding="utf-8")
-    for extra, expect in ((["--src-tokenized", "--tokenized-output"], "False"), ([], "True")):
+    for extra, loads in ((["--src-tokenized", "--tokenized-output"], False), ([], True)):
         out = tmp_path / f"out{len(extra)}.txt"
-        argv = ["rescore", "translate", "--quiet", "--device", "cpu", "-m", str(slice_checkpoint),
+        argv = ["translate", "--quiet", "--device", "cpu", "-m", str(slice_checkpoint),
                 "--beam", "3", "-i", str(src), "-o", str(out), *extra]  # fmt: skip
-        code = (
-            "import atexit, runpy, sys\n"
-            "atexit.register(lambda: print('sacremoses' in sys.modules))\n"
-            f"sys.argv = {argv!r}\n"
-            "runpy.run_module('nbest_rescore', run_name='__main__')\n"
-        )
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip().splitlines()[-1] == expect
+        assert _cli_loads("sacremoses", argv) is loads
         assert len(out.read_text(encoding="utf-8").splitlines()) == 2
 
 
@@ -193,18 +198,10 @@ def test_a_whole_run_with_its_report_imports_no_pandas(
     slice, in a fresh interpreter: pandas (half a second of start-up) is never imported, and the
     outputs are all there."""
     out = tmp_path / "out"
-    argv = ["rescore", "run", "--quiet", "--device", "cpu", "-m", str(slice_checkpoint),
+    argv = ["run", "--quiet", "--device", "cpu", "-m", str(slice_checkpoint),
             "--nbest", str(slice_paths["nbest"]), "--src", str(slice_paths["src"]),
             "--ref", str(slice_paths["ref"]), "--out", str(out)]  # fmt: skip
-    code = (
-        "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('pandas' in sys.modules))\n"
-        f"sys.argv = {argv!r}\n"
-        "runpy.run_module('nbest_rescore', run_name='__main__')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "False"
+    assert not _cli_loads("pandas", argv)
     for name in ("scores.parquet", "report.html", "tables/systems.csv", "tables/examples.json"):
         assert (out / name).stat().st_size > 0, name
 
