@@ -140,8 +140,36 @@ def test_the_peer_comparison_is_peers_json() -> None:
         "start_scoring"
     )
     assert one(
-        r"beam-12 translation of 300 sentences ([0-9.]+-[0-9.]+x \(median [0-9.]+)", text
+        r"beam-12 translation of 300 sentences takes ([0-9.]+-[0-9.]+x \(median [0-9.]+)", text
     ) == span("beam12_translate")
+    assert one(
+        r"from raw text to detokenized text ([0-9.]+-[0-9.]+x \(median [0-9.]+)", text
+    ) == span("beam12_translate_raw")
+    payload = _bench("peers")
+    assert (
+        one(r"the same 1-best as the peer for ([0-9]+ of [0-9]+) sentences", text)
+        == payload["beam12_same_1best_as_peer"]
+    )
+    assert (
+        one(r"`--int8` translation ([0-9.]+-[0-9.]+x) of the peer", text)
+        == (span("beam12_translate_int8").split(" (")[0])
+    )
+    per_token = float(one(r"to within 1e-5 nats per token, at most ([0-9.e-]+);", text))
+    assert per_token == float(f"{payload['conversion_max_abs_diff_per_token']:.1e}") <= 1e-5
+    helps = payload["rescore_help_s"]
+    assert one(r"`rescore --help` takes ([0-9.]+-[0-9.]+) s", text) == (
+        f"{min(helps):.2f}-{max(helps):.2f}"
+    )
+
+
+def test_the_step_op_figures_are_step_ops_json() -> None:
+    text = README.replace("\n", " ")
+    rows = _bench("step_ops")["rows"]
+    cell = rows["LSTM cell, 768 rows x 512"]["ratio_new_over_old"]
+    topk = rows["top 24 of 64 x (12 x 6567) continuations"]["ratio_new_over_old"]
+    assert one(r"the cell takes ([0-9.]+)x its former time", text) == f"{cell:.2f}"
+    assert one(r"written: ([0-9.]+)x the time of one `topk`", text) == f"{topk:.2f}"
+    assert _bench("step_ops")["agreement"]["top_candidates_equal_scores"]
 
 
 def test_the_packing_and_int8_figures_are_their_records() -> None:
