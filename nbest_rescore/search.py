@@ -149,8 +149,8 @@ def top_candidates(scores: Tensor, logp: Tensor, n: int) -> tuple[Tensor, Tensor
     them has n blocks above it, each holding a better continuation), so `topk` then reads only
     those n blocks. With beam 12 and 6.6k words this reads the log-probs once, with no
     (B, K * V) sum written: 0.46x the direct `topk`'s time (bench/bench_step_ops.py). Equal
-    scores may come in another order, and a -inf pick (fewer than n finite continuations) may carry the index of
-    another candidate: like `beam_step`'s callers, read only finite picks.
+    scores may come in another order, and a -inf pick (fewer than n finite continuations) may
+    carry the index of another candidate: like `beam_step`'s callers, read only finite picks.
     """
     b, kk, v = logp.shape
     bs = TOPK_BLOCK

@@ -217,14 +217,20 @@ def format_output(result: TranslationResult, mode: OutputMode = "text") -> str:
 
 
 def write_outputs(
-    results: Iterable[TranslationResult], out: IO[str], mode: OutputMode = "text"
-) -> list[TranslationResult]:
-    """Stream formatted results to `out`; returns them (their `text`: the 1-best for BLEU)."""
-    done: list[TranslationResult] = []
+    results: Iterable[TranslationResult],
+    out: IO[str],
+    mode: OutputMode = "text",
+    *,
+    keep_text: bool = True,
+) -> list[str]:
+    """Stream formatted results to `out`; returns the detokenized 1-best lines (for `--ref`
+    BLEU), or nothing with `keep_text=False` (tokens written, no detokenizer loaded)."""
+    best: list[str] = []
     for r in results:
         out.write(format_output(r, mode))
-        done.append(r)
-    return done
+        if keep_text:
+            best.append(r.text)
+    return best
 
 
 def shipped_translation_models(device: str | torch.device = "cpu") -> list[ModelBundle]:
@@ -314,13 +320,13 @@ def run_translate_job(job: TranslateJob, progress: ProgressSettings = QUIET) -> 
         reranker, scoring = reranker_of(job, ens, progress)
         results = rerank_results(ens, results, reranker, scoring)
     with atomic_write(job.output) as fh:
-        done = write_outputs(results, fh, job.mode)
+        best = write_outputs(results, fh, job.mode, keep_text=refs is not None)
     if refs is None:
         return None
     from nbest_rescore.metrics import BleuConfig, corpus_bleu
 
     bleu_cfg = BleuConfig(tokenize=job.tokenize, tgt_lang=ens.tgt_tok.lang)
-    return f"{corpus_bleu([r.text for r in done], refs, bleu_cfg)} ({bleu_cfg.tokenize})"
+    return f"{corpus_bleu(best, refs, bleu_cfg)} ({bleu_cfg.tokenize})"
 
 
 def resolve_rerank(job: TranslateJob) -> TranslateJob:
