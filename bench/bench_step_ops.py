@@ -4,7 +4,7 @@ At the shapes of the shipped `att-rev-1`'s beam-12 search (batch 64 x beam 12 = 
 hidden 512, 6,567 target words), times, interleaved, each pair in turn (median of `--repeats`):
 
 - tanh: `torch.tanh` against `model.tanh_doubled` (2 sigmoid(2x) - 1) on 768 x 512;
-- the LSTM cell: four activations over the gate chunks (`torch.sigmoid` x3, `torch.tanh` x2) against
+- the LSTM cell: `model.lstm_cell` (`torch.sigmoid` x3, `torch.tanh` x2 over the gate chunks) against
   `model.fused_cell` (one sigmoid over all gates, the cell input doubled);
 - the beam's 24 best continuations: one `topk` over the (64, 12 x 6567) sums against
   `search.top_candidates` (block maxima first).
@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from bench.common import machine_info, write_result
-from nbest_rescore.model import fused_cell, tanh_doubled
+from nbest_rescore.model import fused_cell, lstm_cell, tanh_doubled
 from nbest_rescore.search import top_candidates
 
 ROWS, HIDDEN, VOCAB, BATCH, BEAM = 768, 512, 6567, 64, 12
@@ -48,12 +48,6 @@ def _pair(old: Callable[[], object], new: Callable[[], object], repeats: int) ->
     return {"old_ms": round(mo, 3), "new_ms": round(mn, 3), "ratio_new_over_old": round(mn / mo, 3)}
 
 
-def _old_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    i, f, g, o = gates.chunk(4, dim=1)
-    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c_new), c_new
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=50)
@@ -74,13 +68,13 @@ def main() -> None:
     rows = {
         "tanh, 768 x 512": _pair(lambda: torch.tanh(x), lambda: tanh_doubled(x * 2), args.repeats),
         "LSTM cell, 768 rows x 512": _pair(
-            lambda: _old_cell(gates, c), lambda: fused_cell(doubled.clone(), c), args.repeats
+            lambda: lstm_cell(gates, c), lambda: fused_cell(doubled.clone(), c), args.repeats
         ),
         "top 24 of 64 x (12 x 6567) continuations": _pair(
             direct, lambda: top_candidates(scores, logp, 2 * BEAM), args.repeats
         ),
     }
-    h_old, c_old = _old_cell(gates, c)
+    h_old, c_old = lstm_cell(gates, c)
     h_new, c_new = fused_cell(doubled.clone(), c)
     agree = {
         "tanh_max_abs_diff": float((torch.tanh(x) - tanh_doubled(x * 2)).abs().max()),

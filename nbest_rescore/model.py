@@ -156,6 +156,14 @@ def tanh_doubled(x2: Tensor) -> Tensor:
     return x2.sigmoid_().mul_(2).sub_(1)
 
 
+def lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM cell update from gate pre-activations laid out [i, f, g, o], as `nn.LSTM`'s
+    weights give them: the new (h, c) = (o tanh(c'), f c + i tanh(g))."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+
 def fused_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """One LSTM cell update from gate pre-activations laid out [i, f, 2g, o] (the cell input
     doubled, as `StepProducts`'s products give them), so that one in-place sigmoid serves all
@@ -278,9 +286,10 @@ class Seq2Seq(nn.Module):
     ) -> Tensor:
         """The attentional state tanh(W_c [context; h]) the output layer reads; with `products`
         (`step_products`), by its prepared (doubled) W_c and `tanh_doubled`."""
+        both = torch.cat([context, hs], dim=-1)
         if products is None or products.att_out is None:
-            return torch.tanh(self.att_out(torch.cat([context, hs], dim=-1)))
-        return tanh_doubled(products.att_out(torch.cat([context, hs], dim=-1)))
+            return torch.tanh(self.att_out(both))
+        return tanh_doubled(products.att_out(both))
 
     def decode(self, tgt_in: Tensor, state: State) -> Tensor:
         """Teacher-forced decoder: logits (batch, time, vocab) for inputs `tgt_in` (BOS + prefix).

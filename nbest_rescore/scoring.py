@@ -33,6 +33,7 @@ from nbest_rescore.model import (
     State,
     StepProducts,
     fused_cell,
+    lstm_cell,
     select_state,
     shift_right,
     target_order,
@@ -448,12 +449,8 @@ def _trie_row_sums(
                     with _autocast(device, cfg.bf16):
                         gates = torch.cat([x, h0], dim=1) @ w_t
                     gates = gates.float() + bias
-                if prod is not None:  # its products give the cell input doubled
-                    h1, c1 = fused_cell(gates, c0)
-                else:
-                    i, f, g, o = gates.chunk(4, dim=1)
-                    c1 = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
-                    h1 = torch.sigmoid(o) * torch.tanh(c1)
+                # The prepared products give the cell input doubled, for `fused_cell`.
+                h1, c1 = (lstm_cell if prod is None else fused_cell)(gates, c0)
                 cur_h[layer, s - lo : e - lo], cur_c[layer, s - lo : e - lo] = h1, c1
                 x = h1
             if model.has_attention:

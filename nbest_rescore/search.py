@@ -165,10 +165,10 @@ def top_candidates(scores: Tensor, logp: Tensor, n: int) -> tuple[Tensor, Tensor
     best_blocks = bound.topk(min(n, kk * nblk), dim=1).indices  # (B, n')
     row = torch.div(best_blocks, nblk, rounding_mode="floor")
     col = (best_blocks % nblk).unsqueeze(-1) * bs + torch.arange(bs, device=logp.device)
-    valid = col < v  # the ragged block's tail
     flat = (row.unsqueeze(-1) * v + col.clamp(max=v - 1)).view(b, -1)
     values = logp.view(b, kk * v).gather(1, flat) + scores.gather(1, row).repeat_interleave(bs, 1)
-    values = values.masked_fill_(~valid.view(b, -1), float("-inf"))
+    if full < v:  # the ragged block's tail (clamped above) is no candidate
+        values.masked_fill_((col >= v).view(b, -1), float("-inf"))
     top_scores, pos = values.topk(n, dim=1)
     return top_scores, flat.gather(1, pos)
 
